@@ -1,0 +1,9 @@
+"""Policies that act in MMSearch-v0, and the loops that run them.
+
+Agents depend on the environment package, never the other way round.
+"""
+
+from agents.rollout import EpisodeSummary, run_episodes, summarize
+from agents.scripted import OraclePolicy
+
+__all__ = ["EpisodeSummary", "OraclePolicy", "run_episodes", "summarize"]

@@ -1,0 +1,466 @@
+"""MMSearch-v0: a visual question, answered in at most a few assistant turns that may search the web."""
+
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, SupportsFloat
+
+import gymnasium as gym
+from gymnasium import spaces
+
+from mmsearch_env.data import Example, load_dataset
+from mmsearch_env.errors import ConfigError, InvalidActionError, ResetNeededError
+from mmsearch_env.prompts import PromptTemplates, load_prompts, render_tool_result
+from mmsearch_env.protocol import Action, ActionProtocol, get_protocol
+from mmsearch_env.reward import ALLOWED_SHAPES, RewardBreakdown, score_actions, trajectory_shape
+from mmsearch_env.search import (
+    ImageSearchRequest,
+    SearchResponse,
+    TextSearchRequest,
+    acall_search,
+    call_search,
+    make_search,
+)
+from mmsearch_env.spaces import AssistantTurn, ChatMessages, PILImage, UnicodeText
+from mmsearch_env.text import clean_text
+
+__all__ = ["TERMINATION_REASONS", "TRUNCATION_REASONS", "MMSearchEnv"]
+
+#: ``info["end_reason"]`` values that set ``terminated`` (the task ended).
+TERMINATION_REASONS = ("answer", "malformed")
+#: ``info["end_reason"]`` values that set ``truncated`` (a search budget ran out).
+TRUNCATION_REASONS = ("search_on_last_turn", "image_search_limit", "text_search_limit")
+
+_PREFIXES_OK = frozenset({"", "I", "T", "I>T"}) | ALLOWED_SHAPES
+
+
+@dataclass
+class _Episode:
+    example: Example
+    image: Any
+    messages: list[dict[str, Any]]
+    turns: list[str] = field(default_factory=list)
+    actions: list[Action] = field(default_factory=list)
+    responses: list[SearchResponse] = field(default_factory=list)
+    image_searches: int = 0
+    text_searches: int = 0
+    search_failures: int = 0
+    end_reason: str | None = None
+    breakdown: RewardBreakdown | None = None
+
+
+class MMSearchEnv(gym.Env[dict[str, Any], str]):
+    """Answer a visual question, searching the web only when needed (MMSearch-R1).
+
+    ==================  ==========================================================================
+    id                  ``MMSearch-v0``
+    action              ``str``: one assistant turn (``AssistantTurn`` space)
+    observation         ``dict``: ``messages`` (HF multimodal chat), ``question`` (str), ``image`` (PIL)
+    tools               image search (the question's image), text search (a query)
+    default limits      3 turns, 1 image search, 2 text searches, no search in the last turn
+    reward              ``0.9 · accuracy · (0.9 if searched) + 0.1 · format`` on the last step
+    ==================  ==========================================================================
+
+    ## Description
+
+    One episode is one visual question from ``dataset``. The agent writes assistant turns; a turn may
+    end with a search, whose results come back as the next user (``"tags"``) or tool
+    (``"tool_calls"``) message, or with an answer, which ends the episode and is scored. This is
+    the rollout of MMSearch-R1 (arXiv 2506.20670), with the search tools behind one interface
+    (``search``): the built-in sample "web" by default, or any backend object.
+
+    ## Action Space
+
+    Any ``str``. How it is read depends on ``protocol``:
+
+    * ``"tags"`` (default, the paper's): reason inside ``<reason>…</reason>``, then end the turn with
+      exactly one of ``<search><img></search>`` (image search), ``<text_search>QUERY</text_search>``
+      (text search; the last such pair is the query) or ``<answer>ANSWER</answer>``.
+    * ``"tool_calls"``: end the turn with ``<tool_call>{"name": "image_search" | "text_search",
+      "arguments": {...}}</tool_call>`` or with ``<answer>ANSWER</answer>``.
+
+    Only the end of the turn decides the action. A turn that ends with no action, with an empty
+    query, or with a broken tool call is *malformed*: the episode ends (there is no retry) and the
+    reward is 0. Protocol tags inside a query or answer are removed. ``step`` never raises on agent
+    text (empty, huge, invalid Unicode, hostile); it raises :class:`InvalidActionError` for a non-str.
+    For dict actions use :class:`mmsearch_env.wrappers.StructuredActions`.
+
+    ## Observation Space
+
+    A ``dict`` with ``messages``: the conversation so far, ready for
+    ``processor.apply_chat_template`` — first a user message holding the question's image and the
+    instruction (which repeats the question), then for each turn the assistant message and, after a
+    search, the results message: ``<information>`` (tags protocol), a header, up to 5 numbered
+    results (image search: thumbnail image + ``title: …``; text search: ``(link: URL) summary``),
+    ``</information>``, the question again and what the agent may do next. A failed search gives a
+    short error text instead (no ``<information>``) and the episode goes on. Web text is escaped, so
+    results cannot inject tags. Also ``question`` (str) and ``image`` (the question's RGB image).
+
+    ## Rewards
+
+    0 on every step but the last. On the last step ``(1 - format_weight) · accuracy · penalty +
+    format_weight · format`` (:func:`mmsearch_env.reward.score_trajectory`): accuracy is exact match
+    after normalisation against the answer or any candidate answer; penalty is ``1 - search_penalty``
+    if the answer is correct and any search ran; format is 1 when every turn is well formed and the
+    trajectory is answer / image→answer / text→answer / image→text→answer. Default values: 1.0,
+    0.91, 0.9, 0.81, 0.1, 0.0.
+
+    ## Starting State
+
+    ``reset`` picks a question uniformly with ``self.np_random`` (seeded by ``reset(seed=...)``), or
+    the one named by ``options={"index": i}`` or ``options={"example_id": "..."}``.
+
+    ## Episode End
+
+    * *Termination* ``"answer"``: the turn ends with an answer.
+    * *Termination* ``"malformed"``: the turn ends with no valid action.
+    * *Truncation* ``"search_on_last_turn"``: a search in turn ``max_turns`` (not run).
+    * *Truncation* ``"image_search_limit"`` / ``"text_search_limit"``: a search past its limit (not run).
+
+    ``info["end_reason"]`` names which. Every truncation is still scored (no answer: 0 accuracy).
+
+    ## Info
+
+    Every step: ``example_id``, ``turn``, ``image_searches``, ``text_searches``, ``search_failures``,
+    ``action`` (the kind parsed), ``action_error``, ``format_ok`` (all turns so far well formed and
+    on an allowed path), ``search_error`` (on a step whose search failed). Last step also:
+    ``end_reason``, ``answer``, ``correct``, ``ground_truth``, ``reward_parts``.
+
+    ## Arguments
+
+    * ``dataset``: ``"sample"`` (built-in), a ``.jsonl`` path, or a list of rows (dicts with
+      ``question``, ``image`` as PIL image / path / bytes, ``answer``, optional ``candidate_answers``,
+      ``id``, ``category``, ``search_need``).
+    * ``split``: split of a built-in dataset (``"train"``, ``"validation"``, ``"test"``, ``None``).
+    * ``search``: backend name (``"sample"``, ``"disabled"``) or object; ``search_options``: dict
+      of keyword arguments for a named backend.
+    * ``protocol``: ``"tags"`` or ``"tool_calls"``; ``prompts``: a JSON/TOML file of templates.
+    * ``max_turns`` (3), ``max_image_searches`` (1), ``max_text_searches`` (2),
+      ``search_penalty`` (0.1), ``format_weight`` (0.1).
+    * ``thumbnail_size`` (256): long side of result thumbnails; ``search_timeout`` (seconds or
+      None): a slower search becomes a tool error.
+    * ``render_mode``: ``"ansi"`` returns the transcript as text.
+
+    ## Example
+
+    >>> import gymnasium as gym, mmsearch_env
+    >>> env = gym.make("MMSearch-v0")
+    >>> obs, info = env.reset(seed=0, options={"example_id": "sample-arvenia-image"})
+    >>> obs["question"]
+    "Which country's flag is shown in the image?"
+    >>> obs, reward, terminated, truncated, info = env.step(
+    ...     "<reason>I do not know this flag.</reason><search><img></search>")
+    >>> info["image_searches"], reward, terminated
+    (1, 0.0, False)
+    >>> "title: Flag of Arvenia" in obs["messages"][-1]["content"][2]["text"]
+    True
+    >>> obs, reward, terminated, truncated, info = env.step(
+    ...     "<reason>The top result is the flag of Arvenia.</reason><answer>Arvenia</answer>")
+    >>> reward, terminated, info["end_reason"]
+    (0.91, True, 'answer')
+
+    ## Version History
+
+    * v0: initial version (MMSearch-R1 protocol and reward).
+    """
+
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi"], "render_fps": 4}
+
+    def __init__(
+        self,
+        dataset: Any = "sample",
+        split: str | None = "train",
+        search: Any = "sample",
+        search_options: dict[str, Any] | None = None,
+        protocol: str | ActionProtocol = "tags",
+        prompts: str | PromptTemplates | None = None,
+        max_turns: int = 3,
+        max_image_searches: int = 1,
+        max_text_searches: int = 2,
+        search_penalty: float = 0.1,
+        format_weight: float = 0.1,
+        thumbnail_size: int = 256,
+        search_timeout: float | None = None,
+        render_mode: str | None = None,
+    ) -> None:
+        for name, value, low in (
+            ("max_turns", max_turns, 1),
+            ("max_image_searches", max_image_searches, 0),
+            ("max_text_searches", max_text_searches, 0),
+            ("thumbnail_size", thumbnail_size, 16),
+        ):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+                raise ConfigError(f"{name} must be an int >= {low}, got {value!r}")
+        for name, value in (("search_penalty", search_penalty), ("format_weight", format_weight)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= float(value) <= 1.0:
+                raise ConfigError(f"{name} must be a number in [0, 1], got {value!r}; the paper uses 0.1")
+        if search_timeout is not None and (not isinstance(search_timeout, numbers.Real) or search_timeout <= 0):
+            raise ConfigError(f"search_timeout must be a positive number of seconds or None, got {search_timeout!r}")
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ConfigError(
+                f"render_mode must be None or one of {self.metadata['render_modes']}, got {render_mode!r}"
+            )
+
+        self.examples: list[Example] = load_dataset(dataset, split)
+        self._index_of = {example.id: i for i, example in enumerate(self.examples)}
+        self.protocol = get_protocol(protocol)
+        self.prompts = load_prompts(self.protocol, prompts)
+        self.search = make_search(search, search_options)
+        self.max_turns = int(max_turns)
+        self.max_image_searches = int(max_image_searches)
+        self.max_text_searches = int(max_text_searches)
+        self.search_penalty = float(search_penalty)
+        self.format_weight = float(format_weight)
+        self.thumbnail_size = int(thumbnail_size)
+        self.search_timeout = search_timeout
+        self.render_mode = render_mode
+
+        self.action_space = AssistantTurn(self.protocol)
+        self.observation_space = spaces.Dict(
+            {"messages": ChatMessages(), "question": UnicodeText(), "image": PILImage()}
+        )
+        self._episode: _Episode | None = None
+        self._done = False
+
+    # -- public API ------------------------------------------------------------------------------------
+    @property
+    def example(self) -> Example:
+        """The current episode's question (raises before the first ``reset``)."""
+        return self._require_episode().example
+
+    @property
+    def max_searches_per_episode(self) -> int:
+        """The most searches one episode can run (no search in the last turn)."""
+        return min(self.max_image_searches + self.max_text_searches, self.max_turns - 1)
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        super().reset(seed=seed)
+        example = self.examples[self._pick(options)]
+        image = example.image.copy()
+        instruction = self.prompts.instruction.format(
+            question=example.question,
+            max_turns=self.max_turns,
+            max_image_searches=self.max_image_searches,
+            max_text_searches=self.max_text_searches,
+        )
+        messages: list[dict[str, Any]] = []
+        if self.prompts.system:
+            messages.append({"role": "system", "content": [{"type": "text", "text": self.prompts.system}]})
+        messages.append(
+            {"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": instruction}]}
+        )
+        self._episode = _Episode(example=example, image=image, messages=messages)
+        self._done = False
+        return self._observation(), self._info(None)
+
+    def step(self, action: str) -> tuple[dict[str, Any], SupportsFloat, bool, bool, dict[str, Any]]:
+        parsed, end_reason = self._advance(action)
+        if end_reason is not None:
+            return self._finish(end_reason)
+        response = call_search(self.search, parsed.kind, self._request(parsed), timeout=self.search_timeout)
+        return self._after_search(parsed, response)
+
+    async def astep(self, action: str) -> tuple[dict[str, Any], SupportsFloat, bool, bool, dict[str, Any]]:
+        """:meth:`step` whose search is awaited (async backends, concurrent rollouts on one loop)."""
+        parsed, end_reason = self._advance(action)
+        if end_reason is not None:
+            return self._finish(end_reason)
+        response = await acall_search(self.search, parsed.kind, self._request(parsed), timeout=self.search_timeout)
+        return self._after_search(parsed, response)
+
+    def render(self) -> str | None:
+        if self.render_mode != "ansi" or self._episode is None:
+            return None
+        lines = []
+        for message in self._episode.messages:
+            lines.append(f"── {message['role']} ──")
+            for block in message["content"]:
+                if block["type"] == "image":
+                    lines.append(f"[image {block['image'].width}x{block['image'].height}]")
+                else:
+                    lines.append(block["text"])
+        ep = self._episode
+        if ep.breakdown is not None:
+            b = ep.breakdown
+            lines.append(
+                f"── end: {ep.end_reason} · answer={b.answer!r} · truth={ep.example.answer!r} · "
+                f"reward={b.reward} (accuracy={b.accuracy}, format={b.format}, penalty={b.penalty}) ──"
+            )
+        return "\n".join(lines) + "\n"
+
+    def episode_record(self) -> dict[str, Any]:
+        """A JSON-able record of the current episode: turns, searches (with latency), reward parts."""
+        ep = self._require_episode()
+        return {
+            "example_id": ep.example.id,
+            "question": ep.example.question,
+            "ground_truth": ep.example.answer,
+            "candidate_answers": list(ep.example.candidate_answers),
+            "category": ep.example.category,
+            "search_need": ep.example.search_need,
+            "turns": list(ep.turns),
+            "actions": [
+                {"kind": a.kind, "content": a.content, "well_formed": a.well_formed, "error": a.error}
+                for a in ep.actions
+            ],
+            "searches": [
+                {
+                    "tool": r.tool,
+                    "ok": r.ok,
+                    "error": r.error,
+                    "latency_s": r.latency_s,
+                    "results": [{"title": x.title, "url": x.url, "summary": x.summary} for x in r.results],
+                }
+                for r in ep.responses
+            ],
+            "end_reason": ep.end_reason,
+            "reward": ep.breakdown.as_dict() if ep.breakdown else None,
+        }
+
+    def close(self) -> None:
+        closer = getattr(self.search, "close", None)
+        if callable(closer):
+            closer()
+        super().close()
+
+    # -- the state machine -----------------------------------------------------------------------------
+    def _pick(self, options: dict[str, Any] | None) -> int:
+        options = options or {}
+        unknown = set(options) - {"index", "example_id"}
+        if unknown:
+            raise ConfigError(f"unknown reset option(s) {sorted(unknown)}; use 'index' or 'example_id'")
+        if "example_id" in options:
+            key = options["example_id"]
+            if key not in self._index_of:
+                raise ConfigError(f"no example with id {key!r} in this dataset ({len(self.examples)} examples)")
+            return self._index_of[key]
+        if "index" in options:
+            index = options["index"]
+            if (
+                isinstance(index, bool)
+                or not isinstance(index, numbers.Integral)
+                or not 0 <= index < len(self.examples)
+            ):
+                raise ConfigError(f"reset option 'index' must be an int in [0, {len(self.examples)}), got {index!r}")
+            return int(index)
+        return int(self.np_random.integers(len(self.examples)))
+
+    def _require_episode(self) -> _Episode:
+        if self._episode is None:
+            raise ResetNeededError("call env.reset() before using the episode")
+        return self._episode
+
+    def _advance(self, action: str) -> tuple[Action, str | None]:
+        """Record the turn and decide: an end reason, or ``None`` to run the search it asks for."""
+        if not isinstance(action, str):
+            raise InvalidActionError(
+                f"MMSearch-v0 actions are assistant turns (str), got {type(action).__name__}; "
+                "for dict actions wrap the env: mmsearch_env.wrappers.StructuredActions(env)"
+            )
+        ep = self._require_episode()
+        if self._done:
+            raise ResetNeededError(f"the episode has ended ({ep.end_reason}); call env.reset() to start another")
+        text = clean_text(action)
+        parsed = self.protocol.parse(text)
+        ep.turns.append(text)
+        ep.actions.append(parsed)
+        ep.messages.append({"role": "assistant", "content": [{"type": "text", "text": text}]})
+        if parsed.kind == "invalid":
+            return parsed, "malformed"
+        if parsed.kind == "answer":
+            return parsed, "answer"
+        if len(ep.turns) >= self.max_turns:
+            return parsed, "search_on_last_turn"
+        if parsed.kind == "image_search" and ep.image_searches >= self.max_image_searches:
+            return parsed, "image_search_limit"
+        if parsed.kind == "text_search" and ep.text_searches >= self.max_text_searches:
+            return parsed, "text_search_limit"
+        return parsed, None
+
+    def _request(self, parsed: Action) -> ImageSearchRequest | TextSearchRequest:
+        ep = self._require_episode()
+        if parsed.kind == "image_search":
+            return ImageSearchRequest(image=ep.example.image, image_url=ep.example.image_url, example_id=ep.example.id)
+        return TextSearchRequest(query=parsed.content or "", question=ep.example.question, example_id=ep.example.id)
+
+    def _after_search(
+        self, parsed: Action, response: SearchResponse
+    ) -> tuple[dict[str, Any], float, bool, bool, dict[str, Any]]:
+        ep = self._require_episode()
+        if parsed.kind == "image_search":
+            ep.image_searches += 1
+        else:
+            ep.text_searches += 1
+        if not response.ok:
+            ep.search_failures += 1
+        ep.responses.append(response)
+        ep.messages.append(
+            render_tool_result(
+                self.prompts,
+                self.protocol,
+                response,
+                question=ep.example.question,
+                query=parsed.content,
+                can_image_search=self._can_search("image_search"),
+                can_text_search=self._can_search("text_search"),
+                thumbnail_size=self.thumbnail_size,
+            )
+        )
+        info = self._info(parsed)
+        if not response.ok:
+            info["search_error"] = response.error
+        return self._observation(), 0.0, False, False, info
+
+    def _can_search(self, kind: str) -> bool:
+        ep = self._require_episode()
+        if len(ep.turns) + 1 >= self.max_turns:  # the next turn is the last: answer only
+            return False
+        if kind == "image_search":
+            return ep.image_searches < self.max_image_searches
+        return ep.text_searches < self.max_text_searches
+
+    def _finish(self, end_reason: str) -> tuple[dict[str, Any], float, bool, bool, dict[str, Any]]:
+        ep = self._require_episode()
+        ep.end_reason = end_reason
+        ep.breakdown = score_actions(
+            ep.actions,
+            ep.example.answer,
+            ep.example.candidate_answers,
+            search_penalty=self.search_penalty,
+            format_weight=self.format_weight,
+        )
+        self._done = True
+        info = self._info(ep.actions[-1])
+        info.update(
+            end_reason=end_reason,
+            answer=ep.breakdown.answer,
+            correct=bool(ep.breakdown.accuracy),
+            ground_truth=ep.example.answer,
+            reward_parts=ep.breakdown.as_dict(),
+            format_ok=bool(ep.breakdown.format),
+        )
+        terminated = end_reason in TERMINATION_REASONS
+        return self._observation(), ep.breakdown.reward, terminated, not terminated, info
+
+    def _observation(self) -> dict[str, Any]:
+        ep = self._require_episode()
+        # Fresh containers every call: users keep observations, and must not alias the env's state.
+        messages = [{"role": m["role"], "content": [dict(b) for b in m["content"]]} for m in ep.messages]
+        return {"messages": messages, "question": ep.example.question, "image": ep.image}
+
+    def _info(self, parsed: Action | None) -> dict[str, Any]:
+        ep = self._require_episode()
+        shape = trajectory_shape(ep.actions)
+        return {
+            "example_id": ep.example.id,
+            "turn": len(ep.turns),
+            "image_searches": ep.image_searches,
+            "text_searches": ep.text_searches,
+            "search_failures": ep.search_failures,
+            "action": parsed.kind if parsed else None,
+            "action_error": parsed.error if parsed else None,
+            "format_ok": all(a.well_formed for a in ep.actions) and shape in _PREFIXES_OK,
+        }

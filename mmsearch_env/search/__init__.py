@@ -1,0 +1,74 @@
+"""Search backends behind one interface (see :mod:`mmsearch_env.search.base`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mmsearch_env.errors import ConfigError, did_you_mean
+from mmsearch_env.search.base import (
+    AsyncSearchBackend,
+    ImageSearchRequest,
+    SearchBackend,
+    SearchBackendBase,
+    SearchResponse,
+    SearchResult,
+    TextSearchRequest,
+    ToolName,
+    acall_search,
+    call_search,
+)
+from mmsearch_env.search.local import LocalSearch, Page
+from mmsearch_env.search.static import DisabledSearch, StaticSearch
+
+__all__ = [
+    "SEARCH_BACKENDS",
+    "AsyncSearchBackend",
+    "DisabledSearch",
+    "ImageSearchRequest",
+    "LocalSearch",
+    "Page",
+    "SearchBackend",
+    "SearchBackendBase",
+    "SearchResponse",
+    "SearchResult",
+    "StaticSearch",
+    "TextSearchRequest",
+    "ToolName",
+    "acall_search",
+    "call_search",
+    "make_search",
+]
+
+
+def _sample(**options: Any) -> LocalSearch:
+    from mmsearch_env.data.sample import sample_pages
+
+    return LocalSearch(sample_pages(), **options)
+
+
+#: Backends constructible by name (``gym.make(..., search=NAME, search_options={...})``).
+SEARCH_BACKENDS = {"sample": _sample, "disabled": DisabledSearch}
+
+
+def make_search(search: Any = "sample", options: dict[str, Any] | None = None) -> Any:
+    """Build a backend from a name and options, or check and pass a backend object through."""
+    if isinstance(search, str):
+        if search not in SEARCH_BACKENDS:
+            raise ConfigError(
+                f"unknown search backend {search!r}; expected one of {sorted(SEARCH_BACKENDS)} or a backend "
+                "object with image_search()/text_search() methods." + did_you_mean(search, SEARCH_BACKENDS)
+            )
+        try:
+            return SEARCH_BACKENDS[search](**(options or {}))
+        except TypeError as exc:
+            raise ConfigError(f"search_options {options!r} do not fit the {search!r} backend: {exc}") from exc
+    if options:
+        raise ConfigError(
+            "search_options apply only when search is given by name; configure the backend object itself."
+        )
+    if isinstance(search, (SearchBackend, AsyncSearchBackend)):
+        return search
+    raise ConfigError(
+        f"search must be a backend name {sorted(SEARCH_BACKENDS)} or an object with image_search()/"
+        f"text_search() (or aimage_search()/atext_search()) methods and a name; got {type(search).__name__}."
+    )
