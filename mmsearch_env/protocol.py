@@ -136,12 +136,16 @@ class TagsProtocol(ActionProtocol):
         "<information>",
         "</information>",
     )
-    _EXPECTED = {
+    _EXPECTED: ClassVar[dict[str, dict[str, int]]] = {
         "answer": {"<answer>": 1, "</answer>": 1},
         "image_search": {"<search>": 1, "</search>": 1, "<img>": 1},
         "text_search": {"<text_search>": 1, "</text_search>": 1},
     }
-    _OPENERS = {"answer": "<answer>", "image_search": "<search>", "text_search": "<text_search>"}
+    _OPENERS: ClassVar[dict[str, str]] = {
+        "answer": "<answer>",
+        "image_search": "<search>",
+        "text_search": "<text_search>",
+    }
 
     def parse(self, text: str) -> Action:
         text = clean_text(text).rstrip()

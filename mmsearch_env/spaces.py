@@ -9,7 +9,7 @@ Vector environments batch them as tuples (Gymnasium's rule for custom spaces).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from gymnasium import spaces
@@ -147,7 +147,7 @@ class StructuredAction(spaces.Space[dict]):
     """Actions as dicts: ``{"type": "answer", "answer": str}``, ``{"type": "image_search"}`` or
     ``{"type": "text_search", "query": str}``; an optional ``"reason": str`` on any of them."""
 
-    KEYS = {"answer": ("answer",), "image_search": (), "text_search": ("query",)}
+    KEYS: ClassVar[dict[str, tuple[str, ...]]] = {"answer": ("answer",), "image_search": (), "text_search": ("query",)}
 
     def __init__(self, seed: int | np.random.Generator | None = None):
         super().__init__(shape=None, dtype=None, seed=seed)

@@ -25,7 +25,7 @@ PROTOCOL_TAG_NAMES = (
     "tool_response",
     "think",
 )
-PROTOCOL_TAG_RE = re.compile(r"</?\s*(?:%s)\s*/?>" % "|".join(PROTOCOL_TAG_NAMES), re.IGNORECASE)
+PROTOCOL_TAG_RE = re.compile(r"</?\s*(?:" + "|".join(PROTOCOL_TAG_NAMES) + r")\s*/?>", re.IGNORECASE)
 # C0 controls except tab/newline/carriage return, DEL, and C1 controls.
 _CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 _SURROGATE_RE = re.compile("[\ud800-\udfff]")
