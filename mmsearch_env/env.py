@@ -153,7 +153,10 @@ class MMSearchEnv(gym.Env[dict[str, Any], str]):
     ...     "<reason>I do not know this flag.</reason><search><img></search>")
     >>> info["image_searches"], reward, terminated
     (1, 0.0, False)
-    >>> "title: Flag of Arvenia" in obs["messages"][-1]["content"][2]["text"]
+    >>> results = obs["messages"][-1]["content"]  # text, then per result: a thumbnail and its title
+    >>> [block["type"] for block in results][:3]
+    ['text', 'image', 'text']
+    >>> "title: Flag of Arvenia" in "".join(b["text"] for b in results if b["type"] == "text")
     True
     >>> obs, reward, terminated, truncated, info = env.step(
     ...     "<reason>The top result is the flag of Arvenia.</reason><answer>Arvenia</answer>")

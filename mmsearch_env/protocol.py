@@ -104,6 +104,11 @@ def _split_answer(text: str) -> Action | None:
     return Action("answer", content=strip_tags(text[start + len("<answer>") : -len("</answer>")]))
 
 
+def _unknown_kind(kind: str) -> ConfigError:
+    kinds = ["answer", "image_search", "text_search"]
+    return ConfigError(f"unknown action kind {kind!r}; expected one of {kinds}." + did_you_mean(kind, kinds))
+
+
 def _counts(text: str, tags: tuple[str, ...]) -> dict[str, int]:
     return {tag: text.count(tag) for tag in tags}
 
@@ -203,10 +208,7 @@ class TagsProtocol(ActionProtocol):
         elif kind == "text_search":
             action = f"<text_search>{body}</text_search>"
         else:
-            raise ConfigError(
-                f"unknown action kind {kind!r}; expected 'answer', 'image_search' or 'text_search'."
-                + did_you_mean(kind, ["answer", "image_search", "text_search"])
-            )
+            raise _unknown_kind(kind)
         return f"<reason>{reason_text}</reason>\n{action}"
 
 
@@ -287,10 +289,7 @@ class ToolCallsProtocol(ActionProtocol):
         elif kind == "text_search":
             call = {"name": "text_search", "arguments": {"query": strip_tags(content or "")}}
         else:
-            raise ConfigError(
-                f"unknown action kind {kind!r}; expected 'answer', 'image_search' or 'text_search'."
-                + did_you_mean(kind, ["answer", "image_search", "text_search"])
-            )
+            raise _unknown_kind(kind)
         return f"{prefix}<tool_call>\n{json.dumps(call, ensure_ascii=False)}\n</tool_call>"
 
     def tool_schemas(self) -> list[dict[str, Any]]:

@@ -23,16 +23,29 @@ _ROLES = frozenset({"system", "user", "assistant", "tool"})
 _WORDS = ("capital", "flag", "country", "river", "founded", "currency", "city", "year", "Arvenia", "Velmont")
 
 
-class UnicodeText(spaces.Space[str]):
-    """Any ``str`` (of at most ``max_length`` characters when given)."""
+class _OpaqueSpace(spaces.Space[Any]):
+    """A space of Python objects: no shape, no dtype, not flattenable; equal to others of its type."""
 
-    def __init__(self, max_length: int | None = None, seed: int | np.random.Generator | None = None):
-        self.max_length = max_length
+    def __init__(self, seed: int | np.random.Generator | None = None):
         super().__init__(shape=None, dtype=None, seed=seed)
 
     @property
     def is_np_flattenable(self) -> bool:
         return False
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self)
+
+
+class UnicodeText(_OpaqueSpace):
+    """Any ``str`` (of at most ``max_length`` characters when given)."""
+
+    def __init__(self, max_length: int | None = None, seed: int | np.random.Generator | None = None):
+        self.max_length = max_length
+        super().__init__(seed=seed)
 
     def contains(self, x: Any) -> bool:
         return isinstance(x, str) and (self.max_length is None or len(x) <= self.max_length)
@@ -49,15 +62,8 @@ class UnicodeText(spaces.Space[str]):
         return isinstance(other, UnicodeText) and other.max_length == self.max_length
 
 
-class PILImage(spaces.Space[Image.Image]):
+class PILImage(_OpaqueSpace):
     """Any RGB ``PIL.Image.Image``."""
-
-    def __init__(self, seed: int | np.random.Generator | None = None):
-        super().__init__(shape=None, dtype=None, seed=seed)
-
-    @property
-    def is_np_flattenable(self) -> bool:
-        return False
 
     def contains(self, x: Any) -> bool:
         return isinstance(x, Image.Image) and x.mode == "RGB"
@@ -66,26 +72,13 @@ class PILImage(spaces.Space[Image.Image]):
         h, w = (int(v) for v in self.np_random.integers(8, 64, 2))
         return Image.fromarray(self.np_random.integers(0, 256, (h, w, 3), dtype=np.uint8), "RGB")
 
-    def __repr__(self) -> str:
-        return "PILImage()"
 
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, PILImage)
-
-
-class ChatMessages(spaces.Space[list]):
+class ChatMessages(_OpaqueSpace):
     """A conversation in the Hugging Face multimodal chat format.
 
     A list of ``{"role": ..., "content": [blocks]}`` where each block is ``{"type": "text", "text":
     str}`` or ``{"type": "image", "image": PIL.Image}``, roles among system/user/assistant/tool.
     """
-
-    def __init__(self, seed: int | np.random.Generator | None = None):
-        super().__init__(shape=None, dtype=None, seed=seed)
-
-    @property
-    def is_np_flattenable(self) -> bool:
-        return False
 
     def contains(self, x: Any) -> bool:
         if not isinstance(x, list):
@@ -112,12 +105,6 @@ class ChatMessages(spaces.Space[list]):
         text = UnicodeText(seed=int(self.np_random.integers(2**31))).sample()
         return [{"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": text}]}]
 
-    def __repr__(self) -> str:
-        return "ChatMessages()"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, ChatMessages)
-
 
 class AssistantTurn(UnicodeText):
     """The action space of ``MMSearch-v0``: any assistant turn (a ``str``).
@@ -143,18 +130,11 @@ class AssistantTurn(UnicodeText):
         return isinstance(other, AssistantTurn) and other.protocol == self.protocol
 
 
-class StructuredAction(spaces.Space[dict]):
+class StructuredAction(_OpaqueSpace):
     """Actions as dicts: ``{"type": "answer", "answer": str}``, ``{"type": "image_search"}`` or
     ``{"type": "text_search", "query": str}``; an optional ``"reason": str`` on any of them."""
 
     KEYS: ClassVar[dict[str, tuple[str, ...]]] = {"answer": ("answer",), "image_search": (), "text_search": ("query",)}
-
-    def __init__(self, seed: int | np.random.Generator | None = None):
-        super().__init__(shape=None, dtype=None, seed=seed)
-
-    @property
-    def is_np_flattenable(self) -> bool:
-        return False
 
     def contains(self, x: Any) -> bool:
         if not isinstance(x, dict) or x.get("type") not in self.KEYS:
@@ -174,9 +154,3 @@ class StructuredAction(spaces.Space[dict]):
         for key in self.KEYS[kind]:
             action[key] = words
         return action
-
-    def __repr__(self) -> str:
-        return "StructuredAction()"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, StructuredAction)
