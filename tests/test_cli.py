@@ -27,7 +27,10 @@ def test_demo_oracle_solves_sample_and_no_search_cannot(tmp_path, capsys):
 
 def test_demo_tool_calls_protocol_and_split(tmp_path):
     out = tmp_path / "demo.json"
-    assert main(["demo", "--quiet", "--protocol", "tool_calls", "--split", "test", "--episodes", "8", "--json", str(out)]) == 0
+    assert (
+        main(["demo", "--quiet", "--protocol", "tool_calls", "--split", "test", "--episodes", "8", "--json", str(out)])
+        == 0
+    )
     rows = json.loads(out.read_text())
     assert rows[0]["episodes"] == 8 and rows[0]["accuracy"] == 1.0
 

@@ -10,7 +10,7 @@ import gymnasium as gym
 import pytest
 from PIL import Image
 
-import mmsearch_env  # noqa: F401
+import mmsearch_env
 from mmsearch_env.data import examples_from_records, load_dataset, load_image, load_jsonl
 from mmsearch_env.data.sample import COUNTRIES, SPLITS, sample_examples
 from mmsearch_env.errors import DatasetError
@@ -97,7 +97,9 @@ def test_jsonl_errors(tmp_path):
     other.write_text("x", encoding="utf-8")
     with pytest.raises(mmsearch_env.ConfigError, match=re.escape("only .jsonl files are read here")):
         load_dataset(str(other))
-    with pytest.raises(mmsearch_env.ConfigError, match="dataset must be a name, a .jsonl path or a list of rows"):
+    with pytest.raises(
+        mmsearch_env.ConfigError, match=re.escape("dataset must be a name, a .jsonl path or a list of rows")
+    ):
         load_dataset(42)
 
 

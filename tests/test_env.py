@@ -319,10 +319,14 @@ class AsyncOnly:
 
     async def aimage_search(self, request):
         await asyncio.sleep(0)
-        return SearchResponse("image_search", (SearchResult("Async page", "https://a.invalid/x", thumbnail=request.image),))
+        return SearchResponse(
+            "image_search", (SearchResult("Async page", "https://a.invalid/x", thumbnail=request.image),)
+        )
 
     async def atext_search(self, request):
-        return SearchResponse("text_search", (SearchResult("T", "https://a.invalid/t", summary=f"about {request.query}"),))
+        return SearchResponse(
+            "text_search", (SearchResult("T", "https://a.invalid/t", summary=f"about {request.query}"),)
+        )
 
 
 def test_backend_errors_become_tool_error_turns():
@@ -386,7 +390,12 @@ def test_list_dataset_with_bytes_path_and_pil(tmp_path):
     red.save(path)
     rows = [
         {"question": "What colour is this?", "image": red, "answer": "red", "id": "pil"},
-        {"question": "What colour is this?", "image": buffer.getvalue(), "answer": "red", "candidate_answers": ["crimson"]},
+        {
+            "question": "What colour is this?",
+            "image": buffer.getvalue(),
+            "answer": "red",
+            "candidate_answers": ["crimson"],
+        },
         {"question": "What colour is this?", "image": str(path), "answer": "red"},
     ]
     env = gym.make("MMSearch-v0", dataset=rows)

@@ -132,12 +132,20 @@ def test_trl_reward_functions_on_strings_and_messages():
     assert OutcomeReward()(completions, answer=answers) == [1.0, 0.91, 0.0]
     assert AccuracyReward()(completions, answer=answers) == [1.0, 1.0, 0.0]
     assert FormatReward()(completions, answer=answers) == [1.0, 1.0, 0.0]
-    assert OutcomeReward()(["<reason>r</reason><answer>USA</answer>"], answer=["United States"], candidate_answers=[["USA"]]) == [0.91 + 0.09]
+    assert OutcomeReward()(
+        ["<reason>r</reason><answer>USA</answer>"], answer=["United States"], candidate_answers=[["USA"]]
+    ) == [0.91 + 0.09]
 
 
 def test_trl_reward_structured_tool_calls():
     messages = [
-        {"role": "assistant", "content": "", "tool_calls": [{"type": "function", "function": {"name": "text_search", "arguments": {"query": "Arvenia"}}}]},
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [
+                {"type": "function", "function": {"name": "text_search", "arguments": {"query": "Arvenia"}}}
+            ],
+        },
         {"role": "tool", "content": "results"},
         {"role": "assistant", "content": "<answer>Velmont</answer>"},
     ]

@@ -72,7 +72,7 @@ def test_text_search_no_match_is_ok_and_empty(engine):
 
 
 def test_local_search_on_user_pages():
-    red, blue = Image.new("RGB", (40, 40), (250, 0, 0)), Image.new("RGB", (40, 40), (0, 0, 250))
+    red = Image.new("RGB", (40, 40), (250, 0, 0))
     half = Image.new("RGB", (40, 40), (250, 0, 0))
     half.paste((0, 0, 250), (0, 20, 40, 40))
     pages = [

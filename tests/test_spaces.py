@@ -48,7 +48,9 @@ def test_assistant_turn_samples_parse_and_are_seeded(protocol):
     assert all(protocol.parse(s).well_formed for s in samples)
     again = AssistantTurn(protocol, seed=5)
     assert [again.sample() for _ in range(30)] == samples
-    assert space == AssistantTurn(protocol) and space != AssistantTurn(TagsProtocol() if protocol.name != "tags" else ToolCallsProtocol())
+    assert space == AssistantTurn(protocol) and space != AssistantTurn(
+        TagsProtocol() if protocol.name != "tags" else ToolCallsProtocol()
+    )
 
 
 def test_image_and_chat_samples_are_members():
