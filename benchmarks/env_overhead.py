@@ -41,9 +41,13 @@ EPISODES = {
 def instant_backend() -> StaticSearch:
     thumb = Image.new("RGB", (96, 64), (200, 30, 45))
     return StaticSearch(
-        image_results=[SearchResult(f"Flag of Place {i}", f"https://example.invalid/{i}", thumbnail=thumb) for i in range(5)],
+        image_results=[
+            SearchResult(f"Flag of Place {i}", f"https://example.invalid/{i}", thumbnail=thumb) for i in range(5)
+        ],
         text_results=[
-            SearchResult(f"Page {i}", f"https://example.invalid/p{i}", summary="Velmont is the capital of Arvenia. " * 3)
+            SearchResult(
+                f"Page {i}", f"https://example.invalid/p{i}", summary="Velmont is the capital of Arvenia. " * 3
+            )
             for i in range(5)
         ],
     )

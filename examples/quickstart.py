@@ -1,6 +1,6 @@
 """Quick start: one MMSearch-v0 episode by hand, then a scripted policy over the sample.
 
-    python examples/quickstart.py
+python examples/quickstart.py
 """
 
 import gymnasium as gym

@@ -25,7 +25,9 @@ PROTOCOL_TAG_NAMES = (
     "tool_response",
     "think",
 )
-PROTOCOL_TAG_RE = re.compile(r"</?\s*(?:" + "|".join(PROTOCOL_TAG_NAMES) + r")\s*/?>", re.IGNORECASE)
+# No whitespace inside the pattern: tags are replaced by a space, so no match can span a replacement
+# and stripping is idempotent ("<<answer>answer>" -> "< answer>", which is not a tag).
+PROTOCOL_TAG_RE = re.compile(r"</?(?:" + "|".join(PROTOCOL_TAG_NAMES) + r")/?>", re.IGNORECASE)
 # C0 controls except tab/newline/carriage return, DEL, and C1 controls.
 _CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 _SURROGATE_RE = re.compile("[\ud800-\udfff]")
