@@ -100,6 +100,27 @@ def test_sync_vector_env():
     envs.close()
 
 
+def test_async_vector_env_without_shared_memory():
+    """Observations are Python objects, so AsyncVectorEnv passes them by pickling (no shared memory)."""
+    envs = gym.make_vec("MMSearch-v0", num_envs=2, vectorization_mode="async", vector_kwargs={"shared_memory": False})
+    try:
+        obs, infos = envs.reset(seed=[1, 2])
+        assert all(isinstance(m, list) for m in obs["messages"])
+        obs, rewards, terminated, truncated, infos = envs.step((IMG, ANS.format("nothing")))
+        assert list(terminated) == [False, True] and list(infos["image_searches"]) == [1, 0]
+        assert len(obs["messages"][0]) == 3  # the image-search result came back through the pipe
+    finally:
+        envs.close()
+
+
+def test_gym_make_passive_checker_is_silent():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        env = gym.make("MMSearch-v0")
+        env.reset(seed=0)
+        env.step(IMG)
+
+
 # -- observations ------------------------------------------------------------------------------------
 
 
@@ -280,8 +301,10 @@ def test_non_str_action_raises(env, action):
     ],
 )
 def test_bad_kwargs_explain_the_fix(kwargs, message):
-    with pytest.raises(ConfigError, match=re.escape(message)):
-        gym.make("MMSearch-v0", **kwargs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Gymnasium's own warning about an unknown render_mode
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            gym.make("MMSearch-v0", **kwargs)
 
 
 def test_bad_reset_options(env):
