@@ -13,7 +13,13 @@ from mmsearch_env.data import Example, load_dataset
 from mmsearch_env.errors import ConfigError, InvalidActionError, ResetNeededError
 from mmsearch_env.prompts import PromptTemplates, load_prompts, render_tool_result
 from mmsearch_env.protocol import Action, ActionProtocol, get_protocol
-from mmsearch_env.reward import ALLOWED_SHAPES, RewardBreakdown, score_actions, trajectory_shape
+from mmsearch_env.reward import (
+    ALLOWED_SHAPES,
+    RewardBreakdown,
+    check_reward_weights,
+    score_actions,
+    trajectory_shape,
+)
 from mmsearch_env.search import (
     ImageSearchRequest,
     SearchResponse,
@@ -195,9 +201,7 @@ class MMSearchEnv(gym.Env[dict[str, Any], str]):
         ):
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
                 raise ConfigError(f"{name} must be an int >= {low}, got {value!r}")
-        for name, value in (("search_penalty", search_penalty), ("format_weight", format_weight)):
-            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= float(value) <= 1.0:
-                raise ConfigError(f"{name} must be a number in [0, 1], got {value!r}; the paper uses 0.1")
+        check_reward_weights(search_penalty, format_weight)
         if search_timeout is not None and (not isinstance(search_timeout, numbers.Real) or search_timeout <= 0):
             raise ConfigError(f"search_timeout must be a positive number of seconds or None, got {search_timeout!r}")
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:

@@ -92,6 +92,12 @@ def _check(templates: PromptTemplates, source: str) -> PromptTemplates:
                 f"{source}: template {f.name!r} uses unknown placeholder(s) {sorted(unknown)}; "
                 f"allowed: {sorted(_PLACEHOLDERS[f.name]) or 'none'}"
             )
+        try:  # format specs and conversions fail only when filled: fill once now, not mid-episode
+            value.format(**dict.fromkeys(_PLACEHOLDERS[f.name], "x"))
+        except (ValueError, IndexError, KeyError) as exc:
+            raise ConfigError(
+                f"{source}: template {f.name!r} cannot be filled ({exc}); placeholders hold text"
+            ) from exc
     return templates
 
 

@@ -20,6 +20,7 @@ reward means the same thing everywhere. The classes at the bottom wrap it as TRL
 from __future__ import annotations
 
 import json
+import numbers
 import re
 import string
 from collections.abc import Iterable, Mapping, Sequence
@@ -134,10 +135,11 @@ class RewardBreakdown:
         return asdict(self)
 
 
-def _check_weights(search_penalty: float, format_weight: float) -> None:
+def check_reward_weights(search_penalty: float, format_weight: float) -> None:
+    """Raise :class:`ConfigError` unless both weights are numbers in [0, 1]."""
     for name, value in (("search_penalty", search_penalty), ("format_weight", format_weight)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-            raise ConfigError(f"{name} must be a number in [0, 1], got {value!r}; the paper uses 0.1.")
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= float(value) <= 1.0:
+            raise ConfigError(f"{name} must be a number in [0, 1], got {value!r}; the paper uses 0.1")
 
 
 def score_trajectory(
@@ -162,7 +164,7 @@ def score_trajectory(
     ... ).reward
     0.91
     """
-    _check_weights(search_penalty, format_weight)
+    check_reward_weights(search_penalty, format_weight)
     parser = get_protocol(protocol)
     actions = [parser.parse(turn) for turn in turns]
     return score_actions(
@@ -239,7 +241,7 @@ class _TrlReward:
     part = "reward"
 
     def __init__(self, search_penalty: float = 0.1, format_weight: float = 0.1, protocol: str = "tags"):
-        _check_weights(search_penalty, format_weight)
+        check_reward_weights(search_penalty, format_weight)
         self.search_penalty = search_penalty
         self.format_weight = format_weight
         self.protocol = get_protocol(protocol).name

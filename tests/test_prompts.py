@@ -46,6 +46,8 @@ def test_toml_file(tmp_path):
         ({"instruction": "{question} {answer}"}, "template 'instruction' uses unknown placeholder(s) ['answer']"),
         ({"followup": "{question"}, "template 'followup' is not a valid format string"),
         ({"no_results": 3}, "template 'no_results' must be a string, got int"),
+        ({"image_result_item": "{title:d}"}, "template 'image_result_item' cannot be filled"),
+        ({"followup": "{0} {question} {next_step}"}, "template 'followup' uses unknown placeholder(s) ['0']"),
         (["not", "an", "object"], "must hold one object mapping template names to strings"),
     ],
 )
