@@ -139,8 +139,9 @@ class MMSearchEnv(gym.Env[dict[str, Any], str]):
       ``question``, ``image`` as PIL image / path / bytes, ``answer``, optional ``candidate_answers``,
       ``id``, ``category``, ``search_need``).
     * ``split``: split of a built-in dataset (``"train"``, ``"validation"``, ``"test"``, ``None``).
-    * ``search``: backend name (``"sample"``, ``"disabled"``) or object; ``search_options``: dict
-      of keyword arguments for a named backend.
+    * ``search``: backend name (``"sample"``, ``"local"``, ``"disabled"``) or object;
+      ``search_options``: dict of keyword arguments for a named backend (``"local"`` takes
+      ``{"pages": "pages.jsonl"}``: your own pages, searched in-process).
     * ``protocol``: ``"tags"`` or ``"tool_calls"``; ``prompts``: a JSON/TOML file of templates.
     * ``max_turns`` (3), ``max_image_searches`` (1), ``max_text_searches`` (2),
       ``search_penalty`` (0.1), ``format_weight`` (0.1).

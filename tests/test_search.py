@@ -184,3 +184,57 @@ def test_concurrent_async_searches_overlap():
     results = asyncio.run(main())
     assert all(r.ok for r in results)
     assert state["peak"] > 1  # sync backends run in worker threads, overlapping, not one after another
+
+
+def test_local_backend_from_pages_file(tmp_path):
+    import json
+
+    import gymnasium as gym
+
+    Image.new("RGB", (30, 20), (10, 200, 10)).save(tmp_path / "green.png")
+    rows = [
+        {
+            "url": "https://x.invalid/g",
+            "title": "Green flag",
+            "text": "The green flag belongs to Verdia.",
+            "images": ["green.png"],
+        },
+        {"url": "https://x.invalid/v", "title": "Verdia", "text": "Verdia is a land. Its capital is Mossgate."},
+    ]
+    pages = tmp_path / "pages.jsonl"
+    pages.write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
+    dataset = [
+        {"question": "Capital of this flag's country?", "image": str(tmp_path / "green.png"), "answer": "Mossgate"}
+    ]
+    env = gym.make("MMSearch-v0", dataset=dataset, search="local", search_options={"pages": str(pages)})
+    assert "local" in env.spec.to_json()  # JSON-able kwargs: the backend is a name plus options
+    env.reset(seed=0)
+    obs, *_ = env.step("<reason>?</reason><search><img></search>")
+    assert "title: Green flag" in "".join(b.get("text", "") for b in obs["messages"][-1]["content"])
+    obs, *_ = env.step("<reason>?</reason><text_search>Verdia capital</text_search>")
+    assert "Mossgate" in obs["messages"][-1]["content"][0]["text"]
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("{oops", ":1: not valid JSON"),
+        ('{"url": "u", "title": "t"}', ":1: field 'text' must be a non-empty string"),
+        (
+            '{"url": "u", "title": "t", "text": "x", "images": "a.png"}',
+            ":1: field 'images' must be a list of image paths",
+        ),
+        ('{"url": "u", "title": "t", "text": "x", "images": ["missing.png"]}', "does not exist"),
+        ("[1, 2]", ":1: expected a JSON object"),
+    ],
+)
+def test_pages_file_errors(tmp_path, line, message):
+    from mmsearch_env.errors import DatasetError
+    from mmsearch_env.search import load_pages
+
+    path = tmp_path / "pages.jsonl"
+    path.write_text(line + "\n", encoding="utf-8")
+    with pytest.raises(DatasetError, match=re.escape(message)):
+        load_pages(path)
+    with pytest.raises(ConfigError, match=re.escape("needs search_options={'pages': 'path/to/pages.jsonl'}")):
+        make_search("local", {"pages": 3})

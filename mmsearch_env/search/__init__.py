@@ -17,7 +17,7 @@ from mmsearch_env.search.base import (
     acall_search,
     call_search,
 )
-from mmsearch_env.search.local import LocalSearch, Page
+from mmsearch_env.search.local import LocalSearch, Page, load_pages
 from mmsearch_env.search.static import DisabledSearch, StaticSearch
 
 __all__ = [
@@ -36,6 +36,7 @@ __all__ = [
     "ToolName",
     "acall_search",
     "call_search",
+    "load_pages",
     "make_search",
 ]
 
@@ -46,8 +47,15 @@ def _sample(**options: Any) -> LocalSearch:
     return LocalSearch(sample_pages(), **options)
 
 
+def _local(pages: str, **options: Any) -> LocalSearch:
+    """``search="local", search_options={"pages": "pages.jsonl", ...}``: LocalSearch over a JSONL file."""
+    if not isinstance(pages, str):
+        raise ConfigError("search 'local' needs search_options={'pages': 'path/to/pages.jsonl'}")
+    return LocalSearch(load_pages(pages), **options)
+
+
 #: Backends constructible by name (``gym.make(..., search=NAME, search_options={...})``).
-SEARCH_BACKENDS = {"sample": _sample, "disabled": DisabledSearch}
+SEARCH_BACKENDS = {"sample": _sample, "local": _local, "disabled": DisabledSearch}
 
 
 def make_search(search: Any = "sample", options: dict[str, Any] | None = None) -> Any:
