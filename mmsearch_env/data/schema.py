@@ -9,7 +9,7 @@ import io
 import json
 import os
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -166,20 +166,23 @@ def examples_from_records(
     return examples
 
 
-def load_jsonl(path: str | os.PathLike[str]) -> list[Example]:
-    """Read a JSONL file (one row per line); relative image paths are relative to the file."""
+def read_jsonl(path: str | os.PathLike[str], *, what: str = "dataset file") -> Iterator[tuple[str, Any]]:
+    """Yield ``("FILE:LINE", object)`` for each non-blank line, or raise naming the bad line."""
     path = Path(path)
     if not path.is_file():
-        raise DatasetError(f"dataset file {str(path)!r} does not exist")
-    records = []
+        raise DatasetError(f"{what} {str(path)!r} does not exist")
     with path.open("r", encoding="utf-8") as handle:
         for line_no, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
+            where = f"{path}:{line_no}"
             try:
-                records.append(json.loads(line))
+                yield where, json.loads(line)
             except ValueError as exc:
-                raise DatasetError(
-                    f"{path}:{line_no}: not valid JSON ({exc}); each line must be one JSON object"
-                ) from exc
-    return examples_from_records(records, base_dir=path.parent)
+                raise DatasetError(f"{where}: not valid JSON ({exc}); each line must be one JSON object") from exc
+
+
+def load_jsonl(path: str | os.PathLike[str]) -> list[Example]:
+    """Read a JSONL file (one row per line); relative image paths are relative to the file."""
+    records = [record for _, record in read_jsonl(path)]
+    return examples_from_records(records, base_dir=Path(path).parent)

@@ -13,7 +13,6 @@ It backs the built-in sample "web"; users can point it at their own pages.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -88,33 +87,21 @@ def load_pages(path: str | os.PathLike[str]) -> list[Page]:
 
     Image paths are relative to the file. Errors name the line and the field.
     """
-    from mmsearch_env.data.schema import load_image  # data imports search; keep this edge lazy
+    from mmsearch_env.data.schema import load_image, read_jsonl  # data imports search; keep this edge lazy
 
-    path = Path(path)
-    if not path.is_file():
-        raise DatasetError(f"pages file {str(path)!r} does not exist")
     pages = []
-    with path.open("r", encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{line_no}"
-            try:
-                row = json.loads(line)
-            except ValueError as exc:
-                raise DatasetError(f"{where}: not valid JSON ({exc}); each line must be one JSON object") from exc
-            if not isinstance(row, dict):
-                raise DatasetError(f"{where}: expected a JSON object with url, title and text")
-            for key in ("url", "title", "text"):
-                if not isinstance(row.get(key), str) or not row[key].strip():
-                    raise DatasetError(f"{where}: field {key!r} must be a non-empty string")
-            images = row.get("images", [])
-            if not isinstance(images, list) or not all(isinstance(i, str) for i in images):
-                raise DatasetError(f"{where}: field 'images' must be a list of image paths")
-            loaded = tuple(
-                load_image(p if os.path.isabs(p) else path.parent / p, where=f"{where}: field 'images'") for p in images
-            )
-            pages.append(Page(row["url"], row["title"], row["text"], loaded))
+    for where, row in read_jsonl(path, what="pages file"):
+        if not isinstance(row, dict):
+            raise DatasetError(f"{where}: expected a JSON object with url, title and text")
+        for key in ("url", "title", "text"):
+            if not isinstance(row.get(key), str) or not row[key].strip():
+                raise DatasetError(f"{where}: field {key!r} must be a non-empty string")
+        images = row.get("images", [])
+        if not isinstance(images, list) or not all(isinstance(i, str) for i in images):
+            raise DatasetError(f"{where}: field 'images' must be a list of image paths")
+        base = Path(path).parent
+        loaded = tuple(load_image(base / p, where=f"{where}: field 'images'") for p in images)
+        pages.append(Page(row["url"], row["title"], row["text"], loaded))
     return pages
 
 
