@@ -137,14 +137,6 @@ TAGS_CASES = [
 ]
 
 
-@pytest.mark.parametrize(("text", "kind", "content", "well_formed"), TAGS_CASES)
-def test_tags_parse(text: str, kind: str, content: str | None, well_formed: bool) -> None:
-    action = TagsProtocol().parse(text)
-    assert (action.kind, action.content, action.well_formed) == (kind, content, well_formed)
-    # a clean turn carries no error; anything else says why in words
-    assert (action.error is None) == well_formed
-
-
 # ---------------------------------------------------------------------------------------------------
 # tool_calls protocol
 
@@ -248,10 +240,15 @@ TOOL_CALLS_CASES = [
 ]
 
 
-@pytest.mark.parametrize(("text", "kind", "content", "well_formed"), TOOL_CALLS_CASES)
-def test_tool_calls_parse(text: str, kind: str, content: str | None, well_formed: bool) -> None:
-    action = ToolCallsProtocol().parse(text)
+@pytest.mark.parametrize(
+    ("protocol", "text", "kind", "content", "well_formed"),
+    [pytest.param(TagsProtocol(), *c.values, id=f"tags: {c.id}") for c in TAGS_CASES]
+    + [pytest.param(ToolCallsProtocol(), *c.values, id=f"tool_calls: {c.id}") for c in TOOL_CALLS_CASES],
+)
+def test_parse(protocol, text: str, kind: str, content: str | None, well_formed: bool) -> None:
+    action = protocol.parse(text)
     assert (action.kind, action.content, action.well_formed) == (kind, content, well_formed)
+    # a clean turn carries no error; anything else says why in words
     assert (action.error is None) == well_formed
 
 
