@@ -89,6 +89,7 @@ def load_pages(path: str | os.PathLike[str]) -> list[Page]:
     """
     from mmsearch_env.data.schema import load_image, read_jsonl  # data imports search; keep this edge lazy
 
+    base = Path(path).parent
     pages = []
     for where, row in read_jsonl(path, what="pages file"):
         if not isinstance(row, dict):
@@ -99,7 +100,6 @@ def load_pages(path: str | os.PathLike[str]) -> list[Page]:
         images = row.get("images", [])
         if not isinstance(images, list) or not all(isinstance(i, str) for i in images):
             raise DatasetError(f"{where}: field 'images' must be a list of image paths")
-        base = Path(path).parent
         loaded = tuple(load_image(base / p, where=f"{where}: field 'images'") for p in images)
         pages.append(Page(row["url"], row["title"], row["text"], loaded))
     return pages
