@@ -129,6 +129,7 @@ class MMSearchEnv(gym.Env[dict[str, Any], str]):
     ## Info
 
     Every step: ``example_id``, ``turn``, ``image_searches``, ``text_searches``, ``search_failures``,
+    ``search_cost_usd`` (dollars spent on this episode's searches),
     ``action`` (the kind parsed), ``action_error``, ``format_ok`` (all turns so far well formed and
     on an allowed path), ``search_error`` (on a step whose search failed). Last step also:
     ``end_reason``, ``answer``, ``correct``, ``ground_truth``, ``reward_parts``.
@@ -320,6 +321,8 @@ class MMSearchEnv(gym.Env[dict[str, Any], str]):
                     "ok": r.ok,
                     "error": r.error,
                     "latency_s": r.latency_s,
+                    "cost_usd": r.cost_usd,
+                    "cached": r.cached,
                     "results": [{"title": x.title, "url": x.url, "summary": x.summary} for x in r.results],
                 }
                 for r in ep.responses
@@ -468,6 +471,7 @@ class MMSearchEnv(gym.Env[dict[str, Any], str]):
             "image_searches": ep.image_searches,
             "text_searches": ep.text_searches,
             "search_failures": ep.search_failures,
+            "search_cost_usd": float(sum(r.cost_usd for r in ep.responses)),
             "action": parsed.kind if parsed else None,
             "action_error": parsed.error if parsed else None,
             "format_ok": all(a.well_formed for a in ep.actions) and shape in _PREFIXES_OK,

@@ -139,6 +139,7 @@ def test_reset_observation_is_chat_ready(env):
         "image_searches": 0,
         "text_searches": 0,
         "search_failures": 0,
+        "search_cost_usd": 0.0,
         "action": None,
         "action_error": None,
         "format_ok": True,

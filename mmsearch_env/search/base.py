@@ -79,6 +79,10 @@ class SearchResponse:
     error: str | None = None
     #: wall-clock seconds the call took (set by :func:`call_search`; not part of equality)
     latency_s: float = field(default=0.0, compare=False)
+    #: what the call cost in US dollars (0 for offline backends and for cache hits; not part of equality)
+    cost_usd: float = field(default=0.0, compare=False)
+    #: True when a cache answered instead of the backend (not part of equality)
+    cached: bool = field(default=False, compare=False)
 
     @property
     def ok(self) -> bool:
