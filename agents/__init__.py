@@ -3,7 +3,8 @@
 Agents depend on the environment package, never the other way round.
 """
 
+from agents.policy import Policy, PolicyBase
 from agents.rollout import EpisodeSummary, run_episodes, summarize
 from agents.scripted import OraclePolicy
 
-__all__ = ["EpisodeSummary", "OraclePolicy", "run_episodes", "summarize"]
+__all__ = ["EpisodeSummary", "OraclePolicy", "Policy", "PolicyBase", "run_episodes", "summarize"]

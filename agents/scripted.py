@@ -6,6 +6,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from agents.policy import PolicyBase
 from mmsearch_env.data import Example
 from mmsearch_env.protocol import ActionProtocol, get_protocol
 from mmsearch_env.reward import normalize_answer
@@ -21,7 +22,7 @@ PLANS = {
 }
 
 
-class OraclePolicy:
+class OraclePolicy(PolicyBase):
     """Follows the ideal search plan of each question and answers only from what it read.
 
     It knows each question's label (what the question needs) and the query to type, but not the

@@ -16,6 +16,8 @@ __all__ = [
     "MMSearchError",
     "ResetNeededError",
     "SearchBackendError",
+    "SearchRateLimitedError",
+    "SearchTransientError",
     "did_you_mean",
 ]
 
@@ -42,6 +44,18 @@ class ResetNeededError(MMSearchError, RuntimeError):
 
 class SearchBackendError(MMSearchError, RuntimeError):
     """A search backend failed; the environment turns this into a tool-error turn, never raises it."""
+
+
+class SearchTransientError(SearchBackendError):
+    """A failure worth retrying: timeout, connection reset, HTTP 5xx. Retry wrappers back off and retry."""
+
+
+class SearchRateLimitedError(SearchTransientError):
+    """The backend said "too many requests" (HTTP 429); ``retry_after`` is its Retry-After in seconds."""
+
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 def did_you_mean(name: str, choices: Iterable[str]) -> str:
