@@ -20,7 +20,8 @@ Output: one HTML file that opens from disk in any browser. Images are downscaled
 to 256 px, result thumbnails to 96 px), encoded as data URLs and stored once each as a CSS class, so
 an image that many episodes share (the same web thumbnail, the same question under several policies)
 costs its bytes once. A small inline script filters episodes by policy, outcome, category,
-search need and end reason, and by free text.
+search need and end reason, and by free text; the filters live in the URL's fragment, so
+``viewer.html#policy=oracle-plan&outcome=wrong&q=capital`` opens (and bookmarks) a filtered view.
 
 Security: every string from the file — model turns, web titles, URLs, summaries, even ids and
 category names — is untrusted. Each one is HTML-escaped (``html.escape(..., quote=True)``) wherever
@@ -685,8 +686,25 @@ _SCRIPT = """
     var all = document.querySelectorAll("article.episode > details");
     for (var i = 0; i < all.length; i++) { all[i].open = open; }
   }
-  for (var j = 0; j < selects.length; j++) { selects[j].addEventListener("change", apply); }
-  query.addEventListener("input", apply);
+  function remember() {
+    var params = new URLSearchParams();
+    for (var j = 0; j < selects.length; j++) {
+      if (selects[j].value !== "") { params.set(selects[j].getAttribute("data-facet"), selects[j].value); }
+    }
+    if (query.value !== "") { params.set("q", query.value); }
+    try { history.replaceState(null, "", "#" + params.toString()); } catch (e) { /* file:// may refuse */ }
+  }
+  function update() { apply(); remember(); }
+  var initial = new URLSearchParams(location.hash.slice(1));
+  for (var j = 0; j < selects.length; j++) {
+    var wanted = initial.get(selects[j].getAttribute("data-facet"));
+    for (var k = 0; wanted !== null && k < selects[j].options.length; k++) {
+      if (selects[j].options[k].value === wanted) { selects[j].value = wanted; }
+    }
+    selects[j].addEventListener("change", update);
+  }
+  query.value = initial.get("q") || "";
+  query.addEventListener("input", update);
   document.getElementById("mv-open").addEventListener("click", function () { setOpen(true); });
   document.getElementById("mv-close").addEventListener("click", function () { setOpen(false); });
   apply();

@@ -365,6 +365,15 @@ def test_chromium_renders_filters_and_blocks_injection(page, trajectories, tmp_p
     assert "Refused to execute inline script" not in result.stderr  # nothing was even attempted
     assert "<img" not in dom  # the XSS payload never became an element
 
+    # The filters, preset from the URL fragment: without search, 16 - 4 answers are wrong.
+    uri = out.resolve().as_uri() + "#policy=oracle-no-search&outcome=wrong"
+    dom = run_chromium(tmp_path, "--dump-dom", uri).stdout
+    assert f"12 of {len(records)} episodes shown" in dom
+    assert dom.count('<article class="episode wrong" id="ep-') == 12 + 2
+    assert len(re.findall(r'<article class="episode [a-z]+" id="ep-\d+" hidden', dom)) == len(records) - 12
+    dom = run_chromium(tmp_path, "--dump-dom", out.resolve().as_uri() + "#q=SAMPLE-MAROVIA-IMAGE-TEXT").stdout
+    assert f"2 of {len(records)} episodes shown" in dom  # the question under both policies, any case
+
     shot = tmp_path / "viewer.png"
     result = run_chromium(tmp_path, f"--screenshot={shot}", "--window-size=1280,2000", out.resolve().as_uri())
     assert shot.is_file(), result.stderr[-2000:]
