@@ -35,6 +35,7 @@ slipped through escaping still could not execute or phone home.
 from __future__ import annotations
 
 import base64
+import concurrent.futures
 import hashlib
 import html
 import io
@@ -42,6 +43,7 @@ import json
 import logging
 import math
 import numbers
+import os
 import re
 import warnings
 from collections.abc import Iterable, Mapping
@@ -50,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from PIL import Image
+from tqdm.auto import tqdm
 
 from mmsearch_env.errors import ConfigError, DatasetError
 from mmsearch_env.text import clean_text
@@ -178,6 +181,8 @@ def render_viewer(
     if max_episodes is not None:
         records = records[:max_episodes]
     images = _Images(Path(images_dir) if images_dir is not None else None)
+    if images.folder is not None:
+        images.preload((key for record in records for key in _image_keys(record)), progress=len(records) >= 200)
     episodes = [_Episode.from_record(record, i) for i, record in enumerate(records)]
     articles = [_render_episode(ep, images, open_=len(episodes) <= OPEN_EPISODES) for ep in episodes]
     facets = [{key: getattr(ep, key) for key, _ in FACETS} for ep in episodes]
@@ -255,6 +260,14 @@ class _Episode:
             reward=reward,
             reward_total=total,
         )
+
+
+def _image_keys(record: Mapping[str, Any]) -> Iterable[tuple[Any, int]]:
+    """The ``(file name, size)`` of every image an episode shows, in page order."""
+    yield record.get("image"), QUESTION_IMAGE_PX
+    for search in _as_list(record.get("searches")):
+        for result in _as_list(_as_dict(search).get("results")):
+            yield _as_dict(result).get("thumbnail"), THUMBNAIL_PX
 
 
 def _as_dict(value: Any) -> dict[str, Any]:
@@ -342,6 +355,25 @@ class _Images:
         self.shown += 1
         return f'<span class="img {kind} {cls}" role="img" aria-label="{_esc(label)}" title="{_esc(label)}"></span>'
 
+    def preload(self, keys: Iterable[tuple[Any, int]], progress: bool) -> None:
+        """Decode and encode every ``(name, max_px)`` up front, on threads (PIL releases the GIL)."""
+        todo = list(dict.fromkeys(k for k in keys if isinstance(k[0], str) and k[0] and k not in self._classes))
+        if not todo:
+            return
+        workers = max(1, min(8, os.cpu_count() or 1))
+        with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+            encoded = list(
+                tqdm(
+                    pool.map(lambda key: self._encode(*key), todo),
+                    total=len(todo),
+                    desc="viewer images",
+                    disable=not progress,
+                    leave=False,
+                )
+            )
+        for key, result in zip(todo, encoded, strict=True):
+            self._store(key, result)
+
     def css(self) -> str:
         return "\n".join(self._rules)
 
@@ -352,16 +384,18 @@ class _Images:
     def _class_for(self, name: str, max_px: int) -> str | None:
         key = (name, max_px)
         if key not in self._classes:
-            encoded = self._encode(name, max_px)
-            if encoded is None:
-                self._classes[key] = None
-            else:
-                data_url, width, height = encoded
-                cls = f"i{len(self._rules)}"
-                # data_url is base64 and the sizes are ints: nothing from the file reaches the CSS as text.
-                self._rules.append(f'.{cls}{{background-image:url("{data_url}");width:{width}px;height:{height}px}}')
-                self._classes[key] = cls
+            self._store(key, self._encode(name, max_px))
         return self._classes[key]
+
+    def _store(self, key: tuple[str, int], encoded: tuple[str, int, int] | None) -> None:
+        if encoded is None:
+            self._classes[key] = None
+            return
+        data_url, width, height = encoded
+        cls = f"i{len(self._rules)}"
+        # data_url is base64 and the sizes are ints: nothing from the file reaches the CSS as text.
+        self._rules.append(f'.{cls}{{background-image:url("{data_url}");width:{width}px;height:{height}px}}')
+        self._classes[key] = cls
 
     def _encode(self, name: str, max_px: int) -> tuple[str, int, int] | None:
         if self.folder is None or not _IMAGE_NAME_RE.match(name) or ".." in name:
@@ -378,11 +412,13 @@ class _Images:
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
             logger.warning("viewer: cannot read image %s (%s)", path, exc)
             return None
-        # Flags, charts and screenshots are smaller as PNG, photos as JPEG: keep whichever is smaller.
+        # Flags, charts and screenshots (few colours) are smaller as PNG, photos as JPEG: keep whichever
+        # is smaller. A photo is not even tried as PNG, whose encoder is slow on noisy pixels.
         candidates = []
-        png = io.BytesIO()
-        image.save(png, format="PNG", optimize=True)
-        candidates.append(("image/png", png.getvalue()))
+        if has_alpha or image.getcolors(1024) is not None:
+            png = io.BytesIO()
+            image.save(png, format="PNG", optimize=True)
+            candidates.append(("image/png", png.getvalue()))
         if not has_alpha:
             jpeg = io.BytesIO()
             image.save(jpeg, format="JPEG", quality=75, optimize=True)
