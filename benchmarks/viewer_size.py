@@ -1,7 +1,7 @@
 """Measure the HTML trajectory viewer: file size and render time for 1,000 episodes.
 
     python benchmarks/viewer_size.py            # writes benchmarks/results/viewer_size.{json,md}
-    python benchmarks/viewer_size.py --episodes 200 --screenshot docs/images/viewer.png
+    python benchmarks/viewer_size.py --screenshot docs/images/viewer.png   # the README's screenshot
 
 Two cases bracket real runs. "sample": real episodes of the built-in sample (oracle policy with and
 without search, cycled to N episodes), whose 64 question images and 16 web thumbnails repeat, as the
@@ -9,8 +9,8 @@ same questions do across policies and as popular web images do. "unique images":
 but every question image and every result thumbnail is a distinct photo-like picture (smooth random
 colour fields plus noise, 512×384), the worst case for a dataset where nothing repeats.
 
-``--screenshot`` also renders the sample's test split (both oracle policies) and saves a Chromium
-screenshot of it (the README's picture).
+``--screenshot PATH`` instead renders the sample's test split (both oracle policies) and saves a
+Chromium screenshot of it (the README's picture).
 """
 
 from __future__ import annotations
@@ -116,7 +116,11 @@ def screenshot(path: Path, work: Path) -> None:
         raise SystemExit("--screenshot needs chromium (apt-get install chromium)")
     images = work / "shot-images"
     images.mkdir()
-    html = write_viewer(sample_records(32, images, split="test"), work / "shot.html", images_dir=images)
+    # Each question under both policies, side by side: a wrong answer without search, then the right one with it.
+    records = sorted(
+        sample_records(32, images, split="test"), key=lambda r: (r["index"], r["policy"] != "oracle-no-search")
+    )
+    html = write_viewer(records, work / "shot.html", images_dir=images)
     path.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run(
         [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", f"--user-data-dir={work / 'p'}",
@@ -129,10 +133,12 @@ def screenshot(path: Path, work: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--episodes", type=int, default=1000)
-    parser.add_argument("--screenshot", type=Path, default=None, help="also save a screenshot PNG here")
+    parser.add_argument("--screenshot", type=Path, default=None, help="only save the README screenshot PNG here")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
+        if args.screenshot is not None:
+            return screenshot(args.screenshot, work)
         (work / "sample").mkdir()
         (work / "unique").mkdir()
         records = sample_records(args.episodes, work / "sample")
@@ -140,8 +146,6 @@ def main() -> None:
             measure("sample", records, work / "sample", work / "sample.html"),
             measure("unique images", uniquify(records, work / "unique"), work / "unique", work / "unique.html"),
         ]
-        if args.screenshot is not None:
-            screenshot(args.screenshot, work)
     RESULTS.mkdir(exist_ok=True)
     meta = {
         "command": f"python benchmarks/viewer_size.py --episodes {args.episodes}",
