@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import subprocess
+import urllib.parse
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -373,6 +374,9 @@ def test_chromium_renders_filters_and_blocks_injection(page, trajectories, tmp_p
     assert len(re.findall(r'<article class="episode [a-z]+" id="ep-\d+" hidden', dom)) == len(records) - 12
     dom = run_chromium(tmp_path, "--dump-dom", out.resolve().as_uri() + "#q=SAMPLE-MAROVIA-IMAGE-TEXT").stdout
     assert f"2 of {len(records)} episodes shown" in dom  # the question under both policies, any case
+    hostile = urllib.parse.urlencode({"category": f"cat1</script>{PWN}"})  # exact match on an escaped value
+    dom = run_chromium(tmp_path, "--dump-dom", f"{out.resolve().as_uri()}#{hostile}").stdout
+    assert f"1 of {len(records)} episodes shown" in dom and "PWNED</title>" not in dom
 
     shot = tmp_path / "viewer.png"
     result = run_chromium(tmp_path, f"--screenshot={shot}", "--window-size=1280,2000", out.resolve().as_uri())
