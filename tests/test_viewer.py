@@ -289,6 +289,15 @@ def test_missing_optional_fields_and_images_are_tolerated(tmp_path, trajectories
     assert "background-image" not in text  # the traversal name and the missing thumbnail load nothing
 
 
+def test_page_is_deterministic_and_huge_turns_are_cut(tmp_path, trajectories):
+    path, records = trajectories
+    images = path.parent / "images"
+    assert render_viewer(records, images_dir=images) == render_viewer(records, images_dir=images)
+    huge = {**records[0], "turns": ["<reason>" + "x" * 1_000_000 + "</reason><answer>a</answer>"]}
+    text = render_viewer([huge])
+    assert len(text) < 60_000 and "(980,035 more characters not shown)" in text
+
+
 def test_max_episodes_and_bad_input(tmp_path, trajectories):
     path, records = trajectories
     text = render_viewer(load_trajectories(path), max_episodes=3, images_dir=path.parent / "images")
