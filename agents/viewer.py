@@ -499,7 +499,7 @@ def _render_episode(ep: _Episode, images: _Images, *, open_: bool) -> str:
     )
     question_image = images.tag(record.get("image"), QUESTION_IMAGE_PX, "question image", "qimg")
     candidates = [c for c in _as_list(record.get("candidate_answers")) if c is not None]
-    answer = ep.reward.get("answer")
+    answer = ep.reward.get("answer", _as_dict(record.get("info")).get("answer"))
     facts = [
         f'<dt>ground truth</dt><dd class="truth">{_esc(record.get("ground_truth") or _NONE)}</dd>',
         f"<dt>also accepted</dt><dd>{', '.join(_esc(c) for c in candidates) if candidates else _NONE}</dd>",

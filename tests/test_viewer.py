@@ -282,9 +282,11 @@ def test_missing_optional_fields_and_images_are_tolerated(tmp_path, trajectories
         "candidate_answers": None,
         "usage": {"prompt_tokens": 12, "completion_tokens": None},
     }
-    out = write_viewer([minimal, broken], tmp_path / "v.html", images_dir=tmp_path)
+    no_reward = {**record, "reward": None, "policy": "p2"}  # answer and outcome from the terminal info
+    out = write_viewer([minimal, broken, no_reward], tmp_path / "v.html", images_dir=tmp_path)
     text = out.read_text()
-    assert text.count('<article class="episode unknown"') == 2
+    assert text.count('<article class="episode unknown"') == 2 and text.count('<article class="episode correct"') == 1
+    assert f'<dd class="answer correct">{record["info"]["answer"]}</dd>' in text
     assert "Only a question?" in text and "image missing" in text and "prompt_tokens" in text
     assert "background-image" not in text  # the traversal name and the missing thumbnail load nothing
 
