@@ -2,6 +2,7 @@
 
 ``mmsearch demo``: run scripted policies over the built-in sample and print accuracy and search
 ratios — the quickest check that an install works end to end.
+``mmsearch view TRAJECTORIES.jsonl --out viewer.html``: the HTML trajectory viewer (:mod:`agents.viewer`).
 """
 
 from __future__ import annotations
@@ -64,6 +65,14 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _view(args: argparse.Namespace) -> int:
+    from agents.viewer import write_viewer
+
+    out = write_viewer(args.trajectories, args.out, images_dir=args.images, max_episodes=args.max_episodes)
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mmsearch", description="MMSearch-v0: teach multimodal models when to search."
@@ -79,6 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--json", default=None, help="also write the results to this JSON file")
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
     demo.set_defaults(func=_demo)
+    view = sub.add_parser("view", help="write a self-contained HTML viewer for a trajectory JSONL file")
+    view.add_argument("trajectories", help="the JSONL of episode records (images/ next to it)")
+    view.add_argument("--out", default="viewer.html", help="the HTML file to write (default: viewer.html)")
+    view.add_argument("--images", default=None, help="images folder (default: images/ next to the JSONL)")
+    view.add_argument("--max-episodes", type=int, default=None, help="render only the first N episodes")
+    view.set_defaults(func=_view)
     return parser
 
 
