@@ -10,7 +10,8 @@ The MMSearch-R1 release ships image-search results as Python pickles: a dict ``d
   BMP, TIFF). Each is mapped to :class:`_BoundedImage`, which checks the pixel count against Pillow's
   ``MAX_IMAGE_PIXELS`` *before* allocating (a pickle can claim any size).
 * what protocols 0–2 use to rebuild those objects and bytes: ``copyreg._reconstructor``,
-  ``builtins.object`` and ``_codecs.encode``; and ``builtins`` ``set`` / ``frozenset`` / ``bytearray``.
+  ``builtins.object``, ``_codecs.encode`` (latin-1 only) and ``bytes`` / ``bytearray`` (never the
+  ``bytes(n)`` allocation form); and ``builtins`` ``set`` / ``frozenset``.
 
 Anything else (``os.system``, ``builtins.eval``, ``subprocess.Popen``, any ``__reduce__`` payload) raises
 :class:`UnsafePickleError` before the global is even imported, so nothing runs.
@@ -100,21 +101,44 @@ _PIL_IMAGE_CLASSES = {
     ("PIL.BmpImagePlugin", "BmpImageFile"),
     ("PIL.TiffImagePlugin", "TiffImageFile"),
 }
+
+
+def _latin1_encode(text: Any, encoding: str = "utf-8") -> bytes:
+    """``_codecs.encode`` as protocols 0-2 use it for bytes (``latin1`` only; no other codec is reachable)."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise UnsafePickleError(f"refusing _codecs.encode({type(text).__name__}, {encoding!r}) in a pickle")
+    return text.encode("latin-1")
+
+
+def _sized(kind: type) -> Callable[..., Any]:
+    """``bytes`` / ``bytearray`` without the ``bytes(n)`` form: a pickle must not allocate n zero bytes."""
+
+    def build(*args: Any) -> Any:
+        if len(args) > 2 or (args and not isinstance(args[0], (str, bytes, bytearray, list))):
+            raise UnsafePickleError(f"refusing {kind.__name__}{args!r:.60} in a pickle")
+        return kind(*args)
+
+    return build
+
+
 _SAFE_GLOBALS: dict[tuple[str, str], Any] = {
     # protocols 0/1 rebuild objects with copyreg._reconstructor(cls, object, None) (fix_imports maps the
-    # Python 2 names copy_reg / __builtin__, which is what find_class receives)
+    # Python 2 names copy_reg / __builtin__, which is what find_class receives); cls can only be an image
+    # class from the allow-list, since find_class is the only way a pickle can name a class
     ("copyreg", "_reconstructor"): __import__("copyreg")._reconstructor,
     ("copy_reg", "_reconstructor"): __import__("copyreg")._reconstructor,
     ("builtins", "object"): object,
     ("__builtin__", "object"): object,
-    # protocols 0-2 spell bytes as _codecs.encode(str, "latin1")
-    ("_codecs", "encode"): __import__("codecs").encode,
+    # protocols 0-2 spell bytes as _codecs.encode(str, "latin1"), and b"" as bytes()
+    ("_codecs", "encode"): _latin1_encode,
+    ("builtins", "bytes"): _sized(bytes),
+    ("__builtin__", "bytes"): _sized(bytes),
+    ("builtins", "bytearray"): _sized(bytearray),
+    ("__builtin__", "bytearray"): _sized(bytearray),
     ("builtins", "set"): set,
     ("builtins", "frozenset"): frozenset,
-    ("builtins", "bytearray"): bytearray,
     ("__builtin__", "set"): set,
     ("__builtin__", "frozenset"): frozenset,
-    ("__builtin__", "bytearray"): bytearray,
 }
 
 
