@@ -79,6 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--json", default=None, help="also write the results to this JSON file")
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
     demo.set_defaults(func=_demo)
+    from mmsearch_env.search.service import add_serve_arguments, serve_main
+
+    serve = sub.add_parser("serve", help="HTTP search service (cache + rate limit + retries) for many trainers")
+    add_serve_arguments(serve)
+    serve.set_defaults(func=serve_main)
     return parser
 
 

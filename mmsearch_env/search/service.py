@@ -169,19 +169,15 @@ def create_app(backend: Any, *, token: str | None, metrics: ServiceMetrics | Non
         body.update(error_type=None if response.ok else "backend", retry_after=None, latency_s=latency)
         return JSONResponse(body)
 
-    @app.post("/v1/image_search")
     async def image_search(request: Request) -> Any:
         return await search("image_search", request)
 
-    @app.post("/v1/text_search")
     async def text_search(request: Request) -> Any:
         return await search("text_search", request)
 
-    @app.get("/health")
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/metrics")
     async def get_metrics(request: Request) -> dict[str, Any]:
         authorize(request)
         snapshot = metrics.snapshot()
@@ -190,6 +186,14 @@ def create_app(backend: Any, *, token: str | None, metrics: ServiceMetrics | Non
             snapshot["cache"] = stats.as_dict()
         return snapshot
 
+    # FastAPI reads parameter types from annotations, which this module's `from __future__ import
+    # annotations` leaves as strings naming a locally imported class: give it the class itself.
+    for endpoint in (image_search, text_search, get_metrics):
+        endpoint.__annotations__["request"] = Request
+    app.add_api_route("/v1/image_search", image_search, methods=["POST"])
+    app.add_api_route("/v1/text_search", text_search, methods=["POST"])
+    app.add_api_route("/health", health, methods=["GET"])
+    app.add_api_route("/metrics", get_metrics, methods=["GET"])
     return app
 
 
@@ -303,6 +307,8 @@ class ServiceSearch(SearchBackendBase):
             raise SearchRateLimitedError(str(data.get("error")), data.get("retry_after"))
         if kind == "transient":
             raise SearchTransientError(str(data.get("error")))
+        if kind == "backend":
+            raise SearchBackendError(str(data.get("error")))
         return response_from_json(data)
 
     def image_search(self, request: ImageSearchRequest) -> SearchResponse:
