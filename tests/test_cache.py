@@ -295,3 +295,17 @@ def test_cached_by_name_through_gym_make(tmp_path):
     _, _, _, _, info = replay.step("<reason>Unknown flag.</reason><search><img></search>")
     assert info["search_failures"] == 0 and replay.unwrapped.search.stats.hits == 1
     replay.close()
+
+
+def test_lookup_json_serves_hits_without_decoding(tmp_path, sample):
+    cached = CachedSearch(Counting(sample), tmp_path / "j.sqlite")
+    request = ImageSearchRequest(image=sample.pages[0].images[0])
+    assert cached.lookup_json("image_search", request) is None and cached.stats.misses == 0
+    response = cached.image_search(request)
+    document = cached.lookup_json("image_search", request)
+    assert document["cached"] is True and document["cost_usd"] == 0.0 and cached.stats.hits == 1
+    assert response_from_json(document) == response
+    assert cached.lookup_json("text_search", TextSearchRequest("nothing")) is None
+    recorder = CachedSearch(Counting(sample), cached.store, mode="record")
+    assert recorder.lookup_json("image_search", request) is None  # record mode always refetches
+    cached.close()

@@ -68,6 +68,9 @@ def test_env_episodes_through_the_service_match_the_direct_backend(server):
     assert text["calls"] >= 2 and text["hits"] >= 1
     assert 0 < image["latency_ms"]["p50"] <= image["latency_ms"]["p99"] <= image["latency_ms"]["max"]
     assert metrics["cache"]["hits"] == image["hits"] + text["hits"]
+    resilience = metrics["resilience"]
+    assert resilience["calls"] == metrics["cache"]["misses"] and resilience["breaker"] == "closed"
+    assert resilience["spent_usd"] == 0.0 and resilience["failures"] == 0
 
 
 def test_wrong_or_missing_token_is_a_clear_401(server, monkeypatch):

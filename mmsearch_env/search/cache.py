@@ -333,6 +333,27 @@ class CachedSearch(SearchBackendBase):
             question_aware=self.question_aware,
         )
 
+    def lookup_json(self, tool: ToolName, request: ImageSearchRequest | TextSearchRequest) -> dict[str, Any] | None:
+        """A hit as its stored JSON document (thumbnails left encoded), marked cached and free; else ``None``.
+
+        The search service answers hits with this, skipping a PNG decode and re-encode per thumbnail. A
+        miss is not counted here (the call that follows counts it); ``"record"`` mode always misses.
+        """
+        if self.mode == "record":
+            return None
+        raw = self.store.get(self._key(tool, request)[0])
+        if raw is None:
+            return None
+        try:
+            document = json.loads(raw)
+        except ValueError:
+            return None  # corrupt: the regular path logs it and refetches
+        if not isinstance(document, dict) or document.get("v") != WIRE_VERSION or document.get("tool") != tool:
+            return None
+        self._count(hits=1)
+        document.update(cached=True, cost_usd=0.0, latency_s=0.0)
+        return document
+
     def _search(self, tool: ToolName, request: ImageSearchRequest | TextSearchRequest) -> SearchResponse:
         key, doc = self._key(tool, request)
         if self.mode != "record":

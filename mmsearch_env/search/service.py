@@ -155,6 +155,17 @@ def create_app(backend: Any, *, token: str | None, metrics: ServiceMetrics | Non
                 status_code=400, detail=f"bad {tool} request body: {type(exc).__name__}: {exc}"
             ) from exc
         started = time.perf_counter()
+        lookup = getattr(backend, "lookup_json", None)
+        if callable(lookup):  # a cache hit goes out as stored: no thumbnail decode/re-encode
+            try:
+                document = await run_in_threadpool(lookup, tool, search_request)
+            except SearchBackendError:
+                document = None
+            if document is not None:
+                latency = time.perf_counter() - started
+                metrics.record(tool, latency, ok=document.get("error") is None, cached=True)
+                document.update(error_type=None, retry_after=None, latency_s=latency)
+                return JSONResponse(document)
         try:
             response = await run_in_threadpool(getattr(backend, tool), search_request)
             if not isinstance(response, SearchResponse):
@@ -181,9 +192,19 @@ def create_app(backend: Any, *, token: str | None, metrics: ServiceMetrics | Non
     async def get_metrics(request: Request) -> dict[str, Any]:
         authorize(request)
         snapshot = metrics.snapshot()
-        stats = getattr(backend, "stats", None)
-        if hasattr(stats, "as_dict"):
-            snapshot["cache"] = stats.as_dict()
+        layer, depth = backend, 0
+        while layer is not None and depth < 8:  # walk the wrapper chain (cache → resilience → backend)
+            stats = getattr(layer, "stats", None)
+            if hasattr(stats, "as_dict") and "cache" not in snapshot:
+                snapshot["cache"] = stats.as_dict()
+            if hasattr(layer, "spent_usd") and "resilience" not in snapshot:
+                breaker = getattr(layer, "breaker", None)
+                snapshot["resilience"] = {
+                    **dict(stats or {}),
+                    "spent_usd": layer.spent_usd,
+                    "breaker": getattr(breaker, "state", None),
+                }
+            layer, depth = getattr(layer, "backend", None), depth + 1
         return snapshot
 
     # FastAPI reads parameter types from annotations, which this module's `from __future__ import
@@ -376,6 +397,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--allow-remote", action="store_true", help="allow binding a non-loopback address")
+    parser.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"], help="info logs every request"
+    )
 
 
 def _json_option(text: str, flag: str) -> dict[str, Any]:
@@ -424,7 +448,14 @@ def serve_main(args: argparse.Namespace) -> int:
     app = create_app(backend, token=token)
     logger.info("serving %s on http://%s:%d", backend, args.host, args.port)
     try:
-        asyncio.run(uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="info")).serve())
+        config = uvicorn.Config(
+            app,
+            host=args.host,
+            port=args.port,
+            log_level=args.log_level,
+            access_log=args.log_level in ("debug", "info"),
+        )
+        asyncio.run(uvicorn.Server(config).serve())
     finally:
         closer = getattr(backend, "close", None)
         if callable(closer):
