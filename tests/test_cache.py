@@ -13,6 +13,8 @@ import time
 
 import gymnasium as gym
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from PIL import Image
 from search_servers import redis_server
 
@@ -28,7 +30,9 @@ from mmsearch_env.search import (
     make_search,
 )
 from mmsearch_env.search.cache import CachedSearch, RedisStore, SQLiteStore, cache_key, public_options
-from mmsearch_env.search.codec import response_from_json, response_to_json
+from mmsearch_env.search.codec import normalize_query, response_from_json, response_to_json
+from mmsearch_env.search.faults import FaultySearch
+from mmsearch_env.search.resilience import ResilientSearch
 
 
 class Counting(SearchBackendBase):
@@ -309,3 +313,50 @@ def test_lookup_json_serves_hits_without_decoding(tmp_path, sample):
     recorder = CachedSearch(Counting(sample), cached.store, mode="record")
     assert recorder.lookup_json("image_search", request) is None  # record mode always refetches
     cached.close()
+
+
+@given(st.text(max_size=40))
+def test_query_normalisation_is_idempotent(text):
+    once = normalize_query(text)
+    assert normalize_query(once) == once and "  " not in once and once == once.strip()
+
+
+def test_async_only_backends_work_behind_every_wrapper(tmp_path):
+    class AsyncOnly:
+        name = "async-only"
+
+        async def atext_search(self, request):
+            return SearchResponse("text_search", (SearchResult("a", "http://a", summary=request.query),))
+
+        async def aimage_search(self, request):
+            return SearchResponse("image_search")
+
+    stack = CachedSearch(
+        ResilientSearch(FaultySearch(AsyncOnly(), empty_rate=0.0)), tmp_path / "a.sqlite", options={"v": 1}
+    )
+    assert stack.text_search(TextSearchRequest("hello")).results[0].summary == "hello"
+    assert stack.text_search(TextSearchRequest("HELLO")).cached
+
+
+_CONCURRENT_WRITER = textwrap.dedent(
+    """
+    import sys
+    from mmsearch_env.search.cache import SQLiteStore
+    store = SQLiteStore(sys.argv[1])
+    for i in range(150):
+        store.put(f"{sys.argv[2]}-{i}", sys.argv[2].encode())
+    store.close()
+    """
+)
+
+
+def test_processes_share_one_sqlite_file(tmp_path):
+    path = str(tmp_path / "shared.sqlite")
+    SQLiteStore(path).close()  # create the WAL database once
+    writers = [
+        subprocess.Popen([sys.executable, "-c", _CONCURRENT_WRITER, path, f"w{n}"], cwd=os.getcwd()) for n in range(3)
+    ]
+    assert [w.wait(timeout=60) for w in writers] == [0, 0, 0]
+    store = SQLiteStore(path)
+    assert len(store) == 450 and store.get("w2-149") == b"w2"
+    store.close()

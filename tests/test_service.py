@@ -89,6 +89,7 @@ def test_wrong_or_missing_token_is_a_clear_401(server, monkeypatch):
     assert not terminated and "HTTP 401 Unauthorized (no token was given)" in info["search_error"]
     assert "MMSEARCH_SERVICE_TOKEN" in info["search_error"]
     env.close()
+    assert "wrong" not in repr(ServiceSearch(server.url, token="wrong"))  # the token never shows in reprs
     # the token from the environment variable is used by default
     monkeypatch.setenv("MMSEARCH_SERVICE_TOKEN", TOKEN)
     assert ServiceSearch(server.url).text_search(TextSearchRequest("capital of Arvenia")).ok

@@ -70,6 +70,7 @@ __all__ = [
     "RedisStore",
     "SQLiteStore",
     "cache_key",
+    "invoke",
     "open_store",
     "public_options",
 ]
@@ -131,6 +132,22 @@ def cache_key(
         if question_aware:
             doc["question"] = normalize_query(request.question or "")
     return hashlib.sha256(canonical_json(doc).encode("utf-8")).hexdigest(), doc
+
+
+def invoke(backend: Any, tool: ToolName, request: ImageSearchRequest | TextSearchRequest) -> Any:
+    """Call ``backend``'s ``tool`` synchronously, letting exceptions through (wrappers decide about them).
+
+    A backend with only the async half (``aimage_search`` / ``atext_search``) runs on a private loop.
+    """
+    method = getattr(backend, tool, None)
+    if method is not None:
+        return method(request)
+    coroutine_fn = getattr(backend, "a" + tool, None)
+    if coroutine_fn is None:
+        raise SearchBackendError(f"backend {backend!r} has neither {tool}() nor a{tool}()")
+    from mmsearch_env.search.base import _run_coroutine
+
+    return _run_coroutine(coroutine_fn(request))
 
 
 class CacheStore(Protocol):
@@ -373,8 +390,7 @@ class CachedSearch(SearchBackendBase):
                     "record it first (mode='record' or 'read-through') or check the backend name and options"
                 )
         self._count(backend_calls=1)
-        call = getattr(self.backend, tool)
-        response = call(request)
+        response = invoke(self.backend, tool, request)
         if isinstance(response, SearchResponse) and response.ok:
             self.store.put(key, canonical_json(response_to_json(response, self.image_format)).encode("utf-8"))
             self._count(stores=1)

@@ -48,7 +48,7 @@ def canonical_json(value: Any) -> str:
 
 
 def normalize_query(text: str) -> str:
-    """The form a text query is keyed by: NFKC, case-folded, whitespace collapsed and trimmed.
+    """The form a text query is keyed by: NFKC, case-folded, NFKC again, whitespace collapsed and trimmed.
 
     Web engines ignore case and spacing, so ``"Flag  of FRANCE "`` and ``"flag of france"`` share one
     cache entry (one paid call).
@@ -56,7 +56,8 @@ def normalize_query(text: str) -> str:
     >>> normalize_query("  Flag  of\\tFRANCE ")
     'flag of france'
     """
-    return _SPACES.sub(" ", unicodedata.normalize("NFKC", text)).strip().casefold()
+    folded = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold())  # stable under repeats
+    return _SPACES.sub(" ", folded).strip()
 
 
 def image_digest(image: Image.Image) -> str:

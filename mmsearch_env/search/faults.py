@@ -27,6 +27,7 @@ from mmsearch_env.search.base import (
     TextSearchRequest,
     ToolName,
 )
+from mmsearch_env.search.cache import invoke
 
 __all__ = ["FaultConfig", "FaultySearch"]
 
@@ -132,7 +133,7 @@ class FaultySearch(SearchBackendBase):
             raise SearchBackendError(f"injected fault: {tool} got HTTP 400 Bad Request")
         if fault == "rate_limit":
             raise SearchRateLimitedError(f"injected fault: {tool} got HTTP 429 Too Many Requests", cfg.retry_after_s)
-        response = getattr(self.backend, tool)(request)
+        response = invoke(self.backend, tool, request)
         if fault == "empty" and isinstance(response, SearchResponse) and response.ok:
             return replace(response, results=())
         if fault == "truncated" and isinstance(response, SearchResponse) and response.ok and response.results:

@@ -47,6 +47,7 @@ from mmsearch_env.search.base import (
     TextSearchRequest,
     ToolName,
 )
+from mmsearch_env.search.cache import invoke
 
 __all__ = [
     "CircuitBreaker",
@@ -384,15 +385,14 @@ class ResilientSearch(SearchBackendBase):
             self._episode_spent[example_id] = self._episode_spent.get(example_id, 0.0) + cost
 
     def _attempt(self, tool: ToolName, request: ImageSearchRequest | TextSearchRequest) -> Any:
-        method = getattr(self.backend, tool)
         timeout = self.config.timeout_s
         if timeout is None:
-            return method(request)
+            return invoke(self.backend, tool, request)
         box: dict[str, Any] = {}
 
         def work() -> None:
             try:
-                box["response"] = method(request)
+                box["response"] = invoke(self.backend, tool, request)
             except BaseException as exc:
                 box["error"] = exc
 
