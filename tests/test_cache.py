@@ -16,11 +16,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
-from search_servers import redis_server
+from search_servers import free_port, redis_server
 
 import mmsearch_env  # noqa: F401  (registers MMSearch-v0)
 from agents.scripted import OraclePolicy
-from mmsearch_env.errors import ConfigError, SearchBackendError
+from mmsearch_env.errors import ConfigError, SearchBackendError, SearchTransientError
 from mmsearch_env.search import (
     ImageSearchRequest,
     SearchBackendBase,
@@ -234,8 +234,11 @@ def test_redis_store_shares_entries_between_processes_worth_of_wrappers(sample):
         assert expiring.get("k") == b"v"
         time.sleep(0.4)
         assert expiring.get("k") is None
-        for closer in (writer, other, expiring):
+        for closer in (writer, other, other.store, expiring):
             closer.close()
+    dead = CachedSearch(Counting(sample), RedisStore(f"redis://127.0.0.1:{free_port()}/0"))
+    with pytest.raises(SearchTransientError, match="Redis search cache is unreachable"):
+        dead.text_search(TextSearchRequest("x"))
 
 
 def _run_all(env) -> list:

@@ -126,6 +126,20 @@ def test_circuit_breaker_opens_probes_and_closes():
     assert search.text_search(QUERY).ok and search.breaker.state == "closed" and backend.calls == 5
 
 
+def test_a_probe_that_ends_without_a_verdict_frees_the_half_open_slot():
+    clock = FakeClock()
+    backend = Scripted([SearchTransientError("down"), SearchBackendError("HTTP 400"), ValueError("bug")])
+    search = _resilient(backend, clock, max_attempts=1, breaker_threshold=1, breaker_cooldown_s=5.0)
+    with pytest.raises(SearchTransientError):
+        search.text_search(QUERY)
+    clock.now += 5.0
+    with pytest.raises(SearchBackendError, match="400"):  # probe 1: permanent error, no verdict
+        search.text_search(QUERY)
+    with pytest.raises(ValueError, match="bug"):  # probe 2 is allowed: the slot was released
+        search.text_search(QUERY)
+    assert search.text_search(QUERY).ok and search.breaker.state == "closed" and backend.calls == 4
+
+
 def test_rate_limited_calls_do_not_trip_the_breaker():
     clock = FakeClock()
     backend = Scripted([SearchRateLimitedError("429", retry_after=1.0)] * 5)

@@ -45,7 +45,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from mmsearch_env.errors import ConfigError, SearchBackendError
+from mmsearch_env.errors import ConfigError, SearchBackendError, SearchTransientError
 from mmsearch_env.search.base import (
     ImageSearchRequest,
     SearchBackendBase,
@@ -225,13 +225,20 @@ class RedisStore:
         self.prefix = prefix
         self.ttl_s = ttl_s
         self._client = redis.Redis.from_url(url)
+        self._errors = redis.RedisError
 
     def get(self, key: str) -> bytes | None:
-        value = self._client.get(self.prefix + key)
+        try:
+            value = self._client.get(self.prefix + key)
+        except self._errors as exc:
+            raise SearchTransientError(f"the Redis search cache is unreachable: {type(exc).__name__}: {exc}") from exc
         return None if value is None else bytes(value)
 
     def put(self, key: str, value: bytes) -> None:
-        self._client.set(self.prefix + key, value, px=None if self.ttl_s is None else int(self.ttl_s * 1000))
+        try:
+            self._client.set(self.prefix + key, value, px=None if self.ttl_s is None else int(self.ttl_s * 1000))
+        except self._errors as exc:
+            raise SearchTransientError(f"the Redis search cache is unreachable: {type(exc).__name__}: {exc}") from exc
 
     def __len__(self) -> int:
         return sum(1 for _ in self._client.scan_iter(match=self.prefix + "*", count=1000))
@@ -317,6 +324,7 @@ class CachedSearch(SearchBackendBase):
             raise ConfigError(f"image_format must be 'png' or 'webp', got {image_format!r}")
         self.backend = backend
         self.store = open_store(cache)
+        self._owns_store = isinstance(cache, (str, os.PathLike))  # a store object passed in is the caller's
         self.mode = mode
         self.backend_name = backend_name or getattr(backend, "name", None) or "replay"
         self.name = self.backend_name
@@ -408,7 +416,9 @@ class CachedSearch(SearchBackendBase):
             inner(example_id)
 
     def close(self) -> None:
-        self.store.close()
+        """Close the store (when this wrapper opened it) and the wrapped backend."""
+        if self._owns_store:
+            self.store.close()
         closer = getattr(self.backend, "close", None)
         if callable(closer):
             closer()

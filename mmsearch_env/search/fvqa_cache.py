@@ -34,7 +34,7 @@ import logging
 import os
 import pickle
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from PIL import Image
@@ -284,7 +284,7 @@ class FvqaImageSearch(SearchBackendBase):
             raise SearchBackendError(
                 f"no FVQA image-search cache entry for data_id {request.example_id!r} in {self.store!r}"
             )
-        return response_from_json(json.loads(raw))
+        return replace(response_from_json(json.loads(raw)), cached=True, cost_usd=0.0)
 
     def text_search(self, request: TextSearchRequest) -> SearchResponse:
         if self.text_backend is None:

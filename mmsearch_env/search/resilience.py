@@ -160,6 +160,12 @@ class CircuitBreaker:
             self._opened_at = None
             self._probing = False
 
+    def record_neutral(self) -> None:
+        """The call ended without telling us about the backend's health (429, permanent error, a bug):
+        release a half-open probe slot, count nothing."""
+        with self._lock:
+            self._probing = False
+
     def record_failure(self) -> None:
         with self._lock:
             self._failures += 1
@@ -422,13 +428,13 @@ class ResilientSearch(SearchBackendBase):
                 try:
                     response = self._attempt(tool, request)
                 except SearchRateLimitedError as exc:
-                    self.breaker.record_success()  # the backend answered; throttling is not ill health
+                    self.breaker.record_neutral()  # the backend answered; throttling is not ill health
                     last, delay = exc, self.backoff_s(attempt, exc.retry_after)
                 except SearchTransientError as exc:
                     self.breaker.record_failure()
                     last, delay = exc, self.backoff_s(attempt)
-                except SearchBackendError:
-                    self.breaker.record_success()
+                except BaseException:
+                    self.breaker.record_neutral()  # permanent errors and bugs: not retried, not counted
                     raise
                 else:
                     self.breaker.record_success()
