@@ -34,7 +34,7 @@ def _thumb(color, fmt=None) -> Image.Image:
     if fmt is None:
         return image
     buffer = io.BytesIO()
-    image.save(buffer, format=fmt)
+    image.save(buffer, format=fmt, dpi=(72, 72))  # TIFF keeps dpi as IFDRational objects in info
     buffer.seek(0)
     return Image.open(buffer)  # a file-backed PngImageFile / JpegImageFile, as a crawler would keep
 
@@ -45,6 +45,7 @@ def _release_like() -> dict:
             TITLES: ["Arvenia flag - Wikipedia", "Flags of Europe", "Arvenia travel"],
             IMAGES: [_thumb((255, 0, 0)), _thumb((0, 255, 0), "PNG"), "https://example.org/t3.jpg"],
         },
+        "fvqa_train_5": {TITLES: ["JPEG", "TIFF"], IMAGES: [_thumb((9, 9, 9), "JPEG"), _thumb((0, 0, 9), "TIFF")]},
         "fvqa_train_67": {TITLES: ["Only a URL"], IMAGES: ["https://example.org/t.jpg"]},
     }
 
@@ -59,6 +60,9 @@ def test_release_shaped_pickles_load_with_every_protocol(tmp_path, protocol):
     assert entry["images"][0].tobytes() == _thumb((255, 0, 0)).tobytes()
     assert entry["images"][1].tobytes() == _thumb((0, 255, 0)).tobytes()
     assert entry["images"][2] == "https://example.org/t3.jpg"
+    jpeg, tiff = entries["fvqa_train_5"]["images"]
+    assert jpeg.size == tiff.size == (12, 9) and tiff.getpixel((0, 0)) == (0, 0, 9)
+    assert float(tiff.info["dpi"][0]) == 72.0
 
 
 class _Payload:
@@ -107,6 +111,9 @@ def test_image_bombs_and_wrong_shapes_are_refused(tmp_path):
     allocation = pickle.dumps(_Payload(bytes, 10**12), protocol=2)  # bytes(n) would allocate a terabyte
     with pytest.raises(UnsafePickleError, match="refusing bytes"):
         RestrictedUnpickler(io.BytesIO(allocation)).load()
+    slow = pickle.dumps(_Payload(__import__("fractions").Fraction, "1e999999999"), protocol=2)
+    with pytest.raises(UnsafePickleError, match="refusing Fraction"):
+        RestrictedUnpickler(io.BytesIO(slow)).load()
     codec = pickle.dumps(_Payload(__import__("_codecs").encode, "x", "zlib"), protocol=2)
     with pytest.raises(UnsafePickleError, match=r"refusing _codecs\.encode"):
         RestrictedUnpickler(io.BytesIO(codec)).load()
@@ -140,7 +147,7 @@ def test_import_then_env_image_search_hits_by_data_id(tmp_path):
         return _thumb((0, 0, 255))
 
     report = import_fvqa_cache(pkl, db, fetch_thumbnail=fetch, progress=False)
-    assert (report.entries, report.results, report.thumbnails, report.url_only) == (2, 4, 3, 1)
+    assert (report.entries, report.results, report.thumbnails, report.url_only) == (3, 6, 5, 1)
     assert sorted(fetched) == ["https://example.org/t.jpg", "https://example.org/t3.jpg"]
 
     env = gym.make("MMSearch-v0", split=None, search="fvqa", search_options={"cache": str(db), "text": "sample"})
@@ -170,5 +177,5 @@ def test_import_then_env_image_search_hits_by_data_id(tmp_path):
     assert hit.results[0].thumbnail is None
     replay.close()
     store = SQLiteStore(db)
-    assert store.get(fvqa_key("fvqa_train_67")) is not None and len(store) == 2
+    assert store.get(fvqa_key("fvqa_train_67")) is not None and len(store) == 3
     store.close()

@@ -12,6 +12,8 @@ The MMSearch-R1 release ships image-search results as Python pickles: a dict ``d
 * what protocols 0–2 use to rebuild those objects and bytes: ``copyreg._reconstructor``,
   ``builtins.object``, ``_codecs.encode`` (latin-1 only) and ``bytes`` / ``bytearray`` (never the
   ``bytes(n)`` allocation form); and ``builtins`` ``set`` / ``frozenset``.
+* what Pillow puts in an image's ``info``: ``PIL.TiffImagePlugin.IFDRational`` (dpi of TIFF/EXIF images)
+  and ``fractions.Fraction`` from two small ints.
 
 Anything else (``os.system``, ``builtins.eval``, ``subprocess.Popen``, any ``__reduce__`` payload) raises
 :class:`UnsafePickleError` before the global is even imported, so nothing runs.
@@ -35,6 +37,7 @@ import os
 import pickle
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from fractions import Fraction
 from typing import Any
 
 from PIL import Image
@@ -121,7 +124,17 @@ def _sized(kind: type) -> Callable[..., Any]:
     return build
 
 
+def _small_fraction(numerator: Any = 0, denominator: Any = 1) -> Fraction:
+    """``fractions.Fraction`` from two small ints only: ``Fraction("1e999999999")`` would hang the loader."""
+    if not all(type(v) is int and abs(v) < 2**64 for v in (numerator, denominator)):
+        raise UnsafePickleError(f"refusing Fraction({numerator!r:.40}, {denominator!r:.40}) in a pickle")
+    return Fraction(numerator, denominator)
+
+
 _SAFE_GLOBALS: dict[tuple[str, str], Any] = {
+    # TIFF/EXIF resolutions in an image's info dict (dpi) are IFDRational(Fraction(int, int))
+    ("PIL.TiffImagePlugin", "IFDRational"): __import__("PIL.TiffImagePlugin", fromlist=["IFDRational"]).IFDRational,
+    ("fractions", "Fraction"): _small_fraction,
     # protocols 0/1 rebuild objects with copyreg._reconstructor(cls, object, None) (fix_imports maps the
     # Python 2 names copy_reg / __builtin__, which is what find_class receives); cls can only be an image
     # class from the allow-list, since find_class is the only way a pickle can name a class
