@@ -170,3 +170,43 @@ def test_cli_serve_refuses_a_public_bind_without_opt_in(capsys):
     assert "refusing to bind '0.0.0.0'" in capsys.readouterr().err
     assert main(["serve", "--options", "[1]", "--port", "1"]) == 2
     assert "--options must be a JSON object" in capsys.readouterr().err
+
+
+def test_two_services_share_one_redis_cache_and_rate_limit():
+    from search_servers import redis_server
+
+    from mmsearch_env.search.cache import CachedSearch
+
+    with redis_server() as url:
+        resilience = {"rate_per_s": 1000.0, "burst": 10, "redis_url": url, "limiter_key": "svc-limit"}
+        stacks = [build_service_backend("sample", cache=url, resilience=resilience) for _ in range(2)]
+        assert all(isinstance(stack, CachedSearch) for stack in stacks)
+        with (
+            BackgroundServer(create_app(stacks[0], token=None)) as a,
+            BackgroundServer(create_app(stacks[1], token=None)) as b,
+        ):
+            first = ServiceSearch(a.url).text_search(TextSearchRequest("capital of Arvenia"))
+            second = ServiceSearch(b.url).text_search(TextSearchRequest("capital of arvenia"))
+        assert not first.cached and second.cached and second == first
+        assert stacks[0].stats.backend_calls == 1 and stacks[1].stats.backend_calls == 0
+        # a recording made through the env (search="cached") is the service's cache and vice versa
+        replay = make_search("cached", {"backend": "sample", "cache": url, "mode": "replay"})
+        assert replay.text_search(TextSearchRequest("CAPITAL of Arvenia")) == first
+        replay.close()
+        import redis
+
+        client = redis.Redis.from_url(url)
+        assert client.exists("svc-limit") == 1  # the shared bucket lives in Redis
+        client.close()
+        for stack in stacks:
+            stack.close()
+
+
+def test_importing_the_package_pulls_no_server_dependencies():
+    code = (
+        "import sys, mmsearch_env, mmsearch_env.search.cache, mmsearch_env.search.service, "
+        "mmsearch_env.search.resilience, mmsearch_env.search.fvqa_cache, mmsearch_env.cli; "
+        "print(sorted(m for m in ('fastapi', 'uvicorn', 'redis', 'torch') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=os.getcwd())
+    assert out.stdout.strip() == "[]"

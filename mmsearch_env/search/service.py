@@ -381,7 +381,8 @@ def build_service_backend(
     inner = make_search(backend, options)
     wrapped: Any = ResilientSearch(inner, **(resilience or {}))
     if cache:
-        wrapped = CachedSearch(wrapped, cache, mode=cache_mode, options=options)  # type: ignore[arg-type]
+        # keyed like search="cached" with the same name and options, so either can replay the other's recording
+        wrapped = CachedSearch(wrapped, cache, mode=cache_mode, options=options, backend_name=backend)  # type: ignore[arg-type]
     return wrapped
 
 
