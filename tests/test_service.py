@@ -101,6 +101,10 @@ def test_bad_bodies_are_400_with_the_reason(server):
     assert reply.status_code == 400 and "bad image_search request body" in reply.json()["detail"]
     reply = requests.post(f"{server.url}/v1/text_search", data=b"[1, 2", headers=headers, timeout=10)
     assert reply.status_code == 400
+    reply = requests.post(f"{server.url}/v1/text_search", json={"query": 5}, headers=headers, timeout=10)
+    assert reply.status_code == 400 and "needs 'query': a string" in reply.json()["detail"]
+    reply = requests.post(f"{server.url}/v1/image_search", json={}, headers=headers, timeout=10)
+    assert reply.status_code == 400 and "image_png_b64" in reply.json()["detail"]
 
 
 def test_backend_error_kinds_survive_the_wire():

@@ -334,6 +334,8 @@ class CachedSearch(SearchBackendBase):
         self.image_key = image_key
         self.image_format = image_format
         self.question_aware = bool(getattr(backend, "question_aware", False))
+        #: the wrapped backend's price (a miss costs that; a hit costs nothing and says so in cost_usd)
+        self.price_per_call = float(getattr(backend, "price_per_call", 0.0) or 0.0)
         self.stats = CacheStats()
         self._lock = threading.Lock()
 

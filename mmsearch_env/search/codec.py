@@ -173,10 +173,17 @@ def request_to_json(request: ImageSearchRequest | TextSearchRequest) -> dict[str
 
 def request_from_json(tool: str, data: dict[str, Any]) -> ImageSearchRequest | TextSearchRequest:
     """Inverse of :func:`request_to_json` (raises :class:`SearchBackendError` on bad input)."""
+    for name in ("image_url", "example_id", "question"):
+        if data.get(name) is not None and not isinstance(data[name], str):
+            raise SearchBackendError(f"{name!r} must be a string or null, got {type(data[name]).__name__}")
     if tool == "image_search":
+        if not isinstance(data.get("image_png_b64"), str):
+            raise SearchBackendError("an image search needs 'image_png_b64': the image as base64 PNG")
         return ImageSearchRequest(
             image=decode_image(data["image_png_b64"]),
             image_url=data.get("image_url"),
             example_id=data.get("example_id"),
         )
+    if not isinstance(data.get("query"), str):
+        raise SearchBackendError("a text search needs 'query': a string")
     return TextSearchRequest(query=data["query"], question=data.get("question"), example_id=data.get("example_id"))
