@@ -94,6 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
     view.add_argument("--images", default=None, help="images folder (default: images/ next to the JSONL)")
     view.add_argument("--max-episodes", type=int, default=None, help="render only the first N episodes")
     view.set_defaults(func=_view)
+    from mmsearch_env.search.service import add_serve_arguments, serve_main
+
+    serve = sub.add_parser("serve", help="HTTP search service (cache + rate limit + retries) for many trainers")
+    add_serve_arguments(serve)
+    serve.set_defaults(func=serve_main)
     return parser
 
 

@@ -54,8 +54,53 @@ def _local(pages: str, **options: Any) -> LocalSearch:
     return LocalSearch(load_pages(pages), **options)
 
 
+def _cached(backend: Any = "sample", backend_options: dict[str, Any] | None = None, **options: Any) -> Any:
+    """``search="cached"``: ``{"backend": NAME, "backend_options": {...}, "cache": PATH|URL, "mode": ...}``."""
+    from mmsearch_env.search.cache import CachedSearch
+
+    inner = None if backend is None else make_search(backend, backend_options)
+    if isinstance(backend, str):  # key by the registry name the user chose ("sample" and "local" differ)
+        options.setdefault("backend_name", backend)
+    return CachedSearch(inner, options=backend_options, **options)
+
+
+def _resilient(backend: Any = "sample", backend_options: dict[str, Any] | None = None, **options: Any) -> Any:
+    """``search="resilient"``: ``{"backend": ..., "backend_options": ..., **ResilienceConfig fields}``."""
+    from mmsearch_env.search.resilience import ResilientSearch
+
+    return ResilientSearch(make_search(backend, backend_options), **options)
+
+
+def _faults(backend: Any = "sample", backend_options: dict[str, Any] | None = None, **options: Any) -> Any:
+    """``search="faults"``: ``{"backend": ..., "backend_options": ..., **FaultConfig fields}``."""
+    from mmsearch_env.search.faults import FaultySearch
+
+    return FaultySearch(make_search(backend, backend_options), **options)
+
+
+def _fvqa(**options: Any) -> Any:
+    from mmsearch_env.search.fvqa_cache import FvqaImageSearch
+
+    return FvqaImageSearch(**options)
+
+
+def _service(**options: Any) -> Any:
+    from mmsearch_env.search.service import ServiceSearch
+
+    return ServiceSearch(**options)
+
+
 #: Backends constructible by name (``gym.make(..., search=NAME, search_options={...})``).
-SEARCH_BACKENDS = {"sample": _sample, "local": _local, "disabled": DisabledSearch}
+SEARCH_BACKENDS = {
+    "sample": _sample,
+    "local": _local,
+    "disabled": DisabledSearch,
+    "cached": _cached,
+    "resilient": _resilient,
+    "faults": _faults,
+    "fvqa": _fvqa,
+    "service": _service,
+}
 
 
 def make_search(search: Any = "sample", options: dict[str, Any] | None = None) -> Any:

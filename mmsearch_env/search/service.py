@@ -1,0 +1,464 @@
+"""``mmsearch serve``: one HTTP search service (cache + rate limit + retries) shared by many trainers.
+
+Server (FastAPI + uvicorn; ``pip install 'mmsearch-env[serve]'``)
+    ``POST /v1/image_search`` ``{"image_png_b64", "image_url"?, "example_id"?}`` and
+    ``POST /v1/text_search`` ``{"query", "question"?, "example_id"?}`` answer with the
+    :func:`~mmsearch_env.search.codec.response_to_json` document (thumbnails base64 PNG) plus
+    ``error_type`` (``null``, ``"transient"``, ``"rate_limited"`` or ``"backend"``) and ``retry_after``,
+    so a client re-raises the same kind of error the backend raised. Both need
+    ``Authorization: Bearer <token>``; a missing or wrong token is HTTP 401.
+    ``GET /health`` (no token; says only that the service is up) and ``GET /metrics`` (token): calls, cache
+    hits, failures and latency percentiles per tool.
+
+    Bound to 127.0.0.1 by default; another host needs ``--allow-remote`` (put TLS in front of it). The token
+    comes from ``$MMSEARCH_SERVICE_TOKEN`` or is generated and printed once to stderr; it is never logged
+    (uvicorn's access log has paths only).
+
+Client
+    :class:`ServiceSearch` (``search="service"``, ``search_options={"url": "http://127.0.0.1:8765"}``; the
+    token from ``$MMSEARCH_SERVICE_TOKEN`` or ``token=``) speaks that protocol from the environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import json
+import logging
+import os
+import secrets
+import sys
+import threading
+import time
+from collections import deque
+from typing import Any
+
+from mmsearch_env.errors import ConfigError, SearchBackendError, SearchRateLimitedError, SearchTransientError
+from mmsearch_env.search.base import (
+    ImageSearchRequest,
+    SearchBackendBase,
+    SearchResponse,
+    TextSearchRequest,
+    ToolName,
+)
+from mmsearch_env.search.codec import request_from_json, request_to_json, response_from_json, response_to_json
+
+__all__ = [
+    "TOKEN_ENV",
+    "BackgroundServer",
+    "ServiceMetrics",
+    "ServiceSearch",
+    "add_serve_arguments",
+    "build_service_backend",
+    "create_app",
+    "serve_main",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Environment variable holding the service's bearer token (server and client).
+TOKEN_ENV = "MMSEARCH_SERVICE_TOKEN"
+_TOOLS: tuple[ToolName, ...] = ("image_search", "text_search")
+
+
+class ServiceMetrics:
+    """Per-tool counters and a window of recent latencies (thread-safe)."""
+
+    def __init__(self, window: int = 10_000):
+        self._lock = threading.Lock()
+        self._started = time.time()
+        self._counts = {tool: {"calls": 0, "hits": 0, "failures": 0} for tool in _TOOLS}
+        self._latency = {tool: deque(maxlen=window) for tool in _TOOLS}
+
+    def record(self, tool: ToolName, latency_s: float, *, ok: bool, cached: bool) -> None:
+        with self._lock:
+            counts = self._counts[tool]
+            counts["calls"] += 1
+            counts["hits"] += int(cached)
+            counts["failures"] += int(not ok)
+            self._latency[tool].append(latency_s)
+
+    def snapshot(self) -> dict[str, Any]:
+        """``{"uptime_s", "tools": {tool: {calls, hits, failures, hit_ratio, latency_ms: {p50, p90, p99, max}}}}``."""
+        with self._lock:
+            tools: dict[str, Any] = {}
+            for tool in _TOOLS:
+                counts = dict(self._counts[tool])
+                samples = sorted(self._latency[tool])
+                counts["hit_ratio"] = counts["hits"] / counts["calls"] if counts["calls"] else 0.0
+                counts["latency_ms"] = {
+                    name: (1000 * _percentile(samples, q) if samples else None)
+                    for name, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("max", 1.0))
+                }
+                tools[tool] = counts
+            return {"uptime_s": time.time() - self._started, "tools": tools}
+
+
+def _percentile(sorted_samples: list[float], q: float) -> float:
+    """Nearest-rank percentile of already sorted samples."""
+    index = min(len(sorted_samples) - 1, max(0, round(q * len(sorted_samples) + 0.5) - 1))
+    return sorted_samples[index]
+
+
+def _error_body(tool: ToolName, exc: BaseException, latency_s: float) -> dict[str, Any]:
+    if isinstance(exc, SearchRateLimitedError):
+        kind, retry_after = "rate_limited", exc.retry_after
+    elif isinstance(exc, SearchTransientError):
+        kind, retry_after = "transient", None
+    else:
+        kind, retry_after = "backend", None
+    body = response_to_json(SearchResponse(tool, error=f"{type(exc).__name__}: {exc}", latency_s=latency_s))
+    body.update(error_type=kind, retry_after=retry_after)
+    return body
+
+
+def create_app(backend: Any, *, token: str | None, metrics: ServiceMetrics | None = None) -> Any:
+    """The FastAPI app serving ``backend`` (already wrapped in cache/resilience as wanted).
+
+    ``token=None`` disables authentication (only for tests on loopback; ``mmsearch serve`` always sets one).
+    """
+    try:
+        from fastapi import FastAPI, HTTPException, Request
+        from fastapi.concurrency import run_in_threadpool
+        from fastapi.responses import JSONResponse
+    except ImportError as exc:  # pragma: no cover - declared extra
+        raise ConfigError("the search service needs FastAPI and uvicorn: pip install 'mmsearch-env[serve]'") from exc
+
+    metrics = metrics or ServiceMetrics()
+    app = FastAPI(title="mmsearch search service", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.metrics = metrics
+    app.state.backend = backend
+    expected = None if token is None else f"Bearer {token}".encode()
+
+    def authorize(request: Request) -> None:
+        if expected is None:
+            return
+        given = request.headers.get("authorization", "").encode()
+        if not secrets.compare_digest(given, expected):
+            raise HTTPException(
+                status_code=401,
+                detail="missing or wrong bearer token: send 'Authorization: Bearer <token>' with the token "
+                f"printed by `mmsearch serve` (clients read it from ${TOKEN_ENV})",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+
+    async def search(tool: ToolName, request: Request) -> Any:
+        authorize(request)
+        try:
+            payload = await request.json()
+            if not isinstance(payload, dict):
+                raise TypeError("the body must be a JSON object")
+            search_request = request_from_json(tool, payload)
+        except (ValueError, TypeError, KeyError, SearchBackendError) as exc:
+            raise HTTPException(
+                status_code=400, detail=f"bad {tool} request body: {type(exc).__name__}: {exc}"
+            ) from exc
+        started = time.perf_counter()
+        lookup = getattr(backend, "lookup_json", None)
+        if callable(lookup):  # a cache hit goes out as stored: no thumbnail decode/re-encode
+            try:
+                document = await run_in_threadpool(lookup, tool, search_request)
+            except SearchBackendError:
+                document = None
+            if document is not None:
+                latency = time.perf_counter() - started
+                metrics.record(tool, latency, ok=document.get("error") is None, cached=True)
+                document.update(error_type=None, retry_after=None, latency_s=latency)
+                return JSONResponse(document)
+        try:
+            response = await run_in_threadpool(getattr(backend, tool), search_request)
+            if not isinstance(response, SearchResponse):
+                raise SearchBackendError(f"backend returned {type(response).__name__}, expected a SearchResponse")
+        except Exception as exc:
+            latency = time.perf_counter() - started
+            metrics.record(tool, latency, ok=False, cached=False)
+            return JSONResponse(_error_body(tool, exc, latency))
+        latency = time.perf_counter() - started
+        metrics.record(tool, latency, ok=response.ok, cached=response.cached)
+        body = await run_in_threadpool(response_to_json, response)  # PNG encoding is CPU work: off the loop
+        body.update(error_type=None if response.ok else "backend", retry_after=None, latency_s=latency)
+        return JSONResponse(body)
+
+    async def image_search(request: Request) -> Any:
+        return await search("image_search", request)
+
+    async def text_search(request: Request) -> Any:
+        return await search("text_search", request)
+
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    async def get_metrics(request: Request) -> dict[str, Any]:
+        authorize(request)
+        snapshot = metrics.snapshot()
+        layer, depth = backend, 0
+        while layer is not None and depth < 8:  # walk the wrapper chain (cache → resilience → backend)
+            stats = getattr(layer, "stats", None)
+            if hasattr(stats, "as_dict") and "cache" not in snapshot:
+                snapshot["cache"] = stats.as_dict()
+            if hasattr(layer, "spent_usd") and "resilience" not in snapshot:
+                breaker = getattr(layer, "breaker", None)
+                snapshot["resilience"] = {
+                    **dict(stats or {}),
+                    "spent_usd": layer.spent_usd,
+                    "breaker": getattr(breaker, "state", None),
+                }
+            layer, depth = getattr(layer, "backend", None), depth + 1
+        return snapshot
+
+    # FastAPI reads parameter types from annotations, which this module's `from __future__ import
+    # annotations` leaves as strings naming a locally imported class: give it the class itself.
+    for endpoint in (image_search, text_search, get_metrics):
+        endpoint.__annotations__["request"] = Request
+    app.add_api_route("/v1/image_search", image_search, methods=["POST"])
+    app.add_api_route("/v1/text_search", text_search, methods=["POST"])
+    app.add_api_route("/health", health, methods=["GET"])
+    app.add_api_route("/metrics", get_metrics, methods=["GET"])
+    return app
+
+
+class BackgroundServer:
+    """Run an ASGI app with uvicorn in a daemon thread on ``host`` (a free port unless given).
+
+    ``with BackgroundServer(app) as server: server.url`` — start waits (bounded) until the socket listens;
+    exit asks uvicorn to stop and joins the thread.
+    """
+
+    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0, *, start_timeout_s: float = 20.0):
+        import uvicorn
+
+        self._server = uvicorn.Server(
+            uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off")
+        )
+        self._server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # not the main thread
+        self._thread = threading.Thread(target=self._server.run, name="mmsearch-serve", daemon=True)
+        self.host = host
+        self.port = port
+        self.start_timeout_s = start_timeout_s
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> BackgroundServer:
+        self._thread.start()
+        deadline = time.monotonic() + self.start_timeout_s
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"the search service did not start within {self.start_timeout_s:g} s")
+            time.sleep(0.02)
+        self.port = self._server.servers[0].sockets[0].getsockname()[1]
+        return self
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=10)
+
+    def __enter__(self) -> BackgroundServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class ServiceSearch(SearchBackendBase):
+    """The environment's client of ``mmsearch serve``.
+
+    Args:
+        url: the service's base URL (``http://127.0.0.1:8765``).
+        token: bearer token; default ``$MMSEARCH_SERVICE_TOKEN``.
+        timeout_s: HTTP timeout per call.
+
+    Errors come back typed: the service's transient / rate-limited / permanent backend failures raise
+    :class:`~mmsearch_env.errors.SearchTransientError` / :class:`~mmsearch_env.errors.SearchRateLimitedError` /
+    :class:`~mmsearch_env.errors.SearchBackendError`; an unreachable service or HTTP 5xx is transient; HTTP 401
+    is a :class:`~mmsearch_env.errors.SearchBackendError` saying the token was rejected. The env turns all of
+    them into tool-error turns.
+    """
+
+    name = "service"
+    price_per_call = 0.0  # the server's backend reports the real cost per response
+
+    def __init__(self, url: str = "http://127.0.0.1:8765", token: str | None = None, timeout_s: float = 60.0):
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            raise ConfigError(f"service url must start with http:// or https://, got {url!r}")
+        self.url = url.rstrip("/")
+        self._token = token if token is not None else os.environ.get(TOKEN_ENV)
+        self.timeout_s = float(timeout_s)
+        self.cache_options = {"url": self.url}
+        self._local = threading.local()
+
+    def _session(self) -> Any:
+        import requests
+
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = requests.Session()
+            if self._token:
+                session.headers["Authorization"] = f"Bearer {self._token}"
+            self._local.session = session
+        return session
+
+    def _post(self, tool: ToolName, body: dict[str, Any]) -> SearchResponse:
+        import requests
+
+        try:
+            reply = self._session().post(f"{self.url}/v1/{tool}", json=body, timeout=self.timeout_s)
+        except requests.RequestException as exc:
+            raise SearchTransientError(f"search service at {self.url} unreachable: {type(exc).__name__}") from exc
+        if reply.status_code == 401:
+            hint = "no token was given" if not self._token else "the token was rejected"
+            raise SearchBackendError(
+                f"search service at {self.url} answered HTTP 401 Unauthorized ({hint}): set ${TOKEN_ENV} to the "
+                "token `mmsearch serve` printed at start-up"
+            )
+        if reply.status_code == 429:
+            raise SearchRateLimitedError(f"search service at {self.url}: HTTP 429", _retry_after(reply))
+        if reply.status_code >= 500:
+            raise SearchTransientError(f"search service at {self.url}: HTTP {reply.status_code}")
+        if reply.status_code != 200:
+            raise SearchBackendError(f"search service at {self.url}: HTTP {reply.status_code}: {reply.text[:300]}")
+        try:
+            data = reply.json()
+        except ValueError as exc:
+            raise SearchTransientError(f"search service at {self.url} sent malformed JSON") from exc
+        kind = data.get("error_type") if isinstance(data, dict) else None
+        if kind == "rate_limited":
+            raise SearchRateLimitedError(str(data.get("error")), data.get("retry_after"))
+        if kind == "transient":
+            raise SearchTransientError(str(data.get("error")))
+        if kind == "backend":
+            raise SearchBackendError(str(data.get("error")))
+        return response_from_json(data)
+
+    def image_search(self, request: ImageSearchRequest) -> SearchResponse:
+        return self._post("image_search", request_to_json(request))
+
+    def text_search(self, request: TextSearchRequest) -> SearchResponse:
+        return self._post("text_search", request_to_json(request))
+
+    def metrics(self) -> dict[str, Any]:
+        """The service's ``/metrics`` document."""
+        reply = self._session().get(f"{self.url}/metrics", timeout=self.timeout_s)
+        if reply.status_code == 401:
+            raise SearchBackendError(f"search service at {self.url} rejected the token (HTTP 401)")
+        reply.raise_for_status()
+        return reply.json()
+
+    def close(self) -> None:
+        session = getattr(self._local, "session", None)
+        if session is not None:
+            session.close()
+
+    def __repr__(self) -> str:
+        return f"ServiceSearch({self.url!r})"  # never the token
+
+
+def _retry_after(reply: Any) -> float | None:
+    try:
+        return float(reply.headers.get("Retry-After"))
+    except (TypeError, ValueError):
+        return None
+
+
+def build_service_backend(
+    backend: str,
+    options: dict[str, Any] | None = None,
+    *,
+    cache: str | None = "mmsearch-cache.sqlite",
+    cache_mode: str = "read-through",
+    resilience: dict[str, Any] | None = None,
+) -> Any:
+    """``make_search(backend, options)`` wrapped in :class:`ResilientSearch` and then :class:`CachedSearch`.
+
+    The cache is outermost so hits skip the rate limiter and the budget (they are free).
+    """
+    from mmsearch_env.search import make_search
+    from mmsearch_env.search.cache import CachedSearch
+    from mmsearch_env.search.resilience import ResilientSearch
+
+    inner = make_search(backend, options)
+    wrapped: Any = ResilientSearch(inner, **(resilience or {}))
+    if cache:
+        # keyed like search="cached" with the same name and options, so either can replay the other's recording
+        wrapped = CachedSearch(wrapped, cache, mode=cache_mode, options=options, backend_name=backend)  # type: ignore[arg-type]
+    return wrapped
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``mmsearch serve`` options (the CLI calls this and :func:`serve_main`)."""
+    parser.add_argument("--backend", default="sample", help="search backend name (default: sample)")
+    parser.add_argument("--options", default="{}", help='backend options as JSON, e.g. \'{"pages": "p.jsonl"}\'')
+    parser.add_argument("--cache", default="mmsearch-cache.sqlite", help="SQLite path, redis:// URL, or 'none'")
+    parser.add_argument("--cache-mode", default="read-through", choices=["read-through", "record", "replay"])
+    parser.add_argument(
+        "--resilience", default="{}", help="ResilienceConfig fields as JSON, e.g. '{\"rate_per_s\": 5}'"
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--allow-remote", action="store_true", help="allow binding a non-loopback address")
+    parser.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"], help="info logs every request"
+    )
+
+
+def _json_option(text: str, flag: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{flag} must be a JSON object, got {text!r}: {exc}") from exc
+    if not isinstance(value, dict):
+        raise ConfigError(f"{flag} must be a JSON object, got {text!r}")
+    return value
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def serve_main(args: argparse.Namespace) -> int:
+    """Run ``mmsearch serve`` until interrupted."""
+    if not _is_loopback(args.host) and not args.allow_remote:
+        raise ConfigError(
+            f"refusing to bind {args.host!r}: the service is loopback-only by default; pass --allow-remote "
+            "(and put TLS in front of it) to expose it"
+        )
+    try:
+        import uvicorn
+    except ImportError as exc:
+        raise ConfigError("mmsearch serve needs FastAPI and uvicorn: pip install 'mmsearch-env[serve]'") from exc
+    backend = build_service_backend(
+        args.backend,
+        _json_option(args.options, "--options"),
+        cache=None if args.cache == "none" else args.cache,
+        cache_mode=args.cache_mode,
+        resilience=_json_option(args.resilience, "--resilience"),
+    )
+    token = os.environ.get(TOKEN_ENV)
+    if not token:
+        token = secrets.token_urlsafe(32)
+        # printed exactly once, to stderr, for the operator; never logged afterwards
+        sys.stderr.write(f"mmsearch serve: generated bearer token (export {TOKEN_ENV}=...): {token}\n")
+        sys.stderr.flush()
+    app = create_app(backend, token=token)
+    logger.info("serving %s on http://%s:%d", backend, args.host, args.port)
+    try:
+        config = uvicorn.Config(
+            app,
+            host=args.host,
+            port=args.port,
+            log_level=args.log_level,
+            access_log=args.log_level in ("debug", "info"),
+        )
+        asyncio.run(uvicorn.Server(config).serve())
+    finally:
+        closer = getattr(backend, "close", None)
+        if callable(closer):
+            closer()
+    return 0
