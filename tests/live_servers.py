@@ -92,6 +92,10 @@ class LocalServer:
                 )
                 server.requests.append(request)
                 route = server.routes.get(parts.path)
+                if route is None:  # "prefix*" routes, longest prefix first
+                    prefixes = [k for k in server.routes if k.endswith("*") and parts.path.startswith(k[:-1])]
+                    if prefixes:
+                        route = server.routes[max(prefixes, key=len)]
                 if route is None:
                     reply = Reply(404, {"error": f"no route {parts.path}"})
                 else:
@@ -209,3 +213,135 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
             return True
         time.sleep(0.01)
     return predicate()
+
+
+# -- real wire formats -----------------------------------------------------------------------------
+
+
+def serpapi_metadata(engine: str, **params: Any) -> dict[str, Any]:
+    return {
+        "search_metadata": {
+            "id": "6751c0ffee0123456789abcd",
+            "status": "Success",
+            "json_endpoint": "https://serpapi.com/searches/0123/6751c0ffee0123456789abcd.json",
+            "created_at": "2026-11-25 12:00:00 UTC",
+            "processed_at": "2026-11-25 12:00:00 UTC",
+            "total_time_taken": 1.42,
+        },
+        "search_parameters": {"engine": engine, **params},
+    }
+
+
+def serpapi_lens(matches: list[dict[str, Any]], image_url: str = "https://example.org/q.png") -> dict[str, Any]:
+    """A SerpAPI ``engine=google_lens`` answer with ``visual_matches`` entries as SerpAPI shapes them."""
+    visual = []
+    for i, match in enumerate(matches, start=1):
+        entry = {
+            "position": i,
+            "title": match["title"],
+            "link": match["link"],
+            "source": "example.org",
+            "source_icon": "https://encrypted-tbn0.gstatic.com/favicon-tbn?q=tbn:icon",
+            "image": match["link"] + "/full.jpg",
+            "image_width": 1200,
+            "image_height": 800,
+            "thumbnail_width": 225,
+            "thumbnail_height": 150,
+        }
+        if match.get("thumbnail") is not None:
+            entry["thumbnail"] = match["thumbnail"]
+        visual.append(entry)
+    return {
+        **serpapi_metadata("google_lens", url=image_url, hl="en"),
+        "visual_matches": visual,
+        "related_content": [{"query": "flag", "link": "https://www.google.com/search?q=flag"}],
+    }
+
+
+def serpapi_google(results: list[dict[str, str]], q: str = "query") -> dict[str, Any]:
+    """A SerpAPI ``engine=google`` answer with ``organic_results``."""
+    organic = [
+        {
+            "position": i,
+            "title": r["title"],
+            "link": r["link"],
+            "redirect_link": "https://www.google.com/url?sa=t&url=" + r["link"],
+            "displayed_link": r["link"],
+            "snippet": r.get("snippet", ""),
+            "snippet_highlighted_words": [],
+            "source": "Example",
+        }
+        for i, r in enumerate(results, start=1)
+    ]
+    return {
+        **serpapi_metadata("google", q=q, hl="en", google_domain="google.com"),
+        "search_information": {"total_results": 1234, "time_taken_displayed": 0.31, "query_displayed": q},
+        "organic_results": organic,
+    }
+
+
+def chat_completion(content: str, prompt_tokens: int, completion_tokens: int, model: str = "tiny") -> dict[str, Any]:
+    """An OpenAI ``chat.completion`` object with ``usage``."""
+    return {
+        "id": "chatcmpl-local-1",
+        "object": "chat.completion",
+        "created": 1764072000,
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": content},
+                "logprobs": None,
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
+    }
+
+
+def searxng(results: list[dict[str, str]], q: str = "query") -> dict[str, Any]:
+    """A SearXNG ``format=json`` answer."""
+    return {
+        "query": q,
+        "number_of_results": 0,
+        "results": [
+            {
+                "url": r["url"],
+                "title": r["title"],
+                "content": r.get("content", ""),
+                "engine": "duckduckgo",
+                "parsed_url": ["http", "example.org", "/", "", "", ""],
+                "template": "default.html",
+                "engines": ["duckduckgo", "brave"],
+                "positions": [i],
+                "score": 2.0 / i,
+                "category": "general",
+            }
+            for i, r in enumerate(results, start=1)
+        ],
+        "answers": [],
+        "corrections": [],
+        "infoboxes": [],
+        "suggestions": [],
+        "unresponsive_engines": [],
+    }
+
+
+def jina_text(title: str, url: str, content: str) -> str:
+    """JINA Reader's default text answer."""
+    return f"Title: {title}\n\nURL Source: {url}\n\nMarkdown Content:\n{content}\n"
+
+
+def html_page(title: str, paragraphs: list[str]) -> str:
+    """An article page with boilerplate around the main text (what trafilatura must cut)."""
+    body = "".join(f"<p>{p}</p>" for p in paragraphs)
+    return (
+        f"<!doctype html><html><head><title>{title}</title></head><body>"
+        "<nav><a href='/'>Home</a> | <a href='/about'>About us</a> | <a href='/login'>Log in</a></nav>"
+        f"<article><h1>{title}</h1>{body}</article>"
+        "<footer>Copyright 2026 Example Media. All rights reserved. Cookie settings.</footer></body></html>"
+    )

@@ -54,8 +54,23 @@ def _local(pages: str, **options: Any) -> LocalSearch:
     return LocalSearch(load_pages(pages), **options)
 
 
+def _serpapi(**options: Any) -> Any:
+    """``search="serpapi"``: Google Lens + Google via SerpAPI (options: :class:`~.serpapi.SerpAPISearch`)."""
+    from mmsearch_env.search.serpapi import SerpAPISearch
+
+    return SerpAPISearch(**options)
+
+
+def _searxng(**options: Any) -> Any:
+    """``search="searxng"``: text search on your SearXNG instance (options: :class:`~.searxng.SearxngSearch`)."""
+    from mmsearch_env.search.searxng import SearxngSearch
+
+    return SearxngSearch(**options)
+
+
 #: Backends constructible by name (``gym.make(..., search=NAME, search_options={...})``).
 SEARCH_BACKENDS = {"sample": _sample, "local": _local, "disabled": DisabledSearch}
+SEARCH_BACKENDS.update(serpapi=_serpapi, searxng=_searxng)
 
 
 def make_search(search: Any = "sample", options: dict[str, Any] | None = None) -> Any:
