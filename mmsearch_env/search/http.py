@@ -275,6 +275,10 @@ def _resolve(url: str, policy: FetchPolicy) -> _Target:
     host = (parts.hostname or "").rstrip(".")
     if not host:
         raise UnsafeURLError(f"refused {shown!r}: the URL has no host")
+    try:
+        host = host.encode("idna").decode("ascii")  # the Host header and SNI need the ASCII form
+    except UnicodeError as exc:
+        raise UnsafeURLError(f"refused {shown!r}: the host name is not valid IDNA ({exc})") from exc
     port = _port(parts)
     allowed = policy.allow_private_hosts or _host_key(f"{_bracket(host)}:{port}") in policy.allowed_hosts
     try:
