@@ -287,3 +287,17 @@ def test_redaction_and_retry_after():
     assert "abc" not in redact_url("http://u:abc@h/x?api_key=abc&q=1")
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # in the past
     assert parse_retry_after("-5") == 0.0
+
+
+def test_dns_lookups_are_bounded_by_the_connect_timeout(monkeypatch):
+    import socket
+
+    import mmsearch_env.search.http as http_module
+
+    def hanging_resolver(*args, **kwargs):  # a resolver that never answers in time (no traffic leaves)
+        time.sleep(2)
+        raise socket.gaierror("too late")
+
+    monkeypatch.setattr(http_module.socket, "getaddrinfo", hanging_resolver)
+    with pytest.raises(SearchTransientError, match=re.escape("DNS lookup timed out after 0.2 s")):
+        fetch("http://slow-dns.invalid/", policy=FetchPolicy(connect_timeout=0.2))

@@ -112,7 +112,7 @@ def test_configured_endpoint_is_trusted_but_its_redirects_are_not(instance):
     response = call_search(
         make_search("searxng", {"base_url": instance.url("")}), "text_search", TextSearchRequest("x")
     )
-    assert not response.ok and "none of the 1 result pages could be read" in response.error
+    assert not response.ok and "no result page could be read (1 of 1 tried" in response.error
     assert instance.hits("/wiki/tolm") == 0
 
 
@@ -145,3 +145,16 @@ def test_jina_text_format_and_extractive_summary():
     assert (
         extractive_summary(text, "bridge built", 2) == "Tolm is a city. The bridge was built in 1931 by Mira Castell."
     )
+
+
+def test_page_budget_stops_replacing_failed_pages(instance):
+    slow_fail = {"url": instance.url("/slow-fail"), "title": "Slow", "content": "x"}
+    good = {"url": instance.url("/wiki/tolm"), "title": "Tolm", "content": "y"}
+    instance.routes["/slow-fail"] = Reply(503, "busy", delay=0.3)
+    instance.routes["/search"] = Reply(body=searxng([slow_fail, good]))
+    tight = make_search("searxng", options(instance, max_results=1, page_budget_s=0.1))
+    response = call_search(tight, "text_search", TextSearchRequest("tolm"))
+    assert not response.ok and "no result page could be read (1 of 2 tried" in response.error
+    assert instance.hits("/wiki/tolm") == 0
+    relaxed = make_search("searxng", options(instance, max_results=1))
+    assert [r.title for r in relaxed.text_search(TextSearchRequest("tolm")).results] == ["Tolm"]

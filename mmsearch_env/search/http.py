@@ -25,9 +25,9 @@ Failures raise :mod:`mmsearch_env.errors` types: :class:`UnsafeURLError` (a refu
 :class:`~mmsearch_env.errors.SearchBackendError` (other 4xx, oversize bodies, wrong content types).
 Error messages show URLs with secret query parameters redacted (see :func:`redact_url`).
 
-Residual risks (documented, not handled): DNS resolution itself has no timeout (the system resolver
-decides), and environment proxy settings are ignored on purpose (a proxy would connect on our behalf
-to targets we could not check).
+DNS lookups are bounded by ``connect_timeout`` (a slow lookup's thread is abandoned, not killed).
+Environment proxy settings are ignored on purpose: a proxy would connect on our behalf to targets we
+could not check.
 """
 
 from __future__ import annotations
@@ -263,7 +263,27 @@ class _Target:
     path: str  # path + query
 
 
-def _resolve(url: str, policy: FetchPolicy) -> _Target:
+def _getaddrinfo(host: str, port: int, timeout: float, shown: str) -> list[Any]:
+    """``socket.getaddrinfo`` with a timeout: the lookup runs in a daemon thread that is abandoned if slow."""
+    box: dict[str, Any] = {}
+
+    def lookup() -> None:
+        try:
+            box["infos"] = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except (OSError, UnicodeError) as exc:
+            box["error"] = exc
+
+    worker = threading.Thread(target=lookup, name="mmsearch-dns", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if worker.is_alive():
+        raise SearchTransientError(f"cannot resolve the host of {shown!r}: DNS lookup timed out after {timeout:g} s")
+    if "error" in box:
+        raise SearchTransientError(f"cannot resolve the host of {shown!r}: {box['error']}") from box["error"]
+    return box["infos"]
+
+
+def _resolve(url: str, policy: FetchPolicy, deadline: _Deadline) -> _Target:
     """Check ``url`` against the policy and pick the IP to connect to, or raise :class:`UnsafeURLError`."""
     shown = redact_url(url)
     try:
@@ -281,10 +301,7 @@ def _resolve(url: str, policy: FetchPolicy) -> _Target:
         raise UnsafeURLError(f"refused {shown!r}: the host name is not valid IDNA ({exc})") from exc
     port = _port(parts)
     allowed = policy.allow_private_hosts or _host_key(f"{_bracket(host)}:{port}") in policy.allowed_hosts
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError) as exc:
-        raise SearchTransientError(f"cannot resolve the host of {shown!r}: {exc}") from exc
+    infos = _getaddrinfo(host, port, min(policy.connect_timeout, max(deadline.remaining(), 0.001)), shown)
     addresses = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
     if not addresses:
         raise SearchTransientError(f"the host of {shown!r} resolved to no address")
@@ -456,7 +473,7 @@ def _fetch_once(
     deadline: _Deadline,
     what: str | None,
 ) -> FetchResult:
-    target = _resolve(url, policy)
+    target = _resolve(url, policy, deadline)
     name = what or redact_url(url)
     if deadline.remaining() <= 0:
         raise SearchTransientError(f"{name}: timed out after {policy.total_timeout:g} s (total)")

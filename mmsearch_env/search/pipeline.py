@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, TypeVar
@@ -36,13 +37,15 @@ class Candidate:
 
 
 def fill_parallel(
-    items: Sequence[T], work: Callable[[T], R], want: int, *, workers: int
+    items: Sequence[T], work: Callable[[T], R], want: int, *, workers: int, budget_s: float | None = None
 ) -> tuple[list[tuple[int, R]], list[tuple[int, Exception]]]:
     """Run ``work`` on items in parallel until ``want`` succeed, starting a replacement for each failure.
 
     Returns the successes as ``(index, value)`` in item order (at most ``want``) and the failures.
     At most ``want`` calls run at once (capped by ``workers``), so no more work is started than needed.
+    After ``budget_s`` seconds no replacement is started (running calls finish under their own timeouts).
     """
+    stop_at = time.monotonic() + budget_s if budget_s is not None else None
     done: list[tuple[int, R]] = []
     failed: list[tuple[int, Exception]] = []
     queue = iter(enumerate(items))
@@ -51,6 +54,8 @@ def fill_parallel(
 
         def top_up() -> None:
             while len(done) + len(running) < want:
+                if stop_at is not None and time.monotonic() >= stop_at:
+                    return
                 nxt = next(queue, None)
                 if nxt is None:
                     return
@@ -80,6 +85,7 @@ class TextPipeline:
         reader: reads a page's main text (local trafilatura or JINA Reader).
         summarizer: a chat summariser, or ``None`` for extractive summaries only.
         mode: ``"summaries"`` (read pages) or ``"snippets"`` (use the engine's snippets, no page fetches).
+        budget_s: seconds after which failed pages are no longer replaced (bounds a call's duration).
     """
 
     def __init__(
@@ -91,6 +97,7 @@ class TextPipeline:
         workers: int = 5,
         mode: Mode = "summaries",
         max_sentences: int = 5,
+        budget_s: float = 60.0,
     ) -> None:
         if mode not in ("summaries", "snippets"):
             raise ConfigError(f"text_mode must be 'summaries' or 'snippets', got {mode!r}")
@@ -99,6 +106,7 @@ class TextPipeline:
         self.reader, self.summarizer = reader, summarizer
         self.max_results, self.workers, self.mode = max_results, workers, mode
         self.max_sentences = max_sentences
+        self.budget_s = budget_s
 
     def run(
         self, candidates: Sequence[Candidate], *, query: str, question: str | None
@@ -126,10 +134,12 @@ class TextPipeline:
                 raise SearchBackendError(f"page {candidate.url!r} gave an empty summary")
             return SearchResult(candidate.title or page.title or candidate.url, candidate.url, summary=text), cost
 
-        done, failed = fill_parallel(items, work, self.max_results, workers=self.workers)
+        done, failed = fill_parallel(items, work, self.max_results, workers=self.workers, budget_s=self.budget_s)
         for index, exc in failed:
             logger.debug("page %d replaced: %s", index, redact(str(exc)))
         if items and not done:
             first = redact(str(failed[0][1])) if failed else "no page tried"
-            raise SearchTransientError(f"none of the {len(items)} result pages could be read (first failure: {first})")
+            raise SearchTransientError(
+                f"no result page could be read ({len(failed)} of {len(items)} tried; first failure: {first})"
+            )
         return tuple(result for _, (result, _) in done), sum(cost for _, (_, cost) in done)

@@ -28,7 +28,7 @@ class SearxngSearch(SearchBackendBase):
             its host:port is allowed by the SSRF guard, since you chose it).
         categories, language: passed to SearXNG when set.
         price_per_search: dollars per call (0: self-hosted).
-        text_mode, reader, summarizer, page_workers, fetch: as for :class:`~mmsearch_env.search.serpapi.SerpAPISearch`.
+        text_mode, reader, summarizer, page_workers, page_budget_s, fetch: as for :class:`~mmsearch_env.search.serpapi.SerpAPISearch`.
         api_fetch: :class:`FetchPolicy` options for the instance itself.
     """
 
@@ -46,6 +46,7 @@ class SearxngSearch(SearchBackendBase):
         reader: Mapping[str, Any] | None = None,
         summarizer: Mapping[str, Any] | None = None,
         page_workers: int = 5,
+        page_budget_s: float = 60.0,
         fetch: Mapping[str, Any] | None = None,
         api_fetch: Mapping[str, Any] | None = None,
     ) -> None:
@@ -67,6 +68,7 @@ class SearxngSearch(SearchBackendBase):
             summarizer=summarizer,
             page_workers=page_workers,
             web_policy=self.web_policy,
+            page_budget_s=page_budget_s,
         )
 
     def text_search(self, request: TextSearchRequest) -> SearchResponse:

@@ -97,6 +97,7 @@ def make_text_pipeline(
     summarizer: Mapping[str, Any] | None,
     page_workers: int,
     web_policy: FetchPolicy,
+    page_budget_s: float = 60.0,
 ) -> TextPipeline:
     """Build the reader → summariser pipeline from JSON-able options (shared with SearXNG)."""
     chat = None
@@ -113,6 +114,7 @@ def make_text_pipeline(
         max_results=max_results,
         workers=page_workers,
         mode=text_mode,  # type: ignore[arg-type]
+        budget_s=page_budget_s,
     )
 
 
@@ -131,6 +133,8 @@ class SerpAPISearch(SearchBackendBase):
         reader: ``{"kind": "local"}`` (trafilatura) or ``{"kind": "jina", "endpoint": ...}``.
         summarizer: ChatSummarizer options (``base_url``, ``model``, ``api_key_env``, prices...) or ``None``
             for extractive summaries.
+        page_workers: pages read at once.
+        page_budget_s: seconds after which failed pages are no longer replaced by later results.
         num: organic results asked for (spares to replace pages that fail).
         fetch: :class:`FetchPolicy` options for thumbnails and pages (the untrusted web).
         api_fetch: :class:`FetchPolicy` options for SerpAPI itself (its host:port is always allowed).
@@ -156,6 +160,7 @@ class SerpAPISearch(SearchBackendBase):
         reader: Mapping[str, Any] | None = None,
         summarizer: Mapping[str, Any] | None = None,
         page_workers: int = 5,
+        page_budget_s: float = 60.0,
         num: int = 10,
         fetch: Mapping[str, Any] | None = None,
         api_fetch: Mapping[str, Any] | None = None,
@@ -188,6 +193,7 @@ class SerpAPISearch(SearchBackendBase):
             summarizer=summarizer,
             page_workers=page_workers,
             web_policy=self.web_policy,
+            page_budget_s=page_budget_s,
         )
 
     # -- the API call ------------------------------------------------------------------------------
