@@ -73,8 +73,9 @@ def test_searxng_summaries_through_the_local_reader(instance):
 
 
 def test_searxng_snippets_mode_fetches_no_pages(instance):
-    backend = make_search("searxng", options(instance, text_mode="snippets", max_results=2))
+    backend = make_search("searxng", options(instance, text_mode="snippets", max_results=2, language="de"))
     response = backend.text_search(TextSearchRequest("tolm"))
+    assert instance.requests[0].query["language"] == "de"
     assert [r.summary for r in response.results] == ["gone", "Tolm is the capital of Arvenia."]
     assert [r.path for r in instance.requests] == ["/search"]
 

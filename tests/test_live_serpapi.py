@@ -133,7 +133,7 @@ def lens_matches(web: FakeWeb, thumbs: list[str | None]) -> list[dict]:
 
 def test_lens_returns_top5_titles_links_and_downloaded_thumbnails(web):
     web.lens_matches = lens_matches(web, [web.url(f"/thumb/{i}.png") for i in range(7)])
-    backend = make_search("serpapi", web.options())
+    backend = make_search("serpapi", web.options(gl="de"))
     response = backend.image_search(image_request())
     assert response.ok and [r.title for r in response.results] == [f"Match {i}" for i in range(5)]
     assert [r.url for r in response.results] == [f"https://site{i}.example.org/item" for i in range(5)]
@@ -142,6 +142,7 @@ def test_lens_returns_top5_titles_links_and_downloaded_thumbnails(web):
     sent = web.server.requests[0]
     assert sent.path == "/search.json" and sent.query["engine"] == "google_lens"
     assert sent.query["url"] == "https://img.example.org/q.png" and sent.query["api_key"] == KEY
+    assert (sent.query["hl"], sent.query["gl"]) == ("en", "de")
 
 
 @pytest.mark.parametrize(("mode", "expected"), [("keep", [0, 1, 2, 3, 4]), ("skip", [0, 3, 5, 6])])
