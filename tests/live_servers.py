@@ -50,6 +50,7 @@ class Reply:
     send_length: bool = True
     reset: bool = False  # abort the TCP connection (RST) instead of answering
     gzip: bool = False
+    declared_length: int | None = None  # a Content-Length that lies (a body cut short)
 
     def encoded(self) -> tuple[bytes, str]:
         if isinstance(self.body, (dict, list)):
@@ -123,7 +124,9 @@ class LocalServer:
                 self.send_header("Content-Type", content_type)
                 if reply.gzip:
                     self.send_header("Content-Encoding", "gzip")
-                if reply.send_length:
+                if reply.declared_length is not None:
+                    self.send_header("Content-Length", str(reply.declared_length))
+                elif reply.send_length:
                     self.send_header("Content-Length", str(len(data) * repeat))
                 for key, value in reply.headers.items():
                     self.send_header(key, value)

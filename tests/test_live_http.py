@@ -200,6 +200,7 @@ def test_statuses_map_to_typed_errors():
         "/503": Reply(503, "busy"),
         "/404": Reply(404, "nope"),
         "/reset": Reply(reset=True),
+        "/cut-short": Reply(200, {"results": [1, 2, 3]}, declared_length=5000),
     }
     with LocalServer(routes) as srv:
         policy = allow(srv)
@@ -217,6 +218,8 @@ def test_statuses_map_to_typed_errors():
         assert not isinstance(info.value, SearchTransientError)  # not worth retrying
         with pytest.raises(SearchTransientError, match="connection failed"):
             fetch(srv.url("/reset"), policy=policy)
+        with pytest.raises(SearchTransientError, match="connection closed after 22 of 5,000 bytes"):
+            fetch(srv.url("/cut-short"), policy=policy)
     port = closed_port()
     with pytest.raises(SearchTransientError, match="connection failed"):
         fetch(f"http://127.0.0.1:{port}/", policy=FetchPolicy(allowed_hosts=(f"127.0.0.1:{port}",)))

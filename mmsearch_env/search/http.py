@@ -508,6 +508,10 @@ def _fetch_once(
         if deadline.expired:
             raise TimeoutError
         return FetchResult(url=url, status=response.status, headers=response_headers, content=content)
+    except SearchTransientError as exc:
+        if deadline.expired:  # the watchdog's shutdown looks like an early close: say what really happened
+            raise SearchTransientError(_timeout_message(name, policy, deadline)) from exc
+        raise
     except SearchBackendError:
         raise
     except TimeoutError as exc:
@@ -551,6 +555,10 @@ def _read_body(response: http.client.HTTPResponse, headers: Mapping[str, str], p
         out.write(chunk)
         if out.tell() > policy.max_bytes:
             raise SearchBackendError(f"{name}: decompressed body is over the {policy.max_bytes:,} byte limit; aborted")
+    declared = headers.get("content-length", "")
+    if declared.isdigit() and raw < int(declared):
+        # http.client's read1 returns b"" on an early close instead of raising: catch the cut here
+        raise SearchTransientError(f"{name}: connection closed after {raw:,} of {int(declared):,} bytes")
     return out.getvalue()
 
 
