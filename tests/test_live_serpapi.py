@@ -182,8 +182,10 @@ def test_image_host_publishes_local_images_and_missing_url_is_a_clear_error(web,
     assert web.server.requests[0].query["url"] == f"https://my.host/imgs/{files[0].name}"
     assert Image.open(files[0]).convert("RGB").tobytes() == request.image.tobytes()
     # without an image_url and without a host: the tool call fails with a message that says what to do
+    before = len(web.server.requests)
     failed = call_search(make_search("serpapi", web.options()), "image_search", request)
     assert not failed.ok and "needs a public URL of the image" in failed.error and "image_host" in failed.error
+    assert len(web.server.requests) == before  # nothing was sent (nothing billed)
 
 
 def test_data_uri_thumbnails_are_decoded(web):
@@ -423,3 +425,25 @@ def test_end_to_end_episode_with_image_and_text_search(web, tmp_path):
     record = env.unwrapped.episode_record()
     assert [s["tool"] for s in record["searches"]] == ["image_search", "text_search"]
     env.close()
+
+
+def test_async_callers_get_the_same_results(web):
+    """Rollout engines call backends through acall_search; the sync backend runs in a worker thread."""
+    import asyncio
+
+    from mmsearch_env.search import acall_search
+
+    web.lens_matches = lens_matches(web, [web.url(f"/thumb/{i}.png") for i in range(3)])
+    web.organic = organic(web, ["0", "1"])
+    backend = make_search("serpapi", web.options())
+
+    async def both():
+        return await asyncio.gather(
+            acall_search(backend, "image_search", image_request()),
+            acall_search(backend, "text_search", TextSearchRequest("tower completed")),
+        )
+
+    image, text = asyncio.run(both())
+    assert [r.title for r in image.results] == ["Match 0", "Match 1", "Match 2"]
+    assert [r.url for r in text.results] == [web.url("/page/0"), web.url("/page/1")]
+    assert image.cost_usd + text.cost_usd == pytest.approx(0.03 + 2 * SUMMARY_COST)
