@@ -205,7 +205,7 @@ class SerpAPISearch(SearchBackendBase):
             params={"engine": engine, **params, **self.locale, "api_key": self._key},
             what=what,
         )
-        if result.status >= 400:
+        if not 200 <= result.status < 300:
             detail = None
             try:
                 body = result.json(what=what)

@@ -165,7 +165,7 @@ class ChatSummarizer:
         }
         what = "the summarizer endpoint"
         result = fetch(self.url, policy=self.policy, json_body=body, headers=self._headers, what=what)
-        if result.status >= 400:
+        if not 200 <= result.status < 300:
             check_status(result, what, detail=result.text()[:300])
         data = result.json(what=what)
         try:
