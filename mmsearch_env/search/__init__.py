@@ -54,6 +54,20 @@ def _local(pages: str, **options: Any) -> LocalSearch:
     return LocalSearch(load_pages(pages), **options)
 
 
+def _serpapi(**options: Any) -> Any:
+    """``search="serpapi"``: Google Lens + Google via SerpAPI (options: :class:`~.serpapi.SerpAPISearch`)."""
+    from mmsearch_env.search.serpapi import SerpAPISearch
+
+    return SerpAPISearch(**options)
+
+
+def _searxng(**options: Any) -> Any:
+    """``search="searxng"``: text search on your SearXNG instance (options: :class:`~.searxng.SearxngSearch`)."""
+    from mmsearch_env.search.searxng import SearxngSearch
+
+    return SearxngSearch(**options)
+
+
 def _cached(backend: Any = "sample", backend_options: dict[str, Any] | None = None, **options: Any) -> Any:
     """``search="cached"``: ``{"backend": NAME, "backend_options": {...}, "cache": PATH|URL, "mode": ...}``."""
     from mmsearch_env.search.cache import CachedSearch
@@ -100,6 +114,8 @@ SEARCH_BACKENDS = {
     "faults": _faults,
     "fvqa": _fvqa,
     "service": _service,
+    "serpapi": _serpapi,
+    "searxng": _searxng,
 }
 
 
