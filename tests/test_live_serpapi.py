@@ -447,3 +447,34 @@ def test_async_callers_get_the_same_results(web):
     assert [r.title for r in image.results] == ["Match 0", "Match 1", "Match 2"]
     assert [r.url for r in text.results] == [web.url("/page/0"), web.url("/page/1")]
     assert image.cost_usd + text.cost_usd == pytest.approx(0.03 + 2 * SUMMARY_COST)
+
+
+def test_cache_and_budget_wrappers_read_the_live_backends_price_and_options(web, tmp_path):
+    """serpapi behind search='cached' costs once, then replays free; behind 'resilient' its price drives the budget."""
+    import warnings
+
+    web.organic = organic(web, ["0", "1", "2", "3", "4", "5"])
+    request = TextSearchRequest(query="landmark tower", question="When was the tower completed?", example_id="q1")
+    backend = make_search("serpapi", web.options())
+    assert backend.price_per_call == pytest.approx(0.015) and backend.question_aware
+    assert KEY not in json.dumps(backend.cache_options) and LLM_KEY not in json.dumps(backend.cache_options)
+
+    cache = str(tmp_path / "cache.sqlite")
+    cached = make_search("cached", {"backend": "serpapi", "backend_options": web.options(), "cache": cache})
+    first = call_search(cached, "text_search", request)
+    served = len(web.server.requests)
+    again = call_search(cached, "text_search", request)
+    assert first.ok and not first.cached and first.cost_usd == pytest.approx(0.015 + 5 * SUMMARY_COST)
+    assert again.cached and again.cost_usd == 0.0 and again.results == first.results
+    assert len(web.server.requests) == served  # the hit made no network call
+    other = make_search(
+        "cached", {"backend": "serpapi", "backend_options": web.options(text_mode="snippets"), "cache": cache}
+    )
+    assert not call_search(other, "text_search", request).cached  # another configuration is another key
+
+    limited = make_search("resilient", {"backend": "serpapi", "backend_options": web.options(), "budget_usd": 0.02})
+    assert call_search(limited, "text_search", request).ok
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        refused = call_search(limited, "text_search", request)
+    assert not refused.ok and "budget" in refused.error

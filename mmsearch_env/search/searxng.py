@@ -61,6 +61,18 @@ class SearxngSearch(SearchBackendBase):
         self.web_policy = FetchPolicy.from_options(fetch)
         self.params = {k: v for k, v in (("categories", categories), ("language", language)) if v}
         self.price_per_search = price_per_search
+        # What the cache keys on and the budget reads (see search/cache.py, search/resilience.py); no secrets.
+        self.price_per_call = price_per_search
+        self.question_aware = text_mode == "summaries"
+        self.cache_options = {
+            "base_url": base_url,
+            "max_results": max_results,
+            "categories": categories,
+            "language": language,
+            "text_mode": text_mode,
+            "reader": dict(reader or {}),
+            "summarizer": {k: v for k, v in (summarizer or {}).items() if "key" not in k.lower()},
+        }
         self.pipeline = make_text_pipeline(
             max_results=max_results,
             text_mode=text_mode,

@@ -186,6 +186,20 @@ class SerpAPISearch(SearchBackendBase):
         self.missing_thumbnail = missing_thumbnail
         self.max_thumbnail_pixels = max_thumbnail_pixels
         self.thumbnail_workers = thumbnail_workers
+        # What the cache keys on and the budget reads (see search/cache.py, search/resilience.py); no secrets.
+        self.price_per_call = price_per_search
+        self.question_aware = text_mode == "summaries"
+        self.cache_options = {
+            "base_url": base_url,
+            "max_results": max_results,
+            "hl": hl,
+            "gl": gl,
+            "missing_thumbnail": missing_thumbnail,
+            "text_mode": text_mode,
+            "reader": dict(reader or {}),
+            "summarizer": {k: v for k, v in (summarizer or {}).items() if "key" not in k.lower()},
+            "num": num,
+        }
         self.pipeline = make_text_pipeline(
             max_results=max_results,
             text_mode=text_mode,
