@@ -567,8 +567,10 @@ async def arollout(
         threads.shutdown(wait=False)
         bar.close()
         if envs is None:
-            for env in pool[1:]:
-                env.unwrapped.search = None  # shared with pool[0]: close it once
+            # The pool shares one backend: close it once, and never one the caller passed in (still theirs).
+            caller_owned = not isinstance((env_kwargs or {}).get("search", "sample"), str)
+            for env in pool[1:] if not caller_owned else pool:
+                env.unwrapped.search = None
             for env in pool:
                 env.close()
     return RolloutResult(

@@ -2,6 +2,7 @@
 
 ``mmsearch demo``: run scripted policies over the built-in sample and print accuracy and search
 ratios — the quickest check that an install works end to end.
+``mmsearch eval``: evaluate policies side by side (:mod:`agents.evaluate`).
 """
 
 from __future__ import annotations
@@ -79,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--json", default=None, help="also write the results to this JSON file")
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
     demo.set_defaults(func=_demo)
+    from agents.evaluate import add_eval_subparser  # the eval logic lives in agents/evaluate.py
+
+    add_eval_subparser(sub)
     return parser
 
 
