@@ -4,9 +4,9 @@
 copies (one ``gym.make`` per slot; the dataset and the search backend object are built once and
 shared, so a large corpus is indexed once), and
 
-* calls the policy with **one batch of every episode waiting for a turn** (a policy call waits at most
-  ``batch_wait_s`` for stragglers; policy calls never overlap, so a local model is never run twice at
-  once);
+* calls the policy with **one batch of every episode waiting for a turn** (a policy call waits for
+  stragglers at most ``batch_wait_s``, and never longer than recent policy calls took; policy calls
+  never overlap, so a local model is never run twice at once);
 * runs the **searches concurrently**: natively async backends through ``env.astep`` on the event loop,
   sync backends through ``env.step`` in a thread pool of ``concurrency`` workers, so slow backends
   overlap;
@@ -380,6 +380,7 @@ class _Batcher:
         self.queue: list[tuple[dict[str, Any], dict[str, Any], asyncio.Future[Any]]] = []
         self.live = 0  # episodes running (waiting on the policy or on a search)
         self.calls = 0
+        self.call_s = wait_s  # running mean duration of a policy call
         self.closed = False
         self.wake = asyncio.Event()
 
@@ -410,7 +411,8 @@ class _Batcher:
                     return
                 continue
             # Wait (bounded) until every running episode is waiting: one big batch, not many small ones.
-            deadline = loop.time() + self.wait_s
+            # Never wait longer than a policy call takes: for a cheap policy, small batches cost less.
+            deadline = loop.time() + min(self.wait_s, self.call_s)
             while len(self.queue) < min(self.live, self.max_batch) and not self.closed:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
@@ -436,11 +438,13 @@ class _Batcher:
 
     async def _call(self, observations: list[dict[str, Any]], infos: list[dict[str, Any]]) -> tuple[list[str], list]:
         self.calls += 1
+        started = time.perf_counter()
         if hasattr(self.policy, "aact_batch"):
             actions = await self.policy.aact_batch(observations, infos)
         else:
             actions = await asyncio.to_thread(self.policy.act_batch, observations, infos)
         actions = list(actions)
+        self.call_s = 0.5 * self.call_s + 0.5 * (time.perf_counter() - started)
         if len(actions) != len(observations):
             raise ConfigError(
                 f"policy {self.policy.name!r} returned {len(actions)} turns for a batch of {len(observations)} "
@@ -609,7 +613,8 @@ def rollout(
         out: trajectory JSONL file to append to (images go to ``images/`` beside it); episodes of this
             policy and split already in it are skipped (resume).
         split: recorded in each line (default: ``env_kwargs["split"]``, else ``"train"``).
-        batch_wait_s: the longest a policy call waits for other episodes to join its batch.
+        batch_wait_s: the longest a policy call waits for other episodes to join its batch (never longer
+            than the policy's recent calls took: a cheap policy is not held back).
         max_batch_size: largest batch per policy call (default: ``concurrency``).
 
     Returns:

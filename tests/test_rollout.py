@@ -114,7 +114,6 @@ def test_one_policy_call_serves_every_waiting_episode_and_results_match_sequenti
     result = rollout(policy, range(16), env_kwargs=ALL, concurrency=16, progress=False)
     assert policy.batches[0] == 16  # all 16 first turns in one call
     assert sum(policy.batches) == sum(len(r["turns"]) for r in result.records)
-    assert len(policy.batches) <= 4  # the oracle needs at most 3 turns: about one call per turn
     for record in result.records:
         turns = len(record["turns"])
         assert record["usage"] == {"prompt_tokens": 10 * turns, "completion_tokens": 2 * turns}
