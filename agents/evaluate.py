@@ -460,6 +460,7 @@ def evaluate(
         "max_turns": base.max_turns,
         "search_utility": bool(search_utility_runs),
         "judge": getattr(judge, "name", None),
+        "judge_usage": dict(getattr(judge, "usage", {}) or {}) or None,
         "elapsed_s": round(time.perf_counter() - started, 3),
     }
     if config["dataset"] is None:

@@ -12,7 +12,8 @@ shared, so a large corpus is indexed once), and
   overlap;
 * **streams each finished episode** as one JSON line (append-only, flushed and fsync'ed per line) with
   the images in a side folder ``images/`` named by the SHA-256 of their PNG bytes; a rerun with the same
-  output file skips the ``(policy, split, index)`` episodes already written, so an interrupted run loses
+  output file skips the ``(policy, split, index)`` episodes already written (when the line's
+  ``example_id`` still matches that index's question), so an interrupted run loses
   no finished episode;
 * shows a progress bar with live accuracy and search ratio.
 
@@ -48,7 +49,7 @@ import threading
 import time
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
@@ -364,7 +365,6 @@ class RolloutResult:
     elapsed_s: float
     max_searches_per_episode: int
     policy_calls: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> EpisodeSummary:
         return summarize([r["info"] for r in self.records], self.max_searches_per_episode)
@@ -456,14 +456,18 @@ class _Batcher:
         return actions, usage
 
 
-def _done_keys(path: Path | None, policy: str, split: str | None) -> dict[int, dict[str, Any]]:
+def _done_keys(path: Path | None, policy: str, split: str | None, examples: Sequence[Any]) -> dict[int, dict[str, Any]]:
+    """Episodes of ``policy`` on ``split`` already in the file (a line counts only if its question matches)."""
     if path is None:
         return {}
-    return {
-        int(r["index"]): r
-        for r in read_trajectories(path)
-        if r.get("policy") == policy and r.get("split") == split and isinstance(r.get("index"), int)
-    }
+    done = {}
+    for r in read_trajectories(path):
+        index = r.get("index")
+        if r.get("policy") != policy or r.get("split") != split or not isinstance(index, int):
+            continue
+        if 0 <= index < len(examples) and r.get("example_id") == examples[index].id:
+            done[index] = r
+    return done
 
 
 async def arollout(
@@ -492,7 +496,7 @@ async def arollout(
             raise ConfigError(f"episode index must be an int in [0, {len(first.examples)}), got {index!r}")
     path = Path(out) if out is not None else None
     writer = TrajectoryWriter(path) if path is not None else None
-    done = _done_keys(path, policy.name, split)
+    done = _done_keys(path, policy.name, split, first.examples)
     todo = [i for i in dict.fromkeys(all_indices) if i not in done]
     finished: dict[int, dict[str, Any]] = {i: done[i] for i in all_indices if i in done}
     if done and todo:

@@ -41,6 +41,10 @@ def test_each_baseline_is_a_policy_writing_well_formed_turns(protocol):
             assert record["end_reason"] == "answer"
 
 
+def test_the_oracle_is_a_policy():
+    assert isinstance(OraclePolicy(EXAMPLES), Policy)
+
+
 def test_direct_never_searches_and_rag_always_does():
     direct = run(DirectAnswerPolicy()).summary()
     rag = run(RAGWorkflowPolicy()).summary()
