@@ -336,6 +336,15 @@ def make_env_pool(env_kwargs: Mapping[str, Any] | None, size: int) -> list[gym.E
     return [first] + [gym.make("MMSearch-v0", **shared) for _ in range(size - 1)]
 
 
+def _close_pool(pool: Sequence[gym.Env], env_kwargs: Mapping[str, Any] | None) -> None:
+    """Close a pool from :func:`make_env_pool`: its shared backend once, and never one the caller passed in."""
+    caller_owned = not isinstance((env_kwargs or {}).get("search", "sample"), str)
+    for env in pool if caller_owned else pool[1:]:
+        env.unwrapped.search = None
+    for env in pool:
+        env.close()
+
+
 def _native_async(search: Any) -> bool:
     """True when the backend has real async methods (so ``astep`` on the loop overlaps its calls)."""
     if isinstance(search, SearchBackendBase):
@@ -493,6 +502,8 @@ async def arollout(
     all_indices = list(range(len(first.examples)) if indices is None else indices)
     for index in all_indices:
         if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(first.examples):
+            if envs is None:
+                _close_pool(pool, env_kwargs)
             raise ConfigError(f"episode index must be an int in [0, {len(first.examples)}), got {index!r}")
     path = Path(out) if out is not None else None
     writer = TrajectoryWriter(path) if path is not None else None
@@ -511,10 +522,18 @@ async def arollout(
     next_index = iter(todo)
     max_searches = first.max_searches_per_episode
 
-    def refresh() -> None:
-        infos = [r["info"] for r in finished.values()]
-        s = summarize(infos, max_searches)
-        bar.set_postfix(acc=f"{s.accuracy:.2f}", search=f"{s.search_ratio_episodes:.2f}", refresh=False)
+    live = {"n": 0, "correct": 0, "searched": 0}  # running totals: the bar's postfix stays O(1) per episode
+
+    def refresh(record: Mapping[str, Any]) -> None:
+        info = record["info"]
+        live["n"] += 1
+        live["correct"] += bool(info.get("correct"))
+        live["searched"] += info.get("image_searches", 0) + info.get("text_searches", 0) > 0
+        n = live["n"]
+        bar.set_postfix(acc=f"{live['correct'] / n:.2f}", search=f"{live['searched'] / n:.2f}", refresh=False)
+
+    for record in finished.values():
+        refresh(record)
 
     async def worker(env: gym.Env) -> None:
         batcher.episode_started()  # live until this worker runs out of episodes: it will ask again soon
@@ -560,7 +579,7 @@ async def arollout(
             await loop.run_in_executor(threads, writer.write, record)
         finished[index] = record
         bar.update(1)
-        refresh()
+        refresh(record)
 
     dispatcher = asyncio.create_task(batcher.run())
     workers = [asyncio.create_task(worker(env)) for env in pool[: max(1, min(len(pool), len(todo)))]]
@@ -575,12 +594,7 @@ async def arollout(
         threads.shutdown(wait=False)
         bar.close()
         if envs is None:
-            # The pool shares one backend: close it once, and never one the caller passed in (still theirs).
-            caller_owned = not isinstance((env_kwargs or {}).get("search", "sample"), str)
-            for env in pool[1:] if not caller_owned else pool:
-                env.unwrapped.search = None
-            for env in pool:
-                env.close()
+            _close_pool(pool, env_kwargs)
     return RolloutResult(
         records=[finished[i] for i in dict.fromkeys(all_indices)],
         path=path,

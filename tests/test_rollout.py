@@ -215,3 +215,13 @@ def test_wrong_number_of_turns_is_a_clear_error():
         rollout(WrongCount(), range(2), env_kwargs=ALL, concurrency=2, progress=False)
     with pytest.raises(ConfigError, match=r"index must be an int in \[0, 64\)"):
         rollout(oracle(), [64], env_kwargs=ALL, progress=False)
+
+
+def test_a_line_for_another_question_is_not_resumed(tmp_path):
+    path = tmp_path / "t.jsonl"
+    rollout(oracle(), [0, 1], env_kwargs=ALL, out=path, progress=False)
+    first, second = path.read_text().splitlines()
+    stale = {**json.loads(first), "example_id": "from-another-dataset"}
+    path.write_text(json.dumps(stale) + "\n" + second + "\n")
+    result = rollout(oracle(), [0, 1], env_kwargs=ALL, out=path, progress=False)
+    assert result.new_episodes == 1 and result.records[0]["example_id"] == EXAMPLES[0].id
