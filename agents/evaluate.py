@@ -364,7 +364,7 @@ def evaluate(
     env_kwargs: Mapping[str, Any] | None = None,
     limit: int | None = None,
     indices: Sequence[int] | None = None,
-    out: str | os.PathLike[str] | None = "eval_out",
+    out: str | os.PathLike[str] | None = None,
     concurrency: int = 16,
     judge: Any = None,
     search_utility_runs: bool | None = None,
@@ -380,7 +380,8 @@ def evaluate(
         split: the dataset split (``None``: all).
         env_kwargs: other ``gym.make("MMSearch-v0", ...)`` arguments (``search``, ``protocol``, limits...).
         limit: evaluate only the first ``limit`` questions; ``indices``: exactly these dataset indices.
-        out: output folder (``None``: write nothing; no resume).
+        out: output folder for trajectories, report, plot and viewer (``None``, the default: write
+            nothing, no resume).
         concurrency: episodes in flight at once (see :func:`agents.rollout.rollout`).
         judge: ``"openai:MODEL@BASE_URL"`` or an :class:`agents.judge.LLMJudge` for judged accuracy.
         search_utility_runs: rerun with search disabled and forced; ``None``: on for built-in datasets.

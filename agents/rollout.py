@@ -336,6 +336,27 @@ def make_env_pool(env_kwargs: Mapping[str, Any] | None, size: int) -> list[gym.E
     return [first] + [gym.make("MMSearch-v0", **shared) for _ in range(size - 1)]
 
 
+_THREADS: concurrent.futures.ThreadPoolExecutor | None = None
+_THREADS_SIZE = 0
+_THREADS_LOCK = threading.Lock()
+
+
+def _thread_pool(size: int) -> concurrent.futures.ThreadPoolExecutor:
+    """A process-wide pool of at least ``size`` threads for sync env steps.
+
+    Reused across rollouts because starting threads is not free (tens of ms for 64 on a busy machine,
+    paid again by every rollout of an evaluation otherwise). Steps never wait on each other, so
+    rollouts sharing it cannot deadlock; they only queue when it is smaller than their sum.
+    """
+    global _THREADS, _THREADS_SIZE
+    with _THREADS_LOCK:
+        if _THREADS is None or size > _THREADS_SIZE:
+            # The smaller pool is dropped, not shut down: a rollout still running may submit to it.
+            _THREADS = concurrent.futures.ThreadPoolExecutor(max_workers=size, thread_name_prefix="mmsearch-step")
+            _THREADS_SIZE = size
+        return _THREADS
+
+
 def _close_pool(pool: Sequence[gym.Env], env_kwargs: Mapping[str, Any] | None) -> None:
     """Close a pool from :func:`make_env_pool`: its shared backend once, and never one the caller passed in."""
     caller_owned = not isinstance((env_kwargs or {}).get("search", "sample"), str)
@@ -514,7 +535,7 @@ async def arollout(
         logger.info("%s: resuming, %d of %d episodes already in %s", policy.name, len(finished), len(all_indices), path)
 
     loop = asyncio.get_running_loop()
-    threads = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(pool)), thread_name_prefix="mmsearch")
+    threads = _thread_pool(len(pool))
     batcher = _Batcher(policy, max_batch_size or len(pool), batch_wait_s)
     bar = tqdm(
         total=len(all_indices), initial=len(finished), desc=desc or policy.name, disable=not progress, leave=False
@@ -591,7 +612,6 @@ async def arollout(
             task.cancel()
         batcher.close()
         await asyncio.gather(dispatcher, *workers, return_exceptions=True)
-        threads.shutdown(wait=False)
         bar.close()
         if envs is None:
             _close_pool(pool, env_kwargs)
