@@ -36,6 +36,7 @@ import json
 import logging
 import os
 import time
+import warnings
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -312,7 +313,7 @@ def plot_accuracy_vs_search(report: EvalReport, path: str | os.PathLike[str]) ->
     try:
         import matplotlib
     except ImportError as exc:
-        raise ConfigError("the plot needs matplotlib: pip install matplotlib (or pass plot=False)") from exc
+        raise ConfigError("the plot needs matplotlib: pip install 'mmsearch-env[eval]' (or pass plot=False)") from exc
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -471,8 +472,12 @@ def evaluate(
         out_dir.mkdir(parents=True, exist_ok=True)
         report.paths["trajectories"] = str(files["main"])
         if plot:
-            plot_accuracy_vs_search(report, out_dir / "accuracy_vs_search.png")
-            report.paths["plot"] = str(out_dir / "accuracy_vs_search.png")
+            try:
+                plot_accuracy_vs_search(report, out_dir / "accuracy_vs_search.png")
+            except ConfigError as exc:  # the rollouts are done: keep the tables, say what is missing
+                warnings.warn(f"no plot written: {exc}", stacklevel=2)
+            else:
+                report.paths["plot"] = str(out_dir / "accuracy_vs_search.png")
         if viewer:
             try:
                 from agents.viewer import write_viewer

@@ -189,3 +189,11 @@ def test_cli_eval(tmp_path, capsys):
     assert json.loads((tmp_path / "report.json").read_text())["config"]["episodes"] == 4
     assert main(["eval", "--policy", "orcale", "--out", str(tmp_path)]) == 2
     assert "Did you mean 'oracle'" in capsys.readouterr().err
+
+
+def test_missing_matplotlib_keeps_the_tables(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    with pytest.warns(UserWarning, match=r"no plot written: .*pip install 'mmsearch-env\[eval\]'"):
+        report = evaluate(["direct"], split="test", limit=2, out=tmp_path, progress=False, search_utility_runs=False)
+    assert "plot" not in report.paths and (tmp_path / "report.md").is_file()
+    assert not (tmp_path / "accuracy_vs_search.png").exists()
