@@ -32,6 +32,7 @@ Outputs in ``out``: ``trajectories.jsonl`` (+ ``.no_search`` / ``.forced_search`
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import logging
 import os
@@ -465,8 +466,9 @@ def evaluate(
         "judge_usage": dict(getattr(judge, "usage", {}) or {}) or None,
         "elapsed_s": round(time.perf_counter() - started, 3),
     }
-    if config["dataset"] is None:
-        config["dataset"] = "default"
+    if config["dataset"] is None:  # name what the environment's default resolved to
+        default = inspect.signature(type(base).__init__).parameters["dataset"].default
+        config["dataset"] = default if isinstance(default, str) else "default"
     report = EvalReport(rows, config)
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
