@@ -612,6 +612,7 @@ async def arollout(
             task.cancel()
         batcher.close()
         await asyncio.gather(dispatcher, *workers, return_exceptions=True)
+        bar.refresh()  # the final numbers reach the log even when the run was faster than a redraw
         bar.close()
         if envs is None:
             _close_pool(pool, env_kwargs)

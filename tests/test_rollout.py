@@ -14,7 +14,7 @@ import pytest
 import mmsearch_env  # noqa: F401
 from agents.baselines import RAGWorkflowPolicy
 from agents.policy import PolicyBase
-from agents.rollout import policy_info, read_trajectories, rollout, run_episodes
+from agents.rollout import arollout, policy_info, read_trajectories, rollout, run_episodes
 from agents.scripted import OraclePolicy
 from mmsearch_env.data import load_dataset
 from mmsearch_env.errors import ConfigError, DatasetError
@@ -225,3 +225,19 @@ def test_a_line_for_another_question_is_not_resumed(tmp_path):
     path.write_text(json.dumps(stale) + "\n" + second + "\n")
     result = rollout(oracle(), [0, 1], env_kwargs=ALL, out=path, progress=False)
     assert result.new_episodes == 1 and result.records[0]["example_id"] == EXAMPLES[0].id
+
+
+def test_progress_bar_shows_live_accuracy_and_search_ratio(capsys):
+    rollout(oracle(), range(4), env_kwargs=ALL, concurrency=2, progress=True, desc="oracle run")
+    err = capsys.readouterr().err
+    assert "oracle run" in err and "acc=1.00" in err and "search=" in err
+
+
+def test_arollout_runs_on_the_callers_event_loop():
+    async def main():
+        backend = AsyncSlow(0.01, asynchronous=True)
+        result = await arollout(RAGWorkflowPolicy(), range(4), env_kwargs={**ALL, "search": backend}, progress=False)
+        return result, backend
+
+    result, backend = asyncio.run(main())
+    assert len(result.records) == 4 and backend.calls == 8
