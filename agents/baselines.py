@@ -147,6 +147,12 @@ class ExtractiveReader:
         return display.get(best) or best
 
 
+def _usage_of(policy: Any, n: int) -> list[dict[str, int] | None]:
+    """The policy's ``last_usage`` for its last batch of ``n``, or ``None`` each when it has none."""
+    usage = getattr(policy, "last_usage", None)
+    return list(usage) if isinstance(usage, list) and len(usage) == n else [None] * n
+
+
 class _Workflow(PolicyBase):
     """Shared plumbing: a protocol, an answerer (policy or reader), usage bookkeeping."""
 
@@ -163,17 +169,18 @@ class _Workflow(PolicyBase):
         inner = getattr(self.answerer, "name", None)
         return f"{self.label}[{inner}]" if inner else self.label
 
-    def _answers(self, observations: Sequence[Mapping[str, Any]], infos: Sequence[Mapping[str, Any]]) -> list[str]:
-        """Answer turns for the batch: from the answerer policy (forced to an answer) or the reader."""
+    def _answers(
+        self, observations: Sequence[Mapping[str, Any]], infos: Sequence[Mapping[str, Any]]
+    ) -> tuple[list[str], list[dict[str, int] | None]]:
+        """Answer turns for the batch and their token usage: from the answerer (forced to answer) or the reader."""
         if self.answerer is None:
-            self._usage = [None] * len(observations)
-            return [
+            turns = [
                 self.protocol.format_action("answer", self.reader(o, i, self.protocol), reason="From what I read.")
                 for o, i in zip(observations, infos, strict=True)
             ]
+            return turns, [None] * len(turns)
         turns = list(self.answerer.act_batch(observations, infos))
-        usage = getattr(self.answerer, "last_usage", None)
-        self._usage = list(usage) if isinstance(usage, list) and len(usage) == len(turns) else [None] * len(turns)
+        usage = _usage_of(self.answerer, len(turns))
         out = []
         for turn, observation, info in zip(turns, observations, infos, strict=True):
             if self.protocol.parse(turn).kind == "answer":
@@ -181,7 +188,7 @@ class _Workflow(PolicyBase):
             else:  # the workflow allows no search here: keep the model's answer attempt out of it
                 answer = self.reader(observation, info, self.protocol)
                 out.append(self.protocol.format_action("answer", answer, reason="No search allowed now."))
-        return out
+        return out, usage
 
 
 class DirectAnswerPolicy(_Workflow):
@@ -196,8 +203,7 @@ class DirectAnswerPolicy(_Workflow):
     label = "direct"
 
     def act_batch(self, observations: Sequence[Mapping[str, Any]], infos: Sequence[Mapping[str, Any]]) -> list[str]:
-        turns = self._answers(observations, infos)
-        self.last_usage = self._usage
+        turns, self.last_usage = self._answers(observations, infos)
         return turns
 
 
@@ -236,12 +242,10 @@ class ForcedSearchPolicy(_Workflow):
             sub_obs = [observations[k] for k in rest]
             sub_info = [infos[k] for k in rest]
             if self.answerer is None:
-                answers = self._answers(sub_obs, sub_info)
-                sub_usage = self._usage
+                answers, sub_usage = self._answers(sub_obs, sub_info)
             else:
                 answers = list(self.answerer.act_batch(sub_obs, sub_info))
-                got = getattr(self.answerer, "last_usage", None)
-                sub_usage = got if isinstance(got, list) and len(got) == len(rest) else [None] * len(rest)
+                sub_usage = _usage_of(self.answerer, len(answers))
             for k, turn, used in zip(rest, answers, sub_usage, strict=True):
                 turns[k], usage[k] = turn, used
         self.last_usage = usage
@@ -264,8 +268,8 @@ class RAGWorkflowPolicy(ForcedSearchPolicy):
         usage: list[dict[str, int] | None] = [None] * len(turns)
         rest = [k for k, t in enumerate(turns) if t is None]
         if rest:
-            answers = self._answers([observations[k] for k in rest], [infos[k] for k in rest])
-            for k, turn, used in zip(rest, answers, self._usage, strict=True):
+            answers, sub_usage = self._answers([observations[k] for k in rest], [infos[k] for k in rest])
+            for k, turn, used in zip(rest, answers, sub_usage, strict=True):
                 turns[k], usage[k] = turn, used
         self.last_usage = usage
         return [t or "" for t in turns]
