@@ -660,6 +660,7 @@ def rollout(
         A :class:`RolloutResult` with every requested episode's trajectory line.
 
     Policy exceptions stop the run and propagate; the episodes finished so far are already on disk.
+    Works from inside a running event loop too (notebooks): the engine then runs in a worker thread.
     """
 
     async def main() -> RolloutResult:
@@ -681,4 +682,10 @@ def rollout(
             desc=desc,
         )
 
-    return asyncio.run(main())
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(main())
+    # Called from a running loop (a notebook, an async app): run ours in a worker thread instead.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="mmsearch-rollout") as pool:
+        return pool.submit(asyncio.run, main()).result()

@@ -241,3 +241,10 @@ def test_arollout_runs_on_the_callers_event_loop():
 
     result, backend = asyncio.run(main())
     assert len(result.records) == 4 and backend.calls == 8
+
+
+def test_rollout_works_inside_a_running_event_loop():
+    async def notebook_cell():
+        return rollout(oracle(), range(3), env_kwargs=ALL, progress=False)
+
+    assert [r["index"] for r in asyncio.run(notebook_cell()).records] == [0, 1, 2]
