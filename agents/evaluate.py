@@ -402,57 +402,59 @@ def evaluate(
     # Every run shares the probe's dataset and search backend: a corpus is loaded and indexed once.
     shared = {k: v for k, v in kwargs.items() if k not in ("dataset", "search", "search_options")}
     shared.update(dataset=base.examples, search=base.search)
-    if indices is None:
-        indices = list(range(len(base.examples)))
-    if limit is not None:
-        if limit < 1:
-            raise ConfigError(f"limit must be a positive number of questions, got {limit!r}")
-        indices = list(indices)[:limit]
-    if search_utility_runs is None:
-        search_utility_runs = dataset is None or (isinstance(dataset, str) and dataset in BUILTIN_DATASETS)
-    forced_possible = base.max_turns >= 2 and base.max_searches_per_episode > 0
-    policy_objects = [
-        resolve_policy(p, examples=base.examples, protocol=protocol)
-        for p in (policies if isinstance(policies, (list, tuple)) else [policies])
-    ]
-    names = [p.name for p in policy_objects]
-    if len(set(names)) != len(names):
-        raise ConfigError(f"policy names must be unique in one evaluation (they key the results), got {names}")
-    judge = resolve_judge(judge)
-    out_dir = Path(out) if out is not None else None
-    files = {
-        kind: (out_dir / f"trajectories{suffix}.jsonl" if out_dir else None)
-        for kind, suffix in (("main", ""), ("no_search", ".no_search"), ("forced", ".forced_search"))
-    }
+    try:
+        if indices is None:
+            indices = list(range(len(base.examples)))
+        if limit is not None:
+            if limit < 1:
+                raise ConfigError(f"limit must be a positive number of questions, got {limit!r}")
+            indices = list(indices)[:limit]
+        if search_utility_runs is None:
+            search_utility_runs = dataset is None or (isinstance(dataset, str) and dataset in BUILTIN_DATASETS)
+        forced_possible = base.max_turns >= 2 and base.max_searches_per_episode > 0
+        policy_objects = [
+            resolve_policy(p, examples=base.examples, protocol=protocol)
+            for p in (policies if isinstance(policies, (list, tuple)) else [policies])
+        ]
+        names = [p.name for p in policy_objects]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"policy names must be unique in one evaluation (they key the results), got {names}")
+        judge = resolve_judge(judge)
+        out_dir = Path(out) if out is not None else None
+        files = {
+            kind: (out_dir / f"trajectories{suffix}.jsonl" if out_dir else None)
+            for kind, suffix in (("main", ""), ("no_search", ".no_search"), ("forced", ".forced_search"))
+        }
 
-    rows = []
-    for policy in policy_objects:
-        common = {"concurrency": concurrency, "split": split, "progress": progress}
-        main = rollout(policy, indices, env_kwargs=shared, out=files["main"], desc=policy.name, **common).records
-        judged = _judge_records(judge, main) if judge is not None else None
-        row = {"policy": policy.name, **policy_metrics(main, base.max_searches_per_episode, judged)}
-        row["search_utility"] = None
-        if search_utility_runs:
-            disabled = {**shared, "search": "disabled", "max_image_searches": 0, "max_text_searches": 0}
-            no_search = rollout(
-                policy,
-                indices,
-                env_kwargs=disabled,
-                out=files["no_search"],
-                desc=f"{policy.name} (no search)",
-                **common,
-            ).records
-            forced = None
-            if forced_possible:
-                from agents.baselines import ForcedSearchPolicy
-
-                wrapped = ForcedSearchPolicy(policy, protocol=protocol)
-                forced = rollout(
-                    wrapped, indices, env_kwargs=shared, out=files["forced"], desc=wrapped.name, **common
+        rows = []
+        for policy in policy_objects:
+            common = {"concurrency": concurrency, "split": split, "progress": progress}
+            main = rollout(policy, indices, env_kwargs=shared, out=files["main"], desc=policy.name, **common).records
+            judged = _judge_records(judge, main) if judge is not None else None
+            row = {"policy": policy.name, **policy_metrics(main, base.max_searches_per_episode, judged)}
+            row["search_utility"] = None
+            if search_utility_runs:
+                disabled = {**shared, "search": "disabled", "max_image_searches": 0, "max_text_searches": 0}
+                no_search = rollout(
+                    policy,
+                    indices,
+                    env_kwargs=disabled,
+                    out=files["no_search"],
+                    desc=f"{policy.name} (no search)",
+                    **common,
                 ).records
-            row["search_utility"] = search_utility(main, no_search, forced)
-        rows.append(row)
-    probe.close()
+                forced = None
+                if forced_possible:
+                    from agents.baselines import ForcedSearchPolicy
+
+                    wrapped = ForcedSearchPolicy(policy, protocol=protocol)
+                    forced = rollout(
+                        wrapped, indices, env_kwargs=shared, out=files["forced"], desc=wrapped.name, **common
+                    ).records
+                row["search_utility"] = search_utility(main, no_search, forced)
+            rows.append(row)
+    finally:
+        probe.close()  # closes the shared search backend too
 
     config = {
         "dataset": dataset if isinstance(dataset, str) or dataset is None else type(dataset).__name__,
