@@ -3,6 +3,10 @@
 A policy maps observations (the env's chat ``messages`` so far, plus ``info``) to the next assistant
 turn, a ``str`` the environment parses. Policies are stateless between calls: the observation holds
 the whole conversation, so the same policy object can serve many concurrent episodes.
+
+Optional token-usage hook: after each ``act_batch`` a policy may set ``self.last_usage`` to a list
+with one entry per observation, each ``None`` or ``{"prompt_tokens": int, "completion_tokens": int}``;
+the rollout engine (:mod:`agents.rollout`) sums it per episode into trajectories and reports.
 """
 
 from __future__ import annotations

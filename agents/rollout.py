@@ -1,15 +1,84 @@
-"""Run policies over MMSearch-v0 episodes and summarise what they did."""
+"""Run policies over MMSearch-v0 episodes: many at once, streamed to disk, resumable.
+
+:func:`rollout` is the engine the evaluation harness uses. It keeps a pool of ``concurrency`` environment
+copies (one ``gym.make`` per slot; the dataset and the search backend object are built once and
+shared, so a large corpus is indexed once), and
+
+* calls the policy with **one batch of every episode waiting for a turn** (a policy call waits for
+  stragglers at most ``batch_wait_s``, and never longer than recent policy calls took; policy calls
+  never overlap, so a local model is never run twice at once);
+* runs the **searches concurrently**: natively async backends through ``env.astep`` on the event loop,
+  sync backends through ``env.step`` in a thread pool of ``concurrency`` workers, so slow backends
+  overlap;
+* **streams each finished episode** as one JSON line (append-only, flushed and fsync'ed per line) with
+  the images in a side folder ``images/`` named by the SHA-256 of their PNG bytes; a rerun with the same
+  output file skips the ``(policy, split, index)`` episodes already written (when the line's
+  ``example_id`` still matches that index's question), so an interrupted run loses
+  no finished episode;
+* shows a progress bar with live accuracy and search ratio.
+
+Trajectory line (what the HTML viewer and the evaluator read; see :func:`read_trajectories`):
+``env.unwrapped.episode_record()`` plus ``policy`` (name), ``index`` (dataset index), ``split``,
+``reward`` (float), ``info`` (terminal info, JSON values only), ``image`` (``"<sha256>.png"``, the
+question image), ``usage`` (``{"prompt_tokens", "completion_tokens"}`` summed over the episode's turns, or
+``None`` when the policy does not report usage), ``latency_s`` (wall time of the episode); every search
+result gets ``thumbnail``: ``"<sha256>.png"`` or ``None``.
+
+Policy-facing extras. Each ``info`` handed to the policy also carries the episode's limits, so
+workflow policies can respect a run with search disabled: ``max_turns``, ``max_image_searches``,
+``max_text_searches`` and ``can_image_search`` / ``can_text_search`` (whether that search is allowed in
+the turn being written).
+
+Token usage hook (optional). After each ``act_batch`` / ``aact_batch`` call the engine reads
+``policy.last_usage``: ``None``, or a list with one entry per observation of the batch, each ``None`` or
+a dict ``{"prompt_tokens": int, "completion_tokens": int}``. Policies that do not know their usage need
+do nothing.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import asyncio
+import concurrent.futures
+import hashlib
+import io
+import json
+import logging
+import math
+import os
+import threading
+import time
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
 from typing import Any, Protocol
 
 import gymnasium as gym
 from tqdm.auto import tqdm
 
-__all__ = ["EpisodeSummary", "TextPolicy", "run_episodes", "summarize"]
+import mmsearch_env  # noqa: F401  (registers MMSearch-v0)
+from mmsearch_env.errors import ConfigError, DatasetError
+from mmsearch_env.search import SearchBackendBase
+
+__all__ = [
+    "EpisodeSummary",
+    "RolloutResult",
+    "TextPolicy",
+    "TrajectoryWriter",
+    "arollout",
+    "make_env_pool",
+    "policy_info",
+    "read_trajectories",
+    "rollout",
+    "run_episodes",
+    "summarize",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Long side, in pixels, of the search-result thumbnails saved next to a trajectory file.
+THUMBNAIL_SAVE_SIZE = 256
 
 
 class TextPolicy(Protocol):
@@ -20,6 +89,22 @@ class TextPolicy(Protocol):
     def act(self, observation: dict[str, Any], info: dict[str, Any]) -> str: ...
 
 
+# -- limits the policy may read ------------------------------------------------------------------------
+def policy_info(env: gym.Env, info: Mapping[str, Any]) -> dict[str, Any]:
+    """``info`` plus the limits of the turn about to be written (see the module docstring)."""
+    base = env.unwrapped
+    last_turn = int(info["turn"]) + 1 >= base.max_turns
+    return {
+        **info,
+        "max_turns": base.max_turns,
+        "max_image_searches": base.max_image_searches,
+        "max_text_searches": base.max_text_searches,
+        "can_image_search": not last_turn and info["image_searches"] < base.max_image_searches,
+        "can_text_search": not last_turn and info["text_searches"] < base.max_text_searches,
+    }
+
+
+# -- the simple sequential loop (kept for the demo command and the quickstart) -------------------------
 def run_episodes(
     env: gym.Env,
     policy: TextPolicy,
@@ -27,9 +112,9 @@ def run_episodes(
     *,
     progress: bool = True,
 ) -> list[dict[str, Any]]:
-    """One episode per dataset index; returns each episode's terminal ``info``.
+    """One episode per dataset index, one after the other; returns each episode's terminal ``info``.
 
-    The progress bar shows live accuracy and search ratio.
+    The progress bar shows live accuracy and search ratio. For many episodes use :func:`rollout`.
     """
     indices = list(indices)
     finals: list[dict[str, Any]] = []
@@ -37,7 +122,8 @@ def run_episodes(
     for index in bar:
         observation, info = env.reset(options={"index": index})
         while True:
-            observation, _, terminated, truncated, info = env.step(policy.act(observation, info))
+            action = policy.act(observation, policy_info(env, info))
+            observation, _, terminated, truncated, info = env.step(action)
             if terminated or truncated:
                 break
         finals.append(info)
@@ -69,8 +155,8 @@ class EpisodeSummary:
         return dict(self.__dict__)
 
 
-def summarize(finals: Sequence[dict[str, Any]], max_searches_per_episode: int) -> EpisodeSummary:
-    """Summarise terminal infos (as returned by :func:`run_episodes`)."""
+def summarize(finals: Sequence[Mapping[str, Any]], max_searches_per_episode: int) -> EpisodeSummary:
+    """Summarise terminal infos (as returned by :func:`run_episodes`, or ``record["info"]``)."""
     n = len(finals)
     if n == 0:
         return EpisodeSummary(0, 0.0, 0.0, 0.0, 0.0, 0.0, 0, 0, 0)
@@ -86,3 +172,520 @@ def summarize(finals: Sequence[dict[str, Any]], max_searches_per_episode: int) -
         text_searches=sum(f["text_searches"] for f in finals),
         search_failures=sum(f["search_failures"] for f in finals),
     )
+
+
+# -- trajectory files ----------------------------------------------------------------------------------
+def _jsonable(value: Any) -> Any:
+    """``value`` with every non-JSON part dropped (dict entries) or replaced by ``None`` (list items)."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        out = {}
+        for key, item in value.items():
+            if isinstance(key, str) and (item is None or _is_json_kind(item)):
+                out[key] = _jsonable(item)
+        return out
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(item) if _is_json_kind(item) else None for item in value]
+    return None
+
+
+def _is_json_kind(value: Any) -> bool:
+    return value is None or isinstance(value, (bool, int, float, str, Mapping, list, tuple))
+
+
+class TrajectoryWriter:
+    """Appends trajectory lines to ``path`` and saves images by content hash in ``path.parent / "images"``.
+
+    Thread-safe. Each line is written with one ``write`` call, flushed and fsync'ed, so a crash leaves
+    at most one truncated last line, which :func:`read_trajectories` drops with a warning.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]):
+        self.path = Path(path)
+        self.images_dir = self.path.parent / "images"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.images_dir.mkdir(exist_ok=True)
+        self._lock = threading.Lock()
+        _repair_tail(self.path)
+
+    def save_image(self, image: Any, *, max_size: int | None = None) -> str | None:
+        """Save a PIL image as ``images/<sha256>.png`` (once) and return that file name; ``None`` if unusable."""
+        try:
+            if max_size is not None and max(image.size) > max_size:
+                image = image.copy()
+                image.thumbnail((max_size, max_size))
+            buffer = io.BytesIO()
+            image.convert("RGB").save(buffer, format="PNG")
+        except (AttributeError, OSError, ValueError):
+            return None
+        data = buffer.getvalue()
+        name = hashlib.sha256(data).hexdigest() + ".png"
+        target = self.images_dir / name
+        if not target.exists():
+            tmp = target.with_suffix(f".{os.getpid()}.{id(data)}.tmp")
+            tmp.write_bytes(data)
+            os.replace(tmp, target)  # atomic: a reader never sees half an image
+        return name
+
+    def write(self, record: Mapping[str, Any]) -> None:
+        line = json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n"
+        with self._lock, self.path.open("a", encoding="utf-8") as handle:
+            handle.write(line)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+def _repair_tail(path: Path) -> None:
+    """Drop a truncated last line (a crash mid-write) so appending starts on a clean line."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    data = path.read_bytes()
+    cut = data.rfind(b"\n", 0, len(data) - 1) + 1  # start of the last line
+    last = data[cut:]
+    try:
+        json.loads(last)
+    except ValueError:
+        warnings.warn(f"{path}: dropping a truncated last line ({len(last)} bytes; an interrupted run?)", stacklevel=3)
+        with path.open("r+b") as handle:
+            handle.truncate(cut)
+        return
+    if not data.endswith(b"\n"):
+        with path.open("ab") as handle:
+            handle.write(b"\n")
+
+
+def read_trajectories(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Read a trajectory JSONL file written by :func:`rollout`.
+
+    A truncated *last* line (an interrupted write) is dropped with a warning; any other bad line raises
+    :class:`DatasetError` naming it. A missing file reads as no trajectories.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return []
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    records = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError as exc:
+            if number == len(lines):
+                warnings.warn(f"{path}:{number}: dropping a truncated last line ({exc})", stacklevel=2)
+                break
+            raise DatasetError(f"{path}:{number}: not a JSON trajectory line ({exc}); was the file edited?") from exc
+        if not isinstance(record, dict):
+            raise DatasetError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
+        records.append(record)
+    return records
+
+
+def build_record(
+    env: gym.Env,
+    *,
+    policy: str,
+    index: int,
+    split: str | None,
+    reward: float,
+    info: Mapping[str, Any],
+    usage: dict[str, int] | None,
+    latency_s: float,
+    writer: TrajectoryWriter | None,
+) -> dict[str, Any]:
+    """The trajectory line of the episode that just ended in ``env`` (see the module docstring)."""
+    base = env.unwrapped
+    record = base.episode_record()
+    record.update(
+        policy=policy,
+        index=int(index),
+        split=split,
+        reward=float(reward),
+        info=_jsonable(info),
+        usage=usage,
+        latency_s=round(latency_s, 6),
+    )
+    record["image"] = writer.save_image(base.example.image) if writer else None
+    # episode_record() is JSON-only; the thumbnails live on the episode's responses, in the same order.
+    responses = getattr(getattr(base, "_episode", None), "responses", [])
+    for search, response in zip(record["searches"], responses, strict=False):
+        for result, source in zip(search["results"], response.results, strict=False):
+            thumb = getattr(source, "thumbnail", None)
+            result["thumbnail"] = (
+                writer.save_image(thumb, max_size=THUMBNAIL_SAVE_SIZE) if writer and thumb is not None else None
+            )
+    return record
+
+
+# -- the concurrent engine -----------------------------------------------------------------------------
+def make_env_pool(env_kwargs: Mapping[str, Any] | None, size: int) -> list[gym.Env]:
+    """``size`` environments from ``gym.make("MMSearch-v0", **env_kwargs)``.
+
+    The first one loads the dataset and builds the search backend; the others reuse both objects
+    (datasets are immutable and backends serve concurrent calls), so a corpus is indexed once.
+    """
+    if size < 1:
+        raise ConfigError(f"concurrency must be an int >= 1, got {size!r}")
+    kwargs = dict(env_kwargs or {})
+    first = gym.make("MMSearch-v0", **kwargs)
+    shared = {k: v for k, v in kwargs.items() if k not in ("dataset", "split", "search", "search_options")}
+    shared.update(dataset=first.unwrapped.examples, search=first.unwrapped.search)
+    return [first] + [gym.make("MMSearch-v0", **shared) for _ in range(size - 1)]
+
+
+_THREADS: concurrent.futures.ThreadPoolExecutor | None = None
+_THREADS_SIZE = 0
+_THREADS_LOCK = threading.Lock()
+
+
+def _thread_pool(size: int) -> concurrent.futures.ThreadPoolExecutor:
+    """A process-wide pool of at least ``size`` threads for sync env steps.
+
+    Reused across rollouts because starting threads is not free (tens of ms for 64 on a busy machine,
+    paid again by every rollout of an evaluation otherwise). Steps never wait on each other, so
+    rollouts sharing it cannot deadlock; they only queue when it is smaller than their sum.
+    """
+    global _THREADS, _THREADS_SIZE
+    with _THREADS_LOCK:
+        if _THREADS is None or size > _THREADS_SIZE:
+            # The smaller pool is dropped, not shut down: a rollout still running may submit to it.
+            _THREADS = concurrent.futures.ThreadPoolExecutor(max_workers=size, thread_name_prefix="mmsearch-step")
+            _THREADS_SIZE = size
+        return _THREADS
+
+
+def _close_pool(pool: Sequence[gym.Env], env_kwargs: Mapping[str, Any] | None) -> None:
+    """Close a pool from :func:`make_env_pool`: its shared backend once, and never one the caller passed in."""
+    caller_owned = not isinstance((env_kwargs or {}).get("search", "sample"), str)
+    for env in pool if caller_owned else pool[1:]:
+        env.unwrapped.search = None
+    for env in pool:
+        env.close()
+
+
+def _native_async(search: Any) -> bool:
+    """True when the backend has real async methods (so ``astep`` on the loop overlaps its calls)."""
+    if isinstance(search, SearchBackendBase):
+        kind = type(search)
+        return (
+            kind.aimage_search is not SearchBackendBase.aimage_search
+            or kind.atext_search is not SearchBackendBase.atext_search
+        )
+    return hasattr(search, "aimage_search") or hasattr(search, "atext_search")
+
+
+@dataclass
+class RolloutResult:
+    """What :func:`rollout` did.
+
+    Attributes:
+        records: the trajectory line of every requested episode (resumed ones included), by index.
+        path: the trajectory file (``None`` when not writing one).
+        new_episodes: episodes run by this call (the rest were already in the file).
+        elapsed_s: wall time of this call.
+        max_searches_per_episode: from the environment, for the search-ratio (calls) definition.
+    """
+
+    records: list[dict[str, Any]]
+    path: Path | None
+    new_episodes: int
+    elapsed_s: float
+    max_searches_per_episode: int
+    policy_calls: int = 0
+
+    def summary(self) -> EpisodeSummary:
+        return summarize([r["info"] for r in self.records], self.max_searches_per_episode)
+
+
+class _Batcher:
+    """Collects policy requests from the episodes and answers them with one batched policy call."""
+
+    def __init__(self, policy: Any, max_batch: int, wait_s: float):
+        self.policy = policy
+        self.max_batch = max_batch
+        self.wait_s = wait_s
+        self.queue: list[tuple[dict[str, Any], dict[str, Any], asyncio.Future[Any]]] = []
+        self.live = 0  # episodes running (waiting on the policy or on a search)
+        self.calls = 0
+        self.call_s = wait_s  # running mean duration of a policy call
+        self.closed = False
+        self.wake = asyncio.Event()
+
+    async def request(self, observation: dict[str, Any], info: dict[str, Any]) -> tuple[str, dict[str, int] | None]:
+        future = asyncio.get_running_loop().create_future()
+        self.queue.append((observation, info, future))
+        self.wake.set()
+        return await future
+
+    def episode_started(self) -> None:
+        self.live += 1
+
+    def episode_ended(self) -> None:
+        self.live -= 1
+        self.wake.set()
+
+    def close(self) -> None:
+        self.closed = True
+        self.wake.set()
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self.wake.wait()
+            self.wake.clear()
+            if not self.queue:
+                if self.closed:
+                    return
+                continue
+            # Wait (bounded) until every running episode is waiting: one big batch, not many small ones.
+            # Never wait longer than a policy call takes: for a cheap policy, small batches cost less.
+            deadline = loop.time() + min(self.wait_s, self.call_s)
+            while len(self.queue) < min(self.live, self.max_batch) and not self.closed:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                self.wake.clear()
+                try:
+                    await asyncio.wait_for(self.wake.wait(), remaining)
+                except asyncio.TimeoutError:
+                    break
+            batch, self.queue = self.queue[: self.max_batch], self.queue[self.max_batch :]
+            try:
+                actions, usage = await self._call([b[0] for b in batch], [b[1] for b in batch])
+            except Exception as exc:
+                for _, _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+            else:
+                for (_, _, future), action, used in zip(batch, actions, usage, strict=True):
+                    if not future.done():
+                        future.set_result((action, used))
+            if self.queue or self.closed:
+                self.wake.set()
+
+    async def _call(self, observations: list[dict[str, Any]], infos: list[dict[str, Any]]) -> tuple[list[str], list]:
+        self.calls += 1
+        started = time.perf_counter()
+        if hasattr(self.policy, "aact_batch"):
+            actions = await self.policy.aact_batch(observations, infos)
+        else:
+            actions = await asyncio.to_thread(self.policy.act_batch, observations, infos)
+        actions = list(actions)
+        self.call_s = 0.5 * self.call_s + 0.5 * (time.perf_counter() - started)
+        if len(actions) != len(observations):
+            raise ConfigError(
+                f"policy {self.policy.name!r} returned {len(actions)} turns for a batch of {len(observations)} "
+                "observations; act_batch must return exactly one str per observation, in order"
+            )
+        usage = getattr(self.policy, "last_usage", None)
+        if not isinstance(usage, list) or len(usage) != len(actions):
+            usage = [None] * len(actions)
+        return actions, usage
+
+
+def _done_keys(path: Path | None, policy: str, split: str | None, examples: Sequence[Any]) -> dict[int, dict[str, Any]]:
+    """Episodes of ``policy`` on ``split`` already in the file (a line counts only if its question matches)."""
+    if path is None:
+        return {}
+    done = {}
+    for r in read_trajectories(path):
+        index = r.get("index")
+        if r.get("policy") != policy or r.get("split") != split or not isinstance(index, int):
+            continue
+        if 0 <= index < len(examples) and r.get("example_id") == examples[index].id:
+            done[index] = r
+    return done
+
+
+async def arollout(
+    policy: Any,
+    indices: Iterable[int] | None = None,
+    *,
+    env_kwargs: Mapping[str, Any] | None = None,
+    envs: Sequence[gym.Env] | None = None,
+    concurrency: int = 16,
+    out: str | os.PathLike[str] | None = None,
+    split: str | None = None,
+    progress: bool = True,
+    batch_wait_s: float = 0.02,
+    max_batch_size: int | None = None,
+    desc: str | None = None,
+) -> RolloutResult:
+    """The async twin of :func:`rollout` (same arguments); run it on your own event loop."""
+    started = time.perf_counter()
+    pool = list(envs) if envs is not None else make_env_pool(env_kwargs, concurrency)
+    first = pool[0].unwrapped
+    if split is None and envs is None:
+        split = (env_kwargs or {}).get("split", "train")
+    all_indices = list(range(len(first.examples)) if indices is None else indices)
+    for index in all_indices:
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(first.examples):
+            if envs is None:
+                _close_pool(pool, env_kwargs)
+            raise ConfigError(f"episode index must be an int in [0, {len(first.examples)}), got {index!r}")
+    path = Path(out) if out is not None else None
+    writer = TrajectoryWriter(path) if path is not None else None
+    done = _done_keys(path, policy.name, split, first.examples)
+    todo = [i for i in dict.fromkeys(all_indices) if i not in done]
+    finished: dict[int, dict[str, Any]] = {i: done[i] for i in all_indices if i in done}
+    if done and todo:
+        logger.info("%s: resuming, %d of %d episodes already in %s", policy.name, len(finished), len(all_indices), path)
+
+    loop = asyncio.get_running_loop()
+    threads = _thread_pool(len(pool))
+    batcher = _Batcher(policy, max_batch_size or len(pool), batch_wait_s)
+    bar = tqdm(
+        total=len(all_indices), initial=len(finished), desc=desc or policy.name, disable=not progress, leave=False
+    )
+    next_index = iter(todo)
+    max_searches = first.max_searches_per_episode
+
+    live = {"n": 0, "correct": 0, "searched": 0}  # running totals: the bar's postfix stays O(1) per episode
+
+    def refresh(record: Mapping[str, Any]) -> None:
+        info = record["info"]
+        live["n"] += 1
+        live["correct"] += bool(info.get("correct"))
+        live["searched"] += info.get("image_searches", 0) + info.get("text_searches", 0) > 0
+        n = live["n"]
+        bar.set_postfix(acc=f"{live['correct'] / n:.2f}", search=f"{live['searched'] / n:.2f}", refresh=False)
+
+    for record in finished.values():
+        refresh(record)
+
+    async def worker(env: gym.Env) -> None:
+        batcher.episode_started()  # live until this worker runs out of episodes: it will ask again soon
+        try:
+            for index in next_index:
+                await one_episode(env, index)
+        finally:
+            batcher.episode_ended()
+
+    async def one_episode(env: gym.Env, index: int) -> None:
+        base = env.unwrapped
+        native = _native_async(base.search)
+        t0 = time.perf_counter()
+        observation, info = base.reset(options={"index": index})
+        usage: dict[str, int] | None = None
+        while True:
+            action, used = await batcher.request(observation, policy_info(env, info))
+            if used:
+                usage = usage or {"prompt_tokens": 0, "completion_tokens": 0}
+                for key in ("prompt_tokens", "completion_tokens"):
+                    usage[key] += int(used.get(key) or 0)
+            if native:
+                step = await base.astep(action)
+            else:
+                step = await loop.run_in_executor(threads, base.step, action)
+            observation, reward, terminated, truncated, info = step
+            if terminated or truncated:
+                break
+        make = partial(
+            build_record,
+            env,
+            policy=policy.name,
+            index=index,
+            split=split,
+            reward=float(reward),
+            info=info,
+            usage=usage,
+            latency_s=time.perf_counter() - t0,
+            writer=writer,
+        )
+        record = await loop.run_in_executor(threads, make)
+        if writer is not None:
+            await loop.run_in_executor(threads, writer.write, record)
+        finished[index] = record
+        bar.update(1)
+        refresh(record)
+
+    dispatcher = asyncio.create_task(batcher.run())
+    workers = [asyncio.create_task(worker(env)) for env in pool[: max(1, min(len(pool), len(todo)))]]
+    try:
+        if todo:
+            await asyncio.gather(*workers)
+    finally:
+        for task in workers:
+            task.cancel()
+        batcher.close()
+        await asyncio.gather(dispatcher, *workers, return_exceptions=True)
+        bar.refresh()  # the final numbers reach the log even when the run was faster than a redraw
+        bar.close()
+        if envs is None:
+            _close_pool(pool, env_kwargs)
+    return RolloutResult(
+        records=[finished[i] for i in dict.fromkeys(all_indices)],
+        path=path,
+        new_episodes=len(todo),
+        elapsed_s=time.perf_counter() - started,
+        max_searches_per_episode=max_searches,
+        policy_calls=batcher.calls,
+    )
+
+
+def rollout(
+    policy: Any,
+    indices: Iterable[int] | None = None,
+    *,
+    env_kwargs: Mapping[str, Any] | None = None,
+    envs: Sequence[gym.Env] | None = None,
+    concurrency: int = 16,
+    out: str | os.PathLike[str] | None = None,
+    split: str | None = None,
+    progress: bool = True,
+    batch_wait_s: float = 0.02,
+    max_batch_size: int | None = None,
+    desc: str | None = None,
+) -> RolloutResult:
+    """Run ``policy`` on the episodes ``indices`` (default: the whole dataset), many at once.
+
+    Args:
+        policy: a :class:`agents.policy.Policy` (``name`` and ``act_batch``; ``aact_batch`` when async).
+        indices: dataset indices, one episode each (duplicates run once).
+        env_kwargs: keyword arguments of ``gym.make("MMSearch-v0", ...)`` (ignored when ``envs`` is given).
+        envs: your own pool of environments instead (one episode at a time per env; all must share
+            the dataset). They are not closed.
+        concurrency: environment copies, i.e. episodes in flight at once.
+        out: trajectory JSONL file to append to (images go to ``images/`` beside it); episodes of this
+            policy and split already in it are skipped (resume).
+        split: recorded in each line (default: ``env_kwargs["split"]``, else ``"train"``).
+        batch_wait_s: the longest a policy call waits for other episodes to join its batch (never longer
+            than the policy's recent calls took: a cheap policy is not held back).
+        max_batch_size: largest batch per policy call (default: ``concurrency``).
+
+    Returns:
+        A :class:`RolloutResult` with every requested episode's trajectory line.
+
+    Policy exceptions stop the run and propagate; the episodes finished so far are already on disk.
+    Works from inside a running event loop too (notebooks): the engine then runs in a worker thread.
+    """
+
+    async def main() -> RolloutResult:
+        # Sync backends called through astep's worker threads need as many threads as episodes.
+        asyncio.get_running_loop().set_default_executor(
+            concurrent.futures.ThreadPoolExecutor(max_workers=max(4, concurrency))
+        )
+        return await arollout(
+            policy,
+            indices,
+            env_kwargs=env_kwargs,
+            envs=envs,
+            concurrency=concurrency,
+            out=out,
+            split=split,
+            progress=progress,
+            batch_wait_s=batch_wait_s,
+            max_batch_size=max_batch_size,
+            desc=desc,
+        )
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(main())
+    # Called from a running loop (a notebook, an async app): run ours in a worker thread instead.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="mmsearch-rollout") as pool:
+        return pool.submit(asyncio.run, main()).result()

@@ -3,6 +3,7 @@
 ``mmsearch demo``: run scripted policies over the built-in sample and print accuracy and search
 ratios — the quickest check that an install works end to end.
 ``mmsearch view TRAJECTORIES.jsonl --out viewer.html``: the HTML trajectory viewer (:mod:`agents.viewer`).
+``mmsearch eval``: evaluate policies side by side (:mod:`agents.evaluate`).
 """
 
 from __future__ import annotations
@@ -99,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="HTTP search service (cache + rate limit + retries) for many trainers")
     add_serve_arguments(serve)
     serve.set_defaults(func=serve_main)
+    from agents.evaluate import add_eval_subparser  # the eval logic lives in agents/evaluate.py
+
+    add_eval_subparser(sub)
     return parser
 
 

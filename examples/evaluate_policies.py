@@ -1,0 +1,71 @@
+"""python examples/evaluate_policies.py --policies direct,rag,random,oracle --split test --out eval_out
+
+Evaluate policies side by side on MMSearch-v0, like the paper's Table 1: exact-match accuracy (and
+LLM-judge accuracy with --judge), both search ratios, search utility (needed / wasted / missed),
+tokens, latency and cost. Writes eval_out/report.md, report.json, accuracy_vs_search.png and the
+trajectories (rerun to resume). Policies: direct, rag, random[:SEED], oracle,
+openai:MODEL@BASE_URL (e.g. a vLLM server), hf:PATH (a local transformers model).
+
+Same as: mmsearch eval --policy direct --policy rag --policy random --policy oracle --out eval_out
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass, field
+
+from agents.evaluate import evaluate
+
+
+@dataclass
+class Args:
+    # Parameters that choose what is evaluated
+    policies: str = field(default="direct,rag,random,oracle", metadata={"help": "comma-separated policy specs"})
+    dataset: str | None = field(default=None, metadata={"help": "built-in name or .jsonl path (default: embedded)"})
+    split: str = field(default="test", metadata={"help": "dataset split, or 'all'"})
+    limit: int | None = field(default=None, metadata={"help": "only the first N questions"})
+    # Parameters that control how
+    judge: str | None = field(default=None, metadata={"help": "LLM judge, openai:MODEL@BASE_URL"})
+    search_utility: str = field(
+        default="auto", metadata={"help": "auto | on | off: rerun without / with forced search"}
+    )
+    concurrency: int = field(default=16, metadata={"help": "episodes in flight at once"})
+    out: str = field(default="eval_out", metadata={"help": "output folder"})
+
+
+def parse_args() -> Args:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[2])
+    for f in dataclasses.fields(Args):
+        kind = int if f.name in ("limit", "concurrency") else str
+        parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=f.default, help=f.metadata["help"])
+    return Args(**vars(parser.parse_args()))
+
+
+def main() -> None:
+    args = parse_args()
+
+    # ---- run every policy (plus the search-disabled / forced-search reruns) ---------------------------
+    report = evaluate(
+        args.policies.split(","),
+        dataset=args.dataset,
+        split=None if args.split == "all" else args.split,
+        limit=args.limit,
+        judge=args.judge,
+        search_utility_runs={"auto": None, "on": True, "off": False}[args.search_utility],
+        concurrency=args.concurrency,
+        out=args.out,
+    )
+
+    # ---- the table, and where everything went -------------------------------------------------------
+    print(report.to_markdown())
+    best = max(report.rows, key=lambda row: (row["accuracy"], -row["search_ratio_calls"]))
+    print(
+        f"most accurate: {best['policy']} ({100 * best['accuracy']:.1f}% at {100 * best['search_ratio_episodes']:.0f}% searched)"
+    )
+    for name, path in report.paths.items():
+        print(f"{name}: {path}")
+
+
+if __name__ == "__main__":
+    main()

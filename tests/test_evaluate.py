@@ -1,0 +1,199 @@
+"""The evaluation harness: metrics, search utility, judge, report files, CLI, policy resolution."""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+
+import pytest
+from fake_openai import FakeOpenAI
+from PIL import Image
+
+from agents.evaluate import evaluate, policy_metrics, resolve_policy, search_utility
+from agents.judge import JudgeItem, LLMJudge, parse_verdict
+from agents.openai_policy import OpenAIPolicy
+from agents.scripted import PLANS
+from mmsearch_env.cli import main
+from mmsearch_env.data import load_dataset
+from mmsearch_env.errors import ConfigError
+
+
+def rec(index, correct, image=0, text=0, *, end="answer", failures=0, cost=0.0, category="c", need="image", usage=None):
+    info = {
+        "correct": correct,
+        "image_searches": image,
+        "text_searches": text,
+        "search_failures": failures,
+        "end_reason": end,
+        "format_ok": end == "answer",
+        "search_cost_usd": cost,
+        "answer": "x",
+    }
+    return {
+        "index": index,
+        "info": info,
+        "reward": 1.0 if correct else 0.1,
+        "category": category,
+        "search_need": need,
+        "usage": usage,
+        "latency_s": 0.5,
+    }
+
+
+def test_policy_metrics_names_both_search_ratios():
+    records = [
+        rec(0, True, 1, 1, cost=0.01, usage={"prompt_tokens": 10, "completion_tokens": 3}),
+        rec(1, False, 1, 0, failures=1, need="text", category="d"),
+        rec(2, True),
+        rec(3, False, end="malformed"),
+        rec(4, False, 0, 2, end="text_search_limit"),
+    ]
+    row = policy_metrics(records, max_searches_per_episode=2, judged=[True, True, True, None, False])
+    assert row["search_ratio_episodes"] == 3 / 5  # episodes that searched
+    assert row["search_ratio_calls"] == 5 / 10  # searches / (episodes x max allowed)
+    assert row["image_searches"] == 2 and row["text_searches"] == 3
+    assert row["failures"] == {"search_errors": 1, "malformed": 1, "truncated": 1}
+    assert row["accuracy"] == 2 / 5 and row["judge_accuracy"] == 3 / 5 and row["judge_unparsed"] == 1
+    assert row["accuracy_by_search_need"] == {"image": {"accuracy": 0.5, "n": 4}, "text": {"accuracy": 0.0, "n": 1}}
+    assert row["accuracy_by_category"]["d"] == {"accuracy": 0.0, "n": 1}
+    assert (row["prompt_tokens"], row["completion_tokens"]) == (10, 3)
+    assert row["search_cost_usd"] == pytest.approx(0.01)
+
+
+def test_search_utility_counts():
+    main = [rec(0, True, 1), rec(1, True, 1), rec(2, False), rec(3, False), rec(4, True)]
+    no_search = [rec(0, False), rec(1, True), rec(2, False), rec(3, False), rec(4, True)]
+    forced = [rec(0, True, 1), rec(1, True, 1), rec(2, True, 1), rec(3, False, 1), rec(4, True, 1)]
+    u = search_utility(main, no_search, forced)
+    assert (u["needed"], u["wasted"], u["missed"]) == (1, 1, 1)  # 0 needed it, 1 did not, 2 should have
+    assert u["searched_episodes"] == 2 and u["accuracy_no_search"] == 0.4 and u["accuracy_forced_search"] == 0.8
+    assert search_utility(main, no_search)["missed"] is None
+
+
+def test_evaluate_writes_table_plot_and_trajectories(tmp_path, monkeypatch):
+    calls = []
+    viewer = types.ModuleType("agents.viewer")
+    viewer.write_viewer = lambda src, dst: (calls.append((str(src), str(dst))), dst.write_text("<html></html>"))
+    monkeypatch.setitem(sys.modules, "agents.viewer", viewer)
+    indices = list(range(0, 64, 3))  # every search need appears
+    report = evaluate(["oracle", "direct"], split=None, indices=indices, out=tmp_path, progress=False)
+    oracle, direct = report.row("oracle-plan"), report.row("direct")
+    assert oracle["episodes"] == 22 and oracle["accuracy"] == 1.0
+    need_search = sum(load_dataset("sample", None)[i].search_need != "none" for i in indices)
+    assert 0 < need_search < 22
+    assert oracle["search_utility"]["needed"] == need_search  # every search it makes is needed...
+    assert oracle["search_utility"]["wasted"] == 0  # ...and none is wasted
+    assert direct["search_utility"]["missed"] > 0  # forced search would have helped direct answer
+    plan_lengths = sum(len(PLANS[load_dataset("sample", None)[i].search_need]) for i in indices)
+    assert direct["search_ratio_episodes"] == 0 and oracle["search_ratio_calls"] == plan_lengths / (22 * 2)
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert [r["policy"] for r in saved["rows"]] == ["oracle-plan", "direct"]
+    markdown = (tmp_path / "report.md").read_text()
+    assert "| oracle-plan | 100.0 |" in markdown and "## Search utility" in markdown
+    with Image.open(tmp_path / "accuracy_vs_search.png") as png:
+        assert png.format == "PNG" and png.width > 300
+    assert calls == [(str(tmp_path / "trajectories.jsonl"), str(tmp_path / "viewer.html"))]
+    for name in ("trajectories.jsonl", "trajectories.no_search.jsonl", "trajectories.forced_search.jsonl"):
+        assert len((tmp_path / name).read_text().splitlines()) == 44
+    # The search-disabled run told the policy it could not search: the oracle answered at once.
+    no_search = [json.loads(x) for x in (tmp_path / "trajectories.no_search.jsonl").read_text().splitlines()]
+    assert all(r["turns"] and len(r["turns"]) == 1 for r in no_search)
+
+
+def test_judge_through_an_openai_compatible_endpoint(tmp_path):
+    with FakeOpenAI() as fake:
+        judge = LLMJudge.from_spec(f"openai:judge-model@{fake.base_url}")
+        verdicts = judge.judge_batch(
+            [
+                JudgeItem("Capital?", "Velmont", "Velmont"),  # exact: no call
+                JudgeItem("Capital?", "the city of Velmont", "Velmont"),  # judge: contains it
+                JudgeItem("Capital?", "Sarogh", "Velmont"),
+                JudgeItem("Capital?", "", "Velmont"),  # empty: wrong, no call
+            ]
+        )
+        assert verdicts == [True, True, False, False]
+        assert judge.calls == len(fake.requests) == 2
+        assert (
+            fake.requests[0]["temperature"] == 0.0
+            and "first and the last name" in fake.requests[0]["messages"][0]["content"]
+        )
+        assert judge.usage["prompt_tokens"] > 0
+        # End to end: the scripted model answers "Arvenia - country profile"-style titles trimmed, the judge grades.
+        policy = OpenAIPolicy("fake-vlm", fake.base_url)
+        report = evaluate(
+            [policy], split=None, limit=8, out=tmp_path, judge=judge, progress=False, search_utility_runs=False
+        )
+        row = report.row("openai:fake-vlm")
+        assert row["judge_accuracy"] >= row["accuracy"] and row["prompt_tokens"] > 0
+        assert row["search_utility"] is None and "judge-model" in (tmp_path / "report.json").read_text()
+
+
+def test_parse_verdict():
+    assert [parse_verdict(t) for t in ("CORRECT", "incorrect.", "Correct? No: INCORRECT", "")] == [
+        True,
+        False,
+        False,
+        None,
+    ]
+
+
+def test_resolve_policy_names_and_errors(monkeypatch):
+    assert resolve_policy("random:7").name == "random-7"
+    with pytest.raises(ConfigError, match="Did you mean 'rag'"):
+        resolve_policy("rga")
+    with pytest.raises(ConfigError, match="MODEL@BASE_URL"):
+        resolve_policy("openai:gpt-4o")
+    monkeypatch.setitem(sys.modules, "agents.hf_policy", None)  # module missing
+    with pytest.raises(ConfigError, match=r"pip install torch==2.13.0 'mmsearch-env\[train\]'"):
+        resolve_policy("hf:/models/tiny")
+    built = []
+
+    class HFPolicy:
+        def __init__(self, model_path, protocol="tags", adapter=None, max_new_tokens=256, batch_size=8):
+            built.append((model_path, adapter, protocol))
+            self.name = f"hf:{model_path}"
+
+        def act_batch(self, observations, infos):
+            return []
+
+    monkeypatch.setitem(sys.modules, "agents.hf_policy", types.SimpleNamespace(HFPolicy=HFPolicy))
+    resolve_policy("hf:/models/tiny@/adapters/lora", protocol="tool_calls")
+    assert built == [("/models/tiny", "/adapters/lora", "tool_calls")]
+    with pytest.raises(ConfigError, match="policy names must be unique"):
+        evaluate(["rag", "rag"], split="test", out=None, progress=False)
+
+
+def test_cli_eval(tmp_path, capsys):
+    code = main(
+        [
+            "eval",
+            "--policy",
+            "oracle",
+            "--policy",
+            "rag",
+            "--split",
+            "test",
+            "--limit",
+            "4",
+            "--out",
+            str(tmp_path),
+            "--quiet",
+            "--search-utility",
+            "off",
+        ]
+    )
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "| rag |" in out and "report_json:" in out
+    assert json.loads((tmp_path / "report.json").read_text())["config"]["episodes"] == 4
+    assert main(["eval", "--policy", "orcale", "--out", str(tmp_path)]) == 2
+    assert "Did you mean 'oracle'" in capsys.readouterr().err
+
+
+def test_missing_matplotlib_keeps_the_tables(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    with pytest.warns(UserWarning, match=r"no plot written: .*pip install 'mmsearch-env\[eval\]'"):
+        report = evaluate(["direct"], split="test", limit=2, out=tmp_path, progress=False, search_utility_runs=False)
+    assert "plot" not in report.paths and (tmp_path / "report.md").is_file()
+    assert not (tmp_path / "accuracy_vs_search.png").exists()

@@ -1,0 +1,250 @@
+"""The concurrent rollout engine: the trajectory file contract, resume, batching, overlapping searches."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import threading
+import time
+
+import gymnasium as gym
+import pytest
+
+import mmsearch_env  # noqa: F401
+from agents.baselines import RAGWorkflowPolicy
+from agents.policy import PolicyBase
+from agents.rollout import arollout, policy_info, read_trajectories, rollout, run_episodes
+from agents.scripted import OraclePolicy
+from mmsearch_env.data import load_dataset
+from mmsearch_env.errors import ConfigError, DatasetError
+from mmsearch_env.search import SearchBackendBase, SearchResponse, SearchResult
+
+EXAMPLES = load_dataset("sample", None)
+ALL = {"split": None}
+
+
+def oracle():
+    return OraclePolicy(EXAMPLES)
+
+
+def test_trajectory_lines_follow_the_contract(tmp_path):
+    path = tmp_path / "run" / "traj.jsonl"
+    result = rollout(oracle(), range(8), env_kwargs=ALL, concurrency=4, out=path, progress=False)
+    records = read_trajectories(path)
+    assert len(records) == 8 and result.new_episodes == 8
+    assert sorted(r["index"] for r in records) == list(range(8))
+    for record in records:
+        assert record["policy"] == "oracle-plan" and record["split"] is None
+        assert record["example_id"] == EXAMPLES[record["index"]].id
+        assert record["reward"] == record["info"]["reward_parts"]["reward"] == record["reward"]
+        assert record["usage"] is None and record["latency_s"] > 0
+        image = path.parent / "images" / record["image"]
+        assert hashlib.sha256(image.read_bytes()).hexdigest() + ".png" == record["image"]
+        for search in record["searches"]:
+            for result_ in search["results"]:
+                if search["tool"] == "image_search":
+                    assert (path.parent / "images" / result_["thumbnail"]).is_file()
+                else:
+                    assert result_["thumbnail"] is None
+    assert any(s["tool"] == "image_search" for r in records for s in r["searches"])
+    json.dumps(records)  # all JSON
+
+
+class Flaky(PolicyBase):
+    """The oracle, but its policy call number ``crash_at`` raises (an interrupted run)."""
+
+    name = "oracle-plan"
+
+    def __init__(self, crash_at=None):
+        self.inner, self.crash_at, self.calls = oracle(), crash_at, 0
+
+    def act_batch(self, observations, infos):
+        self.calls += 1
+        if self.calls == self.crash_at:
+            raise RuntimeError("killed")
+        return self.inner.act_batch(observations, infos)
+
+
+def test_interrupted_run_resumes_without_losing_or_repeating_episodes(tmp_path):
+    path = tmp_path / "traj.jsonl"
+    with pytest.raises(RuntimeError, match="killed"):
+        rollout(Flaky(crash_at=4), range(12), env_kwargs=ALL, concurrency=2, out=path, progress=False)
+    saved = read_trajectories(path)
+    assert 0 < len(saved) < 12
+    before = path.read_bytes()
+    with path.open("ab") as handle:  # a crash in the middle of writing a line
+        handle.write(b'{"policy": "oracle-plan", "index": 11, "tur')
+    resumed = Flaky()
+    with pytest.warns(UserWarning, match="truncated last line"):
+        result = rollout(resumed, range(12), env_kwargs=ALL, concurrency=2, out=path, progress=False)
+    records = read_trajectories(path)
+    assert sorted(r["index"] for r in records) == list(range(12))
+    assert path.read_bytes().startswith(before)  # finished lines untouched
+    assert result.new_episodes == 12 - len(saved) and len(result.records) == 12
+    # A complete rerun does nothing.
+    again = rollout(Flaky(), range(12), env_kwargs=ALL, concurrency=2, out=path, progress=False)
+    assert again.new_episodes == 0 and again.policy_calls == 0
+    assert [r["info"]["correct"] for r in again.records] == [True] * 12
+
+
+def test_reader_rejects_a_corrupt_middle_line(tmp_path):
+    path = tmp_path / "t.jsonl"
+    path.write_text('{"a": 1}\nnot json\n{"b": 2}\n')
+    with pytest.raises(DatasetError, match=r"t.jsonl:2: not a JSON trajectory line"):
+        read_trajectories(path)
+    path.write_text('{"a": 1}\n{"b": ')
+    with pytest.warns(UserWarning, match="truncated"):
+        assert read_trajectories(path) == [{"a": 1}]
+
+
+class Recording(PolicyBase):
+    def __init__(self, inner):
+        self.inner, self.name, self.batches = inner, inner.name, []
+        self.last_usage = None
+
+    def act_batch(self, observations, infos):
+        self.batches.append(len(observations))
+        self.last_usage = [{"prompt_tokens": 10, "completion_tokens": 2} for _ in observations]
+        return self.inner.act_batch(observations, infos)
+
+
+def test_one_policy_call_serves_every_waiting_episode_and_results_match_sequential():
+    policy = Recording(oracle())
+    result = rollout(policy, range(16), env_kwargs=ALL, concurrency=16, progress=False)
+    assert policy.batches[0] == 16  # all 16 first turns in one call
+    assert sum(policy.batches) == sum(len(r["turns"]) for r in result.records)
+    for record in result.records:
+        turns = len(record["turns"])
+        assert record["usage"] == {"prompt_tokens": 10 * turns, "completion_tokens": 2 * turns}
+    env = gym.make("MMSearch-v0", **ALL)
+    finals = run_episodes(env, oracle(), range(16), progress=False)
+    assert [r["info"]["reward_parts"] for r in result.records] == [f["reward_parts"] for f in finals]
+
+
+class Slow(SearchBackendBase):
+    """Sleeps per call and counts how many calls overlapped (sync or async flavour)."""
+
+    name = "slow"
+
+    def __init__(self, delay_s, asynchronous):
+        self.delay_s, self.asynchronous = delay_s, asynchronous
+        self.in_flight = self.max_in_flight = self.calls = 0
+        self.lock = threading.Lock()
+
+    def _enter(self):
+        with self.lock:
+            self.calls += 1
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+
+    def _exit(self):
+        with self.lock:
+            self.in_flight -= 1
+
+    def _response(self, tool):
+        results = [SearchResult(f"Flag of Arvenia {i}", f"https://x.invalid/{i}", summary="Velmont.") for i in range(2)]
+        return SearchResponse(tool, tuple(results))
+
+    def image_search(self, request):
+        if self.asynchronous:
+            return super().image_search(request)
+        self._enter()
+        time.sleep(self.delay_s)
+        self._exit()
+        return self._response("image_search")
+
+    def text_search(self, request):
+        if self.asynchronous:
+            return super().text_search(request)
+        self._enter()
+        time.sleep(self.delay_s)
+        self._exit()
+        return self._response("text_search")
+
+
+class AsyncSlow(Slow):
+    async def aimage_search(self, request):
+        self._enter()
+        await asyncio.sleep(self.delay_s)
+        self._exit()
+        return self._response("image_search")
+
+    async def atext_search(self, request):
+        self._enter()
+        await asyncio.sleep(self.delay_s)
+        self._exit()
+        return self._response("text_search")
+
+
+@pytest.mark.parametrize("backend_cls", [Slow, AsyncSlow], ids=["threads", "asyncio"])
+def test_searches_of_different_episodes_overlap(backend_cls):
+    backend = backend_cls(0.05, asynchronous=backend_cls is AsyncSlow)
+    result = rollout(
+        RAGWorkflowPolicy(), range(16), env_kwargs={**ALL, "search": backend}, concurrency=16, progress=False
+    )
+    assert backend.calls == 32  # image + text search per episode
+    assert backend.max_in_flight >= 8  # many episodes' searches ran at the same time
+    assert all(r["info"]["image_searches"] == 1 for r in result.records)
+
+
+def test_policy_sees_the_limits():
+    env = gym.make("MMSearch-v0", split=None, max_text_searches=0)
+    _, info = env.reset(options={"index": 0})
+    limits = policy_info(env, info)
+    assert limits["can_image_search"] and not limits["can_text_search"]
+    assert limits["max_turns"] == 3 and limits["max_text_searches"] == 0
+    env.step("<reason>x</reason><search><img></search>")  # turn 2 of 3: no image search left
+    _, info = env.reset(options={"index": 0})
+    _, _, _, _, info = env.step("<reason>x</reason><search><img></search>")
+    assert not policy_info(env, info)["can_image_search"]
+    env2 = gym.make("MMSearch-v0", split=None, max_turns=1)
+    _, info2 = env2.reset(options={"index": 0})
+    assert not policy_info(env2, info2)["can_image_search"]
+
+
+class WrongCount(PolicyBase):
+    name = "wrong"
+
+    def act_batch(self, observations, infos):
+        return []
+
+
+def test_wrong_number_of_turns_is_a_clear_error():
+    with pytest.raises(ConfigError, match="returned 0 turns for a batch of 2"):
+        rollout(WrongCount(), range(2), env_kwargs=ALL, concurrency=2, progress=False)
+    with pytest.raises(ConfigError, match=r"index must be an int in \[0, 64\)"):
+        rollout(oracle(), [64], env_kwargs=ALL, progress=False)
+
+
+def test_a_line_for_another_question_is_not_resumed(tmp_path):
+    path = tmp_path / "t.jsonl"
+    rollout(oracle(), [0, 1], env_kwargs=ALL, out=path, progress=False)
+    first, second = path.read_text().splitlines()
+    stale = {**json.loads(first), "example_id": "from-another-dataset"}
+    path.write_text(json.dumps(stale) + "\n" + second + "\n")
+    result = rollout(oracle(), [0, 1], env_kwargs=ALL, out=path, progress=False)
+    assert result.new_episodes == 1 and result.records[0]["example_id"] == EXAMPLES[0].id
+
+
+def test_progress_bar_shows_live_accuracy_and_search_ratio(capsys):
+    rollout(oracle(), range(4), env_kwargs=ALL, concurrency=2, progress=True, desc="oracle run")
+    err = capsys.readouterr().err
+    assert "oracle run" in err and "acc=1.00" in err and "search=" in err
+
+
+def test_arollout_runs_on_the_callers_event_loop():
+    async def main():
+        backend = AsyncSlow(0.01, asynchronous=True)
+        result = await arollout(RAGWorkflowPolicy(), range(4), env_kwargs={**ALL, "search": backend}, progress=False)
+        return result, backend
+
+    result, backend = asyncio.run(main())
+    assert len(result.records) == 4 and backend.calls == 8
+
+
+def test_rollout_works_inside_a_running_event_loop():
+    async def notebook_cell():
+        return rollout(oracle(), range(3), env_kwargs=ALL, progress=False)
+
+    assert [r["index"] for r in asyncio.run(notebook_cell()).records] == [0, 1, 2]
