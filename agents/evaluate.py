@@ -159,7 +159,7 @@ def policy_metrics(
         "accuracy": _rate(correct),
         "judge_accuracy": None,
         "judge_unparsed": None,
-        "mean_reward": sum(float(r["reward"]) for r in records) / n if n else 0.0,
+        "mean_reward": sum(float(r["reward_total"]) for r in records) / n if n else 0.0,
         "format_rate": _rate([bool(i.get("format_ok")) for i in infos]),
         "search_ratio_episodes": _rate([s > 0 for s in searches]),
         "search_ratio_calls": sum(searches) / (n * max_searches_per_episode) if n and max_searches_per_episode else 0.0,

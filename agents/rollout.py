@@ -303,17 +303,15 @@ def build_record(
         policy=policy,
         index=int(index),
         split=split,
-        reward=float(reward),
+        reward_total=float(reward),
         info=_jsonable(info),
         usage=usage,
         latency_s=round(latency_s, 6),
     )
-    record["image"] = writer.save_image(base.example.image) if writer else None
-    # episode_record() is JSON-only; the thumbnails live on the episode's responses, in the same order.
-    responses = getattr(getattr(base, "_episode", None), "responses", [])
-    for search, response in zip(record["searches"], responses, strict=False):
-        for result, source in zip(search["results"], response.results, strict=False):
-            thumb = getattr(source, "thumbnail", None)
+    images = base.episode_images()
+    record["image"] = writer.save_image(images["question"]) if writer else None
+    for search, thumbs in zip(record["searches"], images["thumbnails"], strict=True):
+        for result, thumb in zip(search["results"], thumbs, strict=True):
             result["thumbnail"] = (
                 writer.save_image(thumb, max_size=THUMBNAIL_SAVE_SIZE) if writer and thumb is not None else None
             )

@@ -62,10 +62,9 @@ def sample_records(episodes: int, images: Path, split: str | None = None) -> lis
             if terminated or truncated:
                 break
         record = base.episode_record()
-        # The record keeps titles and urls, not pixels: the thumbnails come from the env's responses.
-        for search, response in zip(record["searches"], base._episode.responses, strict=True):
-            for result, full in zip(search["results"], response.results, strict=True):
-                result["thumbnail"] = save_image(full.thumbnail, images) if full.thumbnail is not None else None
+            for search, thumbs in zip(record["searches"], base.episode_images()["thumbnails"], strict=True):
+            for result, thumb in zip(search["results"], thumbs, strict=True):
+                result["thumbnail"] = save_image(thumb, images) if thumb is not None else None
         record.update(policy=policy.name, index=index, image=save_image(base.example.image, images))
         records.append(record)
     env.close()

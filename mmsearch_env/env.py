@@ -300,6 +300,18 @@ class MMSearchEnv(gym.Env[dict[str, Any], str]):
             )
         return "\n".join(lines) + "\n"
 
+    def episode_images(self) -> dict[str, Any]:
+        """The current episode's pixels, which :meth:`episode_record` (JSON only) leaves out.
+
+        ``{"question": PIL image, "thumbnails": [[PIL image | None per result] per search]}``, in the
+        order of ``episode_record()["searches"]`` and their ``results``.
+        """
+        ep = self._require_episode()
+        return {
+            "question": ep.example.image,
+            "thumbnails": [[r.thumbnail for r in response.results] for response in ep.responses],
+        }
+
     def episode_record(self) -> dict[str, Any]:
         """A JSON-able record of the current episode: turns, searches (with latency), reward parts."""
         ep = self._require_episode()

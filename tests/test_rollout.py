@@ -37,7 +37,7 @@ def test_trajectory_lines_follow_the_contract(tmp_path):
     for record in records:
         assert record["policy"] == "oracle-plan" and record["split"] is None
         assert record["example_id"] == EXAMPLES[record["index"]].id
-        assert record["reward"] == record["info"]["reward_parts"]["reward"] == record["reward"]
+        assert record["reward_total"] == record["info"]["reward_parts"]["reward"] == record["reward"]["reward"]
         assert record["usage"] is None and record["latency_s"] > 0
         image = path.parent / "images" / record["image"]
         assert hashlib.sha256(image.read_bytes()).hexdigest() + ".png" == record["image"]

@@ -75,10 +75,9 @@ def run_episode(env: gym.Env, act, index: int, images: Path, policy: str, split:
             break
     base = env.unwrapped
     record = base.episode_record()
-    # The record keeps result titles/urls but not pixels; the env's responses hold the thumbnails.
-    for search, response in zip(record["searches"], base._episode.responses, strict=True):
-        for result, full in zip(search["results"], response.results, strict=True):
-            result["thumbnail"] = save_image(full.thumbnail, images) if full.thumbnail is not None else None
+    for search, thumbs in zip(record["searches"], base.episode_images()["thumbnails"], strict=True):
+        for result, thumb in zip(search["results"], thumbs, strict=True):
+            result["thumbnail"] = save_image(thumb, images) if thumb is not None else None
     record.update(
         policy=policy,
         index=index,
@@ -402,3 +401,19 @@ def test_chromium_renders_filters_and_blocks_injection(page, trajectories, tmp_p
         # The first question image (a flag, drawn in saturated colours) is on screen.
         pixels = rgb.resize((320, 500)).get_flattened_data()
         assert sum(1 for r, g, b in pixels if max(r, g, b) - min(r, g, b) > 120) > 200
+
+
+def test_renders_the_rollout_engines_own_trajectory_file(tmp_path):
+    """The engine (agents.rollout) and the viewer agree on the format: thumbnails and reward parts show."""
+    from agents.rollout import rollout
+
+    base = gym.make("MMSearch-v0", dataset="sample", search="sample", split="test").unwrapped
+    policy = OraclePolicy(base.examples, use_search=True)
+    path = tmp_path / "run" / "traj.jsonl"
+    rollout(policy, range(4), env_kwargs={"dataset": "sample", "split": "test"}, out=path, progress=False)
+    html_text = write_viewer(path, tmp_path / "viewer.html").read_text(encoding="utf-8")
+    records = load_trajectories(path)
+    thumbs = {r["thumbnail"] for rec in records for s in rec["searches"] for r in s["results"] if r["thumbnail"]}
+    assert thumbs  # image searches saved thumbnails, and each one is embedded in the page
+    assert html_text.count("data:image/") >= len(thumbs) + 1
+    assert "search penalty" in html_text and "0.91" in html_text  # the reward breakdown, not a bare total
