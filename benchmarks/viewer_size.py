@@ -62,7 +62,7 @@ def sample_records(episodes: int, images: Path, split: str | None = None) -> lis
             if terminated or truncated:
                 break
         record = base.episode_record()
-            for search, thumbs in zip(record["searches"], base.episode_images()["thumbnails"], strict=True):
+        for search, thumbs in zip(record["searches"], base.episode_images()["thumbnails"], strict=True):
             for result, thumb in zip(search["results"], thumbs, strict=True):
                 result["thumbnail"] = save_image(thumb, images) if thumb is not None else None
         record.update(policy=policy.name, index=index, image=save_image(base.example.image, images))
