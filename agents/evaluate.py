@@ -58,6 +58,7 @@ __all__ = [
     "evaluate",
     "policy_metrics",
     "resolve_policy",
+    "search_disabled_kwargs",
     "search_utility",
 ]
 
@@ -65,6 +66,12 @@ logger = logging.getLogger(__name__)
 
 #: Policy names ``resolve_policy`` knows, besides ``openai:MODEL@URL`` and ``hf:PATH``.
 BASELINE_NAMES = ("direct", "rag", "random", "oracle")
+
+
+def search_disabled_kwargs(env_kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """``env_kwargs`` with search disabled: no backend and both search limits 0 (the prompt says so, and a
+    search the policy still asks for ends the episode)."""
+    return {**env_kwargs, "search": "disabled", "max_image_searches": 0, "max_text_searches": 0}
 
 
 # -- policies by name ----------------------------------------------------------------------------------
@@ -434,7 +441,7 @@ def evaluate(
             row = {"policy": policy.name, **policy_metrics(main, base.max_searches_per_episode, judged)}
             row["search_utility"] = None
             if search_utility_runs:
-                disabled = {**shared, "search": "disabled", "max_image_searches": 0, "max_text_searches": 0}
+                disabled = search_disabled_kwargs(shared)
                 no_search = rollout(
                     policy,
                     indices,
