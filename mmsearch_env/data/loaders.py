@@ -20,7 +20,8 @@ Row formats (detected from the columns / keys, or named with ``format=``):
   ``image_path`` / ``image_url`` or ``image_id`` (looked up as ``IMAGE_DIR/<image_id>.{jpg,JPEG,jpeg,png}``).
   ``answer`` = the first answer, the rest (and ``answer_eval``) become ``candidate_answers``;
   ``category`` = ``question_type`` (else ``"infoseek"``); entity fields → ``metadata``.
-* ``"mmsearch"`` — ours: ``id``, ``question``, ``image``, ``answer``, ``candidate_answers``, ``category``,
+* ``"mmsearch"`` — ours: ``id``, ``question``, ``image`` (or ``file_name``, as in a Hugging Face
+  imagefolder ``metadata.jsonl``), ``answer``, ``candidate_answers``, ``category``,
   ``search_need``, ``image_url``, ``metadata`` (a JSON object, or a JSON-encoded string in parquet);
   other columns → ``metadata``.
 
@@ -150,6 +151,8 @@ def _image_cell(cell: Any, where: str) -> Any:
 
 
 def _fvqa_row(record: Mapping[str, Any], where: str) -> dict[str, Any]:
+    if record.get("data_id") is not None:
+        where = f"{where} (data_id={record['data_id']!r})"
     prompt = record.get("prompt")
     if hasattr(prompt, "tolist"):
         prompt = prompt.tolist()
@@ -274,6 +277,8 @@ def _ours_row(record: Mapping[str, Any], where: str) -> dict[str, Any]:
         row["image"] = record["_image"]
     elif isinstance(row.get("image"), Mapping):  # {"bytes", "path"} as datasets' Image feature stores it
         row["image"] = _image_cell(row["image"], f"{where}: field 'image'")
+    if row.get("image") is None and row.get("file_name"):  # the Hugging Face imagefolder convention
+        row["image"] = row.pop("file_name")
     if row.get("image") is None and row.get("image_url"):
         row["image"] = row["image_url"]
     metadata = row.pop("metadata", None)
