@@ -118,10 +118,10 @@ def test_fvqa_images_are_read_lazily_by_row_group(tmp_path):
     [
         (
             fvqa_row(2, candidates="[not json"),
-            "row 2 (id='fvqa_train_2'): field 'reward_model.candidate_answers' is not",
+            "field 'reward_model.candidate_answers' is not a JSON-encoded list",
         ),
-        (fvqa_row(2, truth=""), "row 2: field 'reward_model.ground_truth' is missing or empty"),
-        (fvqa_row(2, content="<image>"), "row 2: field 'prompt': the user message has no question text"),
+        (fvqa_row(2, truth=""), "field 'reward_model.ground_truth' is missing or empty"),
+        (fvqa_row(2, content="<image>"), "field 'prompt': the user message has no question text"),
     ],
 )
 def test_fvqa_errors_name_file_row_and_field(tmp_path, row, message):
