@@ -155,6 +155,23 @@ def test_parquet_folder_picks_the_split(tmp_path):
         load_dataset(str(tmp_path), split="validation")
 
 
+def test_rechunk_parquet_for_random_access(tmp_path, caplog, monkeypatch):
+    from mmsearch_env.data import loaders
+
+    big = write_fvqa(tmp_path / "big.parquet", [fvqa_row(i) for i in range(10)], row_group_size=10)
+    monkeypatch.setattr(loaders, "LARGE_ROW_GROUP", 5)
+    with caplog.at_level("WARNING", logger="mmsearch_env.data.loaders"):
+        load_parquet(big)
+    assert "row groups of up to 10 rows" in caplog.text and "rechunk_parquet" in caplog.text
+    small = loaders.rechunk_parquet(big, tmp_path / "small.parquet", row_group_size=3)
+    meta = pq.ParquetFile(small).metadata
+    assert (meta.num_rows, meta.num_row_groups) == (10, 4)
+    assert pq.read_table(small).equals(pq.read_table(big))
+    assert [e.image.getpixel((0, 0)) for e in load_parquet(small)][8] == (8, 100, 200)
+    with pytest.raises(ConfigError, match="write to a new file"):
+        loaders.rechunk_parquet(big, big)
+
+
 def test_iter_examples_streams_in_batches(tmp_path):
     path = write_fvqa(tmp_path / "f.parquet", [fvqa_row(i) for i in range(7)])
     stream = iter_examples(path, batch_size=3)
@@ -262,7 +279,8 @@ def test_image_urls_download_through_the_guard(tmp_path):
 
 # -- Hugging Face datasets -------------------------------------------------------------------------------
 def test_hf_dataset_objects_and_save_to_disk(tmp_path):
-    datasets = pytest.importorskip("datasets")
+    import datasets
+
     rows = {
         "id": ["h0", "h1", "h2"],
         "question": ["Q0?", "Q1?", "Q2?"],
@@ -289,7 +307,8 @@ def test_hf_dataset_objects_and_save_to_disk(tmp_path):
 
 
 def test_hf_dataset_in_fvqa_shape(tmp_path):
-    datasets = pytest.importorskip("datasets")
+    import datasets
+
     table = pa.Table.from_pylist([fvqa_row(i) for i in range(3)], schema=FVQA_SCHEMA)
     ds = datasets.Dataset(table)
     examples = load_dataset(ds)

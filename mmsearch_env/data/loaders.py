@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import bisect
 import json
+import logging
 import os
 import re
 import threading
@@ -69,8 +70,14 @@ __all__ = [
     "load_parquet",
     "load_records_file",
     "normalize_record",
+    "rechunk_parquet",
     "write_parquet",
 ]
+
+logger = logging.getLogger(__name__)
+
+#: Row groups larger than this make random image access slow (each miss reads a whole row group).
+LARGE_ROW_GROUP = 1024
 
 #: Row formats the loaders understand (``"auto"`` detects one from the columns).
 FORMATS = ("auto", "mmsearch", "fvqa", "infoseek")
@@ -381,7 +388,7 @@ class _RowGroupImages:
         self.path = path
         self.column = column
         self.cache_size = max(1, int(cache_size))
-        self._file = pq.ParquetFile(path)
+        self._file = pq.ParquetFile(path, pre_buffer=False)
         self._starts: list[int] = []
         total = 0
         for i in range(self._file.metadata.num_row_groups):
@@ -390,6 +397,15 @@ class _RowGroupImages:
         self._cache: OrderedDict[int, Any] = OrderedDict()
         self._lock = threading.Lock()
         self.reads = 0  # row groups read (the benchmark reports it)
+        largest = max((self._file.metadata.row_group(i).num_rows for i in range(len(self._starts))), default=0)
+        if largest > LARGE_ROW_GROUP:
+            logger.warning(
+                "%s has row groups of up to %d rows: each image read outside the cached row groups reads a whole "
+                "row group's images. For random access (training), rewrite it once with "
+                "mmsearch_env.data.loaders.rechunk_parquet(src, dst) (64-row groups, streamed).",
+                path,
+                largest,
+            )
 
     def cell(self, row: int) -> Any:
         group = bisect.bisect_right(self._starts, row) - 1
@@ -463,7 +479,7 @@ def load_parquet(
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"dataset file {str(path)!r} does not exist")
-    parquet = pq.ParquetFile(path)
+    parquet = pq.ParquetFile(path, pre_buffer=False)
     names = parquet.schema_arrow.names
     fmt = _parquet_format(names, format, path)
     image_col = _image_column(names, fmt)
@@ -503,7 +519,7 @@ def iter_examples(
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"dataset file {str(path)!r} does not exist")
-    parquet = pq.ParquetFile(path)
+    parquet = pq.ParquetFile(path, pre_buffer=False)
     fmt = _parquet_format(parquet.schema_arrow.names, format, path)
     row = 0
     for batch in parquet.iter_batches(batch_size=batch_size):
@@ -511,6 +527,22 @@ def iter_examples(
             where = f"{path}: row {row}"
             yield _to_example(normalize_record(record, fmt, where), row, where, path.parent, fetch_policy)
             row += 1
+
+
+def rechunk_parquet(
+    src: str | os.PathLike[str], dst: str | os.PathLike[str], *, row_group_size: int = 64, batch_size: int = 256
+) -> Path:
+    """Copy a parquet file with small row groups (same schema and rows), streaming: memory stays at one
+    batch. Small row groups make the lazy loader's random image access cheap."""
+    _, pq = _pyarrow()
+    src, dst = Path(src), Path(dst)
+    if src.resolve() == dst.resolve():
+        raise ConfigError(f"rechunk_parquet: write to a new file, not over {str(src)!r}")
+    source = pq.ParquetFile(src, pre_buffer=False)
+    with pq.ParquetWriter(dst, source.schema_arrow) as writer:
+        for batch in source.iter_batches(batch_size=batch_size):
+            writer.write_batch(batch, row_group_size=row_group_size)
+    return dst
 
 
 def write_parquet(
@@ -631,16 +663,10 @@ def load_hf(
     names = dataset.column_names
     fmt = format if format != "auto" else detect_format(names)
     image_col = _image_column(names, fmt)
-    table = dataset
-    if image_col is not None:
-        feature = dataset.features[image_col]
-        if isinstance(feature, hf.Image):
-            table = dataset.cast_column(image_col, hf.Image(decode=False))
-        elif isinstance(feature, (list, hf.Sequence)) or type(feature).__name__ == "List":
-            inner = feature[0] if isinstance(feature, list) else getattr(feature, "feature", None)
-            if isinstance(inner, hf.Image):
-                table = dataset.cast_column(image_col, hf.Sequence(hf.Image(decode=False)))
-    rest = table.remove_columns([image_col]) if image_col else table
+    # Arrow format hands back the stored {bytes, path} cells without decoding (and without the copy a
+    # cast_column to Image(decode=False) would write).
+    table = dataset.with_format("arrow")
+    rest = dataset.remove_columns([image_col]) if image_col else dataset
     examples = []
     for row, record in enumerate(rest):
         where = f"{name}: row {row}"
@@ -655,7 +681,7 @@ def _hf_image_ref(table: Any, column: str, row: int, fmt: str, where: str, fetch
     image_where = f"{where}: field '{column}'"
 
     def fetch() -> Any:
-        cell = table[row][column]
+        cell = table[row].column(column)[0].as_py()
         value = _first_image_cell(cell, where) if fmt == "fvqa" else _image_cell(cell, image_where)
         if value is None:
             raise DatasetError(f"{image_where}: the row has no image")
