@@ -28,9 +28,11 @@ search type where the input had none; columns ``curation_label``, ``search_type`
 (every question, dropped ones too), ``report.json``, ``report.md`` and ``label_counts.png``.
 
 ``K`` rollouts mean something only with a stochastic policy. A real curation uses a model policy
-(``hf:PATH`` sampling at temperature 1, or ``openai:MODEL@URL``); ``random[:SEED]`` gets the seed
-``SEED + k`` in rollout ``k`` (the cheap stochastic baseline the tests use); deterministic policies
-(``oracle``, ``direct``, ``rag``) give ``K`` identical rollouts.
+(``hf:PATH`` or ``openai:MODEL@URL``): given as a spec string, its ``temperature`` is set to
+``temperature`` (default 1.0, the paper's rollout temperature; those policies default to greedy
+decoding, which would make the ``K`` rollouts identical). Policy *objects* keep their own settings.
+``random[:SEED]`` gets the seed ``SEED + k`` in rollout ``k`` (the cheap stochastic baseline the tests
+use); ``oracle``, ``direct`` and ``rag`` are deterministic (``K`` identical rollouts).
 """
 
 from __future__ import annotations
@@ -226,6 +228,7 @@ def curate(
     on_shortfall: str = "shrink",
     max_size: int | None = None,
     limit: int | None = None,
+    temperature: float | None = 1.0,
     plot: bool = True,
     progress: bool = True,
 ) -> CurationResult:
@@ -244,6 +247,7 @@ def curate(
         on_shortfall: ``"shrink"`` (keep the ratio) or ``"keep-all"``.
         max_size: cap on the subset size (the ratio kept).
         limit: only the first ``limit`` questions.
+        temperature: sampling temperature set on a model policy given as a spec string (``None``: leave it).
     """
     from agents.evaluate import resolve_policy, search_disabled_kwargs
     from agents.rollout import rollout
@@ -271,6 +275,11 @@ def curate(
         probe.close()
         raise ConfigError(f"limit must be a positive number of questions, got {limit!r}")
     resolved = resolve_policy(policy, examples=examples, protocol=base.protocol)
+    if isinstance(policy, str) and temperature is not None and hasattr(resolved, "temperature"):
+        if temperature < 0:
+            probe.close()
+            raise ConfigError(f"temperature must be >= 0, got {temperature!r}")
+        resolved.temperature = float(temperature)  # sampled rollouts: K greedy ones would all be the same
     infos: dict[str, dict[int, list[dict[str, Any]]]] = {"no_search": defaultdict(list), "search": defaultdict(list)}
     names = set()
     try:
@@ -494,6 +503,9 @@ def add_curate_subparser(sub: Any) -> None:
     p.add_argument("--max-size", type=int, default=None, help="at most this many questions in the subset")
     p.add_argument("--limit", type=int, default=None, help="only the first N questions")
     p.add_argument("--seed", type=int, default=0, help="seed of the subset sampling")
+    p.add_argument(
+        "--temperature", type=float, default=1.0, help="sampling temperature of hf:/openai: policies (default: 1.0)"
+    )
     p.add_argument("--protocol", default="tags", choices=["tags", "tool_calls"])
     p.add_argument("--search", default=None, help="search backend for the search-enabled pass (env default)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -517,6 +529,7 @@ def _curate_command(args: argparse.Namespace) -> int:
         on_shortfall=args.on_shortfall,
         max_size=args.max_size,
         limit=args.limit,
+        temperature=args.temperature,
         progress=not args.quiet,
     )
     print(report_markdown(result.report))

@@ -8,6 +8,7 @@ from collections import defaultdict
 
 import gymnasium as gym
 import pytest
+from fake_openai import FakeOpenAI
 
 import mmsearch_env  # noqa: F401
 from agents.curate import balance, curate, label_question
@@ -142,3 +143,25 @@ def test_cli_curate(tmp_path, capsys):
     assert "kept 2 search-required + 2 search-free = 4" in out  # 2 free, 6 required -> 2 + 2 at 50%
     assert re.search(r"curated: .*curated\.parquet", out)
     assert main(["curate", "--policy", "oracle", "--ratio", "1.5", "--out", str(tmp_path / "x"), "--quiet"]) == 2
+
+
+def test_model_policy_spec_samples_at_the_curation_temperature(tmp_path, monkeypatch):
+    # A model behind an OpenAI-compatible server (local, real HTTP): spec strings default to greedy
+    # decoding; curation sets temperature 1.0 so that the K rollouts can differ.
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with FakeOpenAI() as fake:
+        result = curate(
+            f"openai:fake-vlm@{fake.base_url}",
+            "sample",
+            "validation",
+            out=tmp_path,
+            rollouts=2,
+            progress=False,
+            on_shortfall="keep-all",
+            concurrency=2,
+        )
+        assert fake.requests and {r["temperature"] for r in fake.requests} == {1.0}
+    # the scripted model image-searches first and answers with the top title: with search disabled it
+    # cannot search (the episode ends), with search it answers the flag questions
+    assert result.report["all"]["labels"]["search_free"] == 0
+    assert result.report["all"]["labels"]["search_required"] > 0
