@@ -253,6 +253,9 @@ def test_dataset_spec_errors(tmp_path):
         load_dataset({"path": "sample", "colour": 1})
     with pytest.raises(ConfigError, match="does not exist"):
         load_dataset({"path": str(tmp_path / "nope.parquet")})
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match=re.escape("has no .jsonl or .parquet file")):
+        load_dataset(str(tmp_path / "empty"))
     with pytest.raises(ConfigError, match="format must be one of"):
         load_dataset({"path": str(write_fvqa(tmp_path / "f.parquet", [fvqa_row(0)])), "format": "csv"})
 

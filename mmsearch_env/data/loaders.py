@@ -358,6 +358,11 @@ def load_records_file(
 
 def _jsonl_in_folder(folder: Path, split: str | None) -> Path:
     files = sorted(folder.glob("*.jsonl"))
+    if not files:
+        raise ConfigError(
+            f"dataset folder {str(folder)!r} has no .jsonl or .parquet file and is not a datasets save_to_disk "
+            "folder; put the rows in metadata.jsonl (or SPLIT.jsonl) next to the images"
+        )
     if split is not None and (folder / f"{split}.jsonl").is_file():
         return folder / f"{split}.jsonl"
     if (folder / "metadata.jsonl").is_file():
