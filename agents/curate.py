@@ -312,6 +312,7 @@ def curate(
                 "id": example.id,
                 "category": example.category,
                 "search_need": example.search_need,
+                "input_label": _input_label(example),
                 **row,
                 "rollouts": rollouts,
             }
@@ -364,6 +365,16 @@ def curate(
             "--rollouts, a stronger policy, or --on-shortfall keep-all"
         )
     return CurationResult(labels=labels, selected=selected, report=report, paths=paths)
+
+
+def _input_label(example: Example) -> str | None:
+    """The dataset's own search label, if it has one: FVQA's ``search_label``, else from ``search_need``."""
+    label = example.metadata.get("search_label")
+    if label in ("search_free", "search_required"):
+        return str(label)
+    if example.search_need is None:
+        return None
+    return "search_free" if example.search_need == "none" else "search_required"
 
 
 def _with_search_need(example: Example, row: Mapping[str, Any]) -> Example:
@@ -423,6 +434,23 @@ def _report(
         "all": counts(labels),
         "selection": dict(selection),
         "curated": counts([by_index[i] for i in selected]),
+        "agreement": _agreement(labels),
+    }
+
+
+def _agreement(labels: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """Input label x curated label counts, when the dataset had its own labels (FVQA, the sample)."""
+    known = [row for row in labels if row.get("input_label")]
+    if not known:
+        return None
+    table: dict[str, Counter[str]] = defaultdict(Counter)
+    for row in known:
+        table[row["input_label"]][row["label"]] += 1
+    same = sum(row["input_label"] == row["label"] for row in known)
+    return {
+        "questions": len(known),
+        "same_label": same,
+        "table": {k: {label: table[k].get(label, 0) for label in LABELS} for k in sorted(table)},
     }
 
 
@@ -444,6 +472,17 @@ def report_markdown(report: Mapping[str, Any]) -> str:
         lines.append("| **total** | " + " | ".join(f"**{part['labels'][label]}**" for label in LABELS) + " |")
         types = ", ".join(f"{t}: {n}" for t, n in part["search_types"].items()) or "-"
         lines += ["", f"Search types: {types}.", ""]
+    agreement = report.get("agreement")
+    if agreement:
+        lines += [
+            f"## Against the dataset's own labels ({agreement['same_label']} of {agreement['questions']} agree)",
+            "",
+            "| dataset label \\ curated | " + " | ".join(LABELS) + " |",
+            "|---|" + "---:|" * len(LABELS),
+        ]
+        for input_label, row in agreement["table"].items():
+            lines.append(f"| {input_label} | " + " | ".join(str(row[label]) for label in LABELS) + " |")
+        lines.append("")
     s = report["selection"]
     ratio = "-" if s["ratio"] is None else f"{100 * s['ratio']:.1f}%"
     lines += [

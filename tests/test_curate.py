@@ -34,6 +34,14 @@ def test_oracle_labels_the_sample_test_split_exactly(tmp_path):
         "country-fact": {"search_free": 0, "search_required": 8, "dropped": 0},
         "flag": {"search_free": 4, "search_required": 4, "dropped": 0},
     }
+    assert report["agreement"] == {
+        "questions": 16,
+        "same_label": 16,
+        "table": {
+            "search_free": {"search_free": 4, "search_required": 0, "dropped": 0},
+            "search_required": {"search_free": 0, "search_required": 12, "dropped": 0},
+        },
+    }
     for row in result.labels:  # the label is the question's own search need
         assert row["search_type"] == row["search_need"], row
         assert (row["correct_no_search"], row["correct_search"]) == ((2, 2) if row["search_need"] == "none" else (0, 2))
