@@ -511,7 +511,11 @@ def add_eval_subparser(sub: Any) -> None:
         required=True,
         help="direct | rag | random[:SEED] | oracle | openai:MODEL@BASE_URL | hf:PATH[@ADAPTER] (repeatable)",
     )
-    p.add_argument("--dataset", default=None, help="built-in name or .jsonl path (default: the embedded data)")
+    p.add_argument(
+        "--dataset",
+        default=None,
+        help="built-in name, .parquet/.jsonl path, folder or hf:NAME (default: the embedded data)",
+    )
     p.add_argument("--split", default="test", help="dataset split, or 'all' (default: test)")
     p.add_argument("--out", default="eval_out", help="output folder; rerun with the same folder to resume")
     p.add_argument("--limit", type=int, default=None, help="only the first N questions")

@@ -316,6 +316,11 @@ def test_hf_dataset_in_fvqa_shape(tmp_path):
     ds = datasets.Dataset(table)
     examples = load_dataset(ds)
     assert examples[1].question == "What is landmark 1?" and examples[1].image.getpixel((0, 0)) == (1, 100, 200)
+    # as the hub stores it: images as a list of the Image feature (decoded to PIL by default)
+    hub = ds.cast_column("images", datasets.List(datasets.Image()))
+    assert isinstance(hub[0]["images"][0], Image.Image)
+    examples = load_dataset(hub)
+    assert isinstance(image_source(examples[2]), ImageRef) and examples[2].image.getpixel((0, 0)) == (2, 100, 200)
 
 
 # -- export for the GRPO trainer --------------------------------------------------------------------------
