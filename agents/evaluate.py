@@ -58,6 +58,7 @@ __all__ = [
     "evaluate",
     "policy_metrics",
     "resolve_policy",
+    "search_disabled_kwargs",
     "search_utility",
 ]
 
@@ -65,6 +66,12 @@ logger = logging.getLogger(__name__)
 
 #: Policy names ``resolve_policy`` knows, besides ``openai:MODEL@URL`` and ``hf:PATH``.
 BASELINE_NAMES = ("direct", "rag", "random", "oracle")
+
+
+def search_disabled_kwargs(env_kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """``env_kwargs`` with search disabled: no backend and both search limits 0 (the prompt says so, and a
+    search the policy still asks for ends the episode)."""
+    return {**env_kwargs, "search": "disabled", "max_image_searches": 0, "max_text_searches": 0}
 
 
 # -- policies by name ----------------------------------------------------------------------------------
@@ -434,7 +441,7 @@ def evaluate(
             row = {"policy": policy.name, **policy_metrics(main, base.max_searches_per_episode, judged)}
             row["search_utility"] = None
             if search_utility_runs:
-                disabled = {**shared, "search": "disabled", "max_image_searches": 0, "max_text_searches": 0}
+                disabled = search_disabled_kwargs(shared)
                 no_search = rollout(
                     policy,
                     indices,
@@ -504,7 +511,11 @@ def add_eval_subparser(sub: Any) -> None:
         required=True,
         help="direct | rag | random[:SEED] | oracle | openai:MODEL@BASE_URL | hf:PATH[@ADAPTER] (repeatable)",
     )
-    p.add_argument("--dataset", default=None, help="built-in name or .jsonl path (default: the embedded data)")
+    p.add_argument(
+        "--dataset",
+        default=None,
+        help="built-in name, .parquet/.jsonl path, folder or hf:NAME (default: the embedded data)",
+    )
     p.add_argument("--split", default="test", help="dataset split, or 'all' (default: test)")
     p.add_argument("--out", default="eval_out", help="output folder; rerun with the same folder to resume")
     p.add_argument("--limit", type=int, default=None, help="only the first N questions")

@@ -4,6 +4,7 @@
 ratios — the quickest check that an install works end to end.
 ``mmsearch view TRAJECTORIES.jsonl --out viewer.html``: the HTML trajectory viewer (:mod:`agents.viewer`).
 ``mmsearch eval``: evaluate policies side by side (:mod:`agents.evaluate`).
+``mmsearch curate``: label questions search-free / search-required, write a balanced subset (:mod:`agents.curate`).
 """
 
 from __future__ import annotations
@@ -103,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     from agents.evaluate import add_eval_subparser  # the eval logic lives in agents/evaluate.py
 
     add_eval_subparser(sub)
+    from agents.curate import add_curate_subparser  # the curation logic lives in agents/curate.py
+
+    add_curate_subparser(sub)
     return parser
 
 

@@ -95,10 +95,10 @@ def test_jsonl_errors(tmp_path):
         load_jsonl(tmp_path / "missing.jsonl")
     other = tmp_path / "data.csv"
     other.write_text("x", encoding="utf-8")
-    with pytest.raises(mmsearch_env.ConfigError, match=re.escape("only .jsonl files are read here")):
+    with pytest.raises(mmsearch_env.ConfigError, match=re.escape("unsupported file type '.csv'")):
         load_dataset(str(other))
     with pytest.raises(
-        mmsearch_env.ConfigError, match=re.escape("dataset must be a name, a .jsonl path or a list of rows")
+        mmsearch_env.ConfigError, match=re.escape("dataset must be a name, a path, 'hf:NAME', a spec dict")
     ):
         load_dataset(42)
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from mmsearch_env.data.schema import (
     SEARCH_NEEDS,
     Example,
+    ImageRef,
     example_from_record,
     examples_from_records,
     load_image,
@@ -22,6 +23,7 @@ __all__ = [
     "SEARCH_NEEDS",
     "DatasetError",
     "Example",
+    "ImageRef",
     "example_from_record",
     "examples_from_records",
     "load_dataset",
@@ -33,15 +35,55 @@ __all__ = [
 BUILTIN_DATASETS = {"sample": ("train", "validation", "test")}
 
 
+#: Keys of a dataset spec dict (``gym.make(..., dataset={"path": ..., "format": "fvqa"})``).
+SPEC_KEYS = ("path", "format", "split", "image_dir", "fetch_policy", "row_group_cache")
+
+
 def load_dataset(dataset: Any = "sample", split: str | None = "train") -> list[Example]:
     """Resolve the ``dataset`` argument of ``gym.make("MMSearch-v0")`` into validated examples.
 
     Args:
-        dataset: a built-in name (``"sample"``), a path to a ``.jsonl`` file, or a list of rows
-            (dicts with ``question``, ``image``, ``answer`` and optional ``candidate_answers``, ``id``,
-            ``category``, ``search_need``, ``image_url``; or :class:`Example` objects).
-        split: the split of a built-in dataset (``None`` = all); ignored for lists and files.
+        dataset: one of
+
+            * a built-in name (``"sample"``);
+            * a path: a ``.jsonl`` file (our rows, FVQA-style or InfoSeek-style records), a ``.parquet``
+              file (the FVQA release or ours), or a folder (JSONL + images, parquet files, or a
+              ``datasets`` ``save_to_disk`` folder) — see :mod:`mmsearch_env.data.loaders`;
+            * ``"hf:NAME"``: ``datasets.load_dataset(NAME, split=split)`` (needs the network);
+            * a dict (JSON-able, so ``gym.make`` kwargs stay JSON): ``{"path": ..., "format": "auto" |
+              "mmsearch" | "fvqa" | "infoseek", "split": ..., "image_dir": ..., "fetch_policy": {...}
+              (options of :class:`mmsearch_env.search.http.FetchPolicy` for image URLs),
+              "row_group_cache": 2}``;
+            * a ``datasets.Dataset`` / ``DatasetDict``;
+            * a list of rows (dicts with ``question``, ``image``, ``answer`` and optional
+              ``candidate_answers``, ``id``, ``category``, ``search_need``, ``image_url``; or
+              :class:`Example` objects).
+        split: the split of a built-in dataset, a ``DatasetDict``, a folder of ``*SPLIT*.parquet`` /
+            ``SPLIT.jsonl`` files (``None`` = all); ignored by single files and lists.
+
+    Files are loaded lazily: images are decoded when the environment first shows them.
     """
+    if isinstance(dataset, Mapping):
+        unknown = sorted(set(dataset) - set(SPEC_KEYS))
+        if unknown or "path" not in dataset:
+            raise ConfigError(
+                f"dataset spec {dict(dataset)!r}: needs 'path' and only the keys {list(SPEC_KEYS)}"
+                + (f"; unknown: {unknown}" if unknown else "")
+            )
+        spec = dict(dataset)
+        path = str(spec.pop("path"))
+        split = spec.pop("split", split)
+        if path in BUILTIN_DATASETS:
+            return load_dataset(path, split)
+        if path.startswith("hf:"):
+            from mmsearch_env.data.loaders import load_hf
+
+            return load_hf(path, split, format=spec.get("format", "auto"), fetch_policy=spec.get("fetch_policy"))
+        from mmsearch_env.data.loaders import load_file
+
+        if not Path(path).exists():
+            raise ConfigError(f"dataset path {path!r} does not exist")
+        return load_file(path, split, **spec)
     if isinstance(dataset, str) and dataset in BUILTIN_DATASETS:
         splits = BUILTIN_DATASETS[dataset]
         if split is not None and split not in splits:
@@ -52,21 +94,30 @@ def load_dataset(dataset: Any = "sample", split: str | None = "train") -> list[E
         from mmsearch_env.data.sample import sample_examples
 
         return list(sample_examples(split))
+    if isinstance(dataset, str) and dataset.startswith("hf:"):
+        from mmsearch_env.data.loaders import load_hf
+
+        return load_hf(dataset, split)
     if isinstance(dataset, (str, os.PathLike)):
         path = Path(dataset)
-        if path.suffix in (".jsonl", ".json") or path.exists():
-            if path.suffix not in (".jsonl", ".json"):
-                raise ConfigError(
-                    f"dataset file {str(path)!r}: only .jsonl files are read here (one JSON object per line)."
-                )
-            return load_jsonl(path)
+        if path.exists() or path.suffix in (".jsonl", ".json", ".parquet"):
+            if not path.exists():
+                raise DatasetError(f"dataset file {str(path)!r} does not exist")
+            from mmsearch_env.data.loaders import load_file
+
+            return load_file(path, split)
         raise ConfigError(
-            f"unknown dataset {str(dataset)!r}: not a built-in name {sorted(BUILTIN_DATASETS)} and not a "
-            "path to a .jsonl file." + did_you_mean(str(dataset), BUILTIN_DATASETS)
+            f"unknown dataset {str(dataset)!r}: not a built-in name {sorted(BUILTIN_DATASETS)}, not 'hf:NAME' and "
+            "not a path to a .jsonl / .parquet file or a dataset folder." + did_you_mean(str(dataset), BUILTIN_DATASETS)
         )
+    if type(dataset).__module__.split(".")[0] == "datasets":
+        from mmsearch_env.data.loaders import load_hf
+
+        return load_hf(dataset, split)
     if isinstance(dataset, Sequence) and not isinstance(dataset, (bytes, bytearray)):
         return examples_from_records(dataset)
     raise ConfigError(
-        f"dataset must be a name, a .jsonl path or a list of rows; got {type(dataset).__name__}. "
-        "Example: gym.make('MMSearch-v0', dataset=[{'question': ..., 'image': ..., 'answer': ...}])."
+        f"dataset must be a name, a path, 'hf:NAME', a spec dict, a datasets.Dataset or a list of rows; got "
+        f"{type(dataset).__name__}. Example: gym.make('MMSearch-v0', dataset=[{{'question': ..., 'image': ..., "
+        "'answer': ...}])."
     )

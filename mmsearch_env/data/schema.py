@@ -8,17 +8,29 @@ from __future__ import annotations
 import io
 import json
 import os
+import threading
 import warnings
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
-from mmsearch_env.errors import DatasetError
+from mmsearch_env.errors import DatasetError, MMSearchError
 
-__all__ = ["SEARCH_NEEDS", "Example", "example_from_record", "examples_from_records", "load_image", "load_jsonl"]
+__all__ = [
+    "SEARCH_NEEDS",
+    "Example",
+    "ImageRef",
+    "example_from_record",
+    "examples_from_records",
+    "image_source",
+    "load_image",
+    "load_jsonl",
+    "url_image",
+]
 
 #: What a question needs: identify the entity by image search; identify it then look a fact up;
 #: look a fact up about a named entity; nothing (answerable from the image itself).
@@ -35,7 +47,9 @@ class Example:
     Attributes:
         id: unique id within the dataset.
         question: the question text.
-        image: the question's image, RGB.
+        image: the question's image, RGB. Built with an :class:`ImageRef` instead of a PIL image, the
+            image is decoded when first read (each read of a lazy example's ``image`` returns a decoded
+            image; the last few are cached), so a large dataset's images are never all in memory.
         answer: the ground-truth answer.
         candidate_answers: other answers that also count as correct (aliases).
         category: a free-form category for per-category metrics.
@@ -46,13 +60,82 @@ class Example:
 
     id: str
     question: str
-    image: Image.Image = field(compare=False)
+    image: Image.Image = field(compare=False, repr=False)
     answer: str
     candidate_answers: tuple[str, ...] = ()
     category: str | None = None
     search_need: str | None = None
     image_url: str | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+
+class ImageRef:
+    """A lazily decoded image: a zero-argument ``fetch`` returning bytes, a path or a PIL image.
+
+    ``where`` names the file, row and field for error messages (a broken image is reported when the
+    environment first shows it). ``fetch`` may also raise :class:`DatasetError` itself.
+    """
+
+    __slots__ = ("fetch", "where")
+
+    def __init__(self, fetch: Callable[[], Any], *, where: str):
+        self.fetch = fetch
+        self.where = where
+
+    def raw(self) -> Any:
+        """The undecoded source (bytes, a path or a PIL image), for writers that keep the original encoding."""
+        try:
+            return self.fetch()
+        except DatasetError:
+            raise
+        except Exception as exc:
+            raise DatasetError(f"{self.where}: cannot read the image ({type(exc).__name__}: {exc})") from exc
+
+    def decode(self) -> Image.Image:
+        """The RGB image (the last :data:`DECODED_CACHE_SIZE` decoded images are kept)."""
+        key = id(self)
+        with _DECODED_LOCK:
+            hit = _DECODED.get(key)
+            if hit is not None and hit[0] is self:
+                _DECODED.move_to_end(key)
+                return hit[1]
+        image = load_image(self.raw(), where=self.where)
+        with _DECODED_LOCK:
+            _DECODED[key] = (self, image)
+            while len(_DECODED) > DECODED_CACHE_SIZE:
+                _DECODED.popitem(last=False)
+        return image
+
+    def __repr__(self) -> str:
+        return f"ImageRef({self.where!r})"
+
+
+#: How many lazily decoded images stay cached (an episode reads its image a few times).
+DECODED_CACHE_SIZE = 32
+_DECODED: OrderedDict[int, tuple[ImageRef, Image.Image]] = OrderedDict()
+_DECODED_LOCK = threading.Lock()
+
+
+class _ImageField:
+    """``Example.image``: stores a PIL image or an :class:`ImageRef`; reading it always gives a PIL image."""
+
+    def __get__(self, obj: Any, objtype: Any = None) -> Any:
+        if obj is None:
+            return self
+        value = obj.__dict__["_image"]
+        return value.decode() if isinstance(value, ImageRef) else value
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        obj.__dict__["_image"] = value
+
+
+# Installed after the dataclass is built: its generated __init__ assigns through the descriptor.
+Example.image = _ImageField()  # type: ignore[assignment,method-assign]
+
+
+def image_source(example: Example) -> Any:
+    """What ``example`` stores for its image without decoding it: a PIL image or an :class:`ImageRef`."""
+    return example.__dict__["_image"]
 
 
 def load_image(source: Any, *, where: str = "image") -> Image.Image:
@@ -106,26 +189,87 @@ def _string(record: Mapping[str, Any], key: str, where: str, *, required: bool) 
     return value
 
 
-def example_from_record(record: Mapping[str, Any] | Example, index: int, *, base_dir: Path | None = None) -> Example:
-    """Validate one row (a mapping with ``question``, ``image``, ``answer``, ...) into an Example."""
+def _is_url(value: Any) -> bool:
+    return isinstance(value, str) and value.lower().startswith(("http://", "https://"))
+
+
+def url_image(url: str, *, where: str, fetch_policy: Any = None) -> ImageRef:
+    """An :class:`ImageRef` that downloads ``url`` through the SSRF-guarded fetcher of :mod:`mmsearch_env.search.http`.
+
+    ``fetch_policy``: a :class:`~mmsearch_env.search.http.FetchPolicy` or its options dict (default: the
+    strict web policy — public addresses only, 20 s, 5 MB).
+    """
+
+    def fetch() -> Any:
+        from mmsearch_env.search.http import FetchPolicy, check_status, fetch, redact_url
+
+        policy = FetchPolicy.from_options(fetch_policy)
+        shown = f"image {redact_url(url)!r}"
+        try:
+            result = check_status(fetch(url, policy=policy, accept=("image/*",), what=shown), shown)
+        except MMSearchError as exc:
+            raise DatasetError(f"{where}: cannot download the image: {exc}") from exc
+        return result.content
+
+    return ImageRef(fetch, where=where)
+
+
+def _lazy_path(path: Path, where: str) -> ImageRef:
+    if not path.is_file():
+        raise DatasetError(f"{where}: image file {str(path)!r} does not exist")
+    return ImageRef(lambda: path, where=where)
+
+
+def example_from_record(
+    record: Mapping[str, Any] | Example,
+    index: int,
+    *,
+    base_dir: Path | None = None,
+    lazy: bool = False,
+    fetch_policy: Any = None,
+    where: str | None = None,
+) -> Example:
+    """Validate one row (a mapping with ``question``, ``image``, ``answer``, ...) into an Example.
+
+    ``image`` may be a PIL image, bytes, a path (relative ones are relative to ``base_dir``), an
+    ``http(s)://`` URL (downloaded when first shown, through the SSRF-guarded fetcher with
+    ``fetch_policy``; the URL also becomes ``image_url`` unless the row has one), or an :class:`ImageRef`.
+    ``lazy``: paths and bytes are checked now (the file exists) but decoded when first shown.
+    ``where``: how errors name the row (default ``"row INDEX"``).
+    """
     if isinstance(record, Example):
         return record
-    where = f"row {index}"
+    where = where or f"row {index}"
     if not isinstance(record, Mapping):
         raise DatasetError(
             f"{where}: expected a dict with 'question', 'image' and 'answer', got {type(record).__name__}"
         )
     if record.get("id") is not None:
-        where = f"row {index} (id={record['id']!r})"
+        where = f"{where} (id={record['id']!r})"
     question = _string(record, "question", where, required=True)
     answer = _string(record, "answer", where, required=True)
     example_id = _string(record, "id", where, required=False) or f"example-{index}"
     if "image" not in record or record["image"] is None:
         raise DatasetError(f"{where}: missing required field 'image' (a PIL image, a path, or bytes)")
     source = record["image"]
-    if isinstance(source, str) and base_dir is not None and not os.path.isabs(source):
-        source = base_dir / source
-    image = load_image(source, where=f"{where}: field 'image'")
+    image_where = f"{where}: field 'image'"
+    image_url = record.get("image_url")
+    image: Any
+    if isinstance(source, ImageRef):
+        image = source
+    elif _is_url(source):
+        image = url_image(source, where=image_where, fetch_policy=fetch_policy)
+        image_url = image_url or source
+    else:
+        if isinstance(source, str) and base_dir is not None and not os.path.isabs(source):
+            source = base_dir / source
+        if lazy and isinstance(source, (str, os.PathLike)):
+            image = _lazy_path(Path(source), image_where)
+        elif lazy and isinstance(source, (bytes, bytearray, memoryview)):
+            data = bytes(source)
+            image = ImageRef(lambda: data, where=image_where)
+        else:
+            image = load_image(source, where=image_where)
     candidates = record.get("candidate_answers") or ()
     if isinstance(candidates, str):
         try:  # the FVQA release stores this list JSON-encoded
@@ -146,24 +290,36 @@ def example_from_record(record: Mapping[str, Any] | Example, index: int, *, base
         candidate_answers=tuple(candidates),
         category=_string(record, "category", where, required=False),
         search_need=search_need,
-        image_url=_string(record, "image_url", where, required=False),
+        image_url=_string({"image_url": image_url}, "image_url", where, required=False),
         metadata={k: v for k, v in record.items() if k not in known},
     )
 
 
 def examples_from_records(
-    records: Iterable[Mapping[str, Any] | Example], *, base_dir: Path | None = None
+    records: Iterable[Mapping[str, Any] | Example],
+    *,
+    base_dir: Path | None = None,
+    lazy: bool = False,
+    fetch_policy: Any = None,
 ) -> list[Example]:
-    """Validate every row; ids must be unique."""
-    examples = [example_from_record(r, i, base_dir=base_dir) for i, r in enumerate(records)]
+    """Validate every row; ids must be unique (see :func:`example_from_record` for the arguments)."""
+    examples = [
+        example_from_record(r, i, base_dir=base_dir, lazy=lazy, fetch_policy=fetch_policy)
+        for i, r in enumerate(records)
+    ]
+    check_unique_ids(examples)
+    return examples
+
+
+def check_unique_ids(examples: Sequence[Example], *, what: str = "row") -> None:
+    """Raise :class:`DatasetError` on an empty dataset or a repeated id."""
     if not examples:
         raise DatasetError("the dataset is empty; give at least one row with 'question', 'image' and 'answer'")
     seen: dict[str, int] = {}
     for i, example in enumerate(examples):
         if example.id in seen:
-            raise DatasetError(f"row {i}: id {example.id!r} repeats row {seen[example.id]}; ids must be unique")
+            raise DatasetError(f"{what} {i}: id {example.id!r} repeats {what} {seen[example.id]}; ids must be unique")
         seen[example.id] = i
-    return examples
 
 
 def read_jsonl(path: str | os.PathLike[str], *, what: str = "dataset file") -> Iterator[tuple[str, Any]]:
