@@ -45,7 +45,6 @@ import math
 import numbers
 import os
 import re
-import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,37 +92,20 @@ _NONE = "—"
 
 
 def load_trajectories(path: str | Path) -> list[dict[str, Any]]:
-    """Read a trajectory JSONL file: one JSON object per line, blank lines ignored.
+    """Read a trajectory JSONL file (:func:`agents.rollout.read_trajectories`), which must exist.
 
-    A last line that is not valid JSON and has no newline is what an interrupted writer leaves
-    behind: it is skipped with a warning. Any other bad line raises :class:`DatasetError` naming it.
+    A last line that is not valid JSON is what an interrupted writer leaves behind: it is skipped with
+    a warning. Any other bad line raises :class:`DatasetError` naming it.
     """
+    from agents.rollout import read_trajectories
+
     path = Path(path)
     if not path.is_file():
         raise DatasetError(
             f"trajectory file {str(path)!r} does not exist; give the JSONL that `mmsearch eval` (or the "
             "rollout engine) wrote"
         )
-    lines = path.read_text(encoding="utf-8", errors="replace").split("\n")
-    records: list[dict[str, Any]] = []
-    for line_no, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except ValueError as exc:
-            if line_no == len(lines):
-                warnings.warn(f"{path}:{line_no}: skipped an incomplete last line (an interrupted run?)", stacklevel=2)
-                continue
-            raise DatasetError(
-                f"{path}:{line_no}: not valid JSON ({exc}); each line must be one episode record object"
-            ) from exc
-        if not isinstance(record, dict):
-            raise DatasetError(
-                f"{path}:{line_no}: expected a JSON object (one episode record), got {type(record).__name__}"
-            )
-        records.append(record)
-    return records
+    return read_trajectories(path)
 
 
 def write_viewer(

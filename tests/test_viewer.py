@@ -310,10 +310,10 @@ def test_max_episodes_and_bad_input(tmp_path, trajectories):
     with pytest.raises(DatasetError, match=re.escape(f"{bad}:2: expected a JSON object")):
         load_trajectories(bad)
     bad.write_text('{"question": "a"}\n{oops\n{"question": "b"}\n')
-    with pytest.raises(DatasetError, match=re.escape(f"{bad}:2: not valid JSON")):
+    with pytest.raises(DatasetError, match=re.escape(f"{bad}:2: not a JSON trajectory line")):
         load_trajectories(bad)
     bad.write_text('{"question": "a"}\n{"question": "b", "tur')  # an interrupted writer's last line
-    with pytest.warns(UserWarning, match="incomplete last line"):
+    with pytest.warns(UserWarning, match="truncated last line"):
         assert [r["question"] for r in load_trajectories(bad)] == ["a"]
     with pytest.raises(DatasetError, match=re.escape("trajectory 1: expected a dict (an episode record), got str")):
         render_viewer([{}, "oops"])
