@@ -25,8 +25,10 @@ PLANS = {
 class OraclePolicy(PolicyBase):
     """Follows the ideal search plan of each question and answers only from what it read.
 
-    It knows each question's label (what the question needs) and the query to type, but not the
-    answer's location: after its searches it answers with the ground truth *only if the ground
+    It knows each question's label (what the question needs) and the query to type — for
+    image-then-text questions with a ``query_template`` (the corpus set), the query is built from the
+    top image-search title, so a wrong identification leads to a wrong lookup — but not the answer's
+    location: after its searches it answers with the ground truth *only if the ground
     truth (or an alias) appears in the search results it received*, and says "unknown" otherwise.
     So its accuracy measures whether the search tools really retrieve the answer. Questions labelled
     ``"none"`` (answerable from the image) are answered directly, as a model that can see would.
@@ -57,7 +59,7 @@ class OraclePolicy(PolicyBase):
         step = int(info["turn"])
         if step < len(plan) and info.get(f"can_{plan[step]}", True):  # the rollout engine says what is allowed
             tool = plan[step]
-            query = (example.metadata.get("text_query") or example.question) if tool == "text_search" else None
+            query = self._query(example, observation) if tool == "text_search" else None
             return self.protocol.format_action(tool, query, reason=f"The plan's step {step + 1} is {tool}.")
         if example.search_need == "none":
             return self.protocol.format_action("answer", example.answer, reason="The image shows it.")
@@ -67,6 +69,31 @@ class OraclePolicy(PolicyBase):
             if norm and re.search(rf"\b{re.escape(norm)}\b", seen):
                 return self.protocol.format_action("answer", example.answer, reason="The results state it.")
         return self.protocol.format_action("answer", "unknown", reason="Nothing I read states it.")
+
+    @staticmethod
+    def _query(example: Example, observation: Mapping[str, Any]) -> str:
+        """The text query: for image-then-text questions built from the top image result's title (so the
+        image search really has to identify the entity), else the example's ``text_query``."""
+        template = example.metadata.get("query_template")
+        if template:
+            title = _top_title(observation["messages"])
+            if title:
+                return template.format(e=title)
+        return example.metadata.get("text_query") or example.question
+
+
+_TITLE_RE = re.compile(r"title: ([^\n<]+)")
+
+
+def _top_title(messages: list[dict[str, Any]]) -> str | None:
+    """The first result title of the latest image-search result in the conversation."""
+    for message in reversed(messages[1:]):
+        if message["role"] in ("user", "tool"):
+            text = "".join(b["text"] for b in message["content"] if b["type"] == "text")
+            match = _TITLE_RE.search(text)
+            if match:
+                return match.group(1).strip()
+    return None
 
 
 def _tool_text(messages: list[dict[str, Any]]) -> str:

@@ -87,7 +87,7 @@ def main() -> None:
 
     rows = []
     for backend_name, backend in (("instant", instant_backend()), ("sample engine", "sample")):
-        env = gym.make("MMSearch-v0", search=backend, split=None)
+        env = gym.make("MMSearch-v0", dataset="sample", search=backend, split=None)
         for name, actions in EPISODES.items():
             time_episodes(env, actions, 50, "warm-up")
             times = time_episodes(env, actions, args.episodes, f"{backend_name}: {name}")

@@ -1,6 +1,6 @@
 """The ``mmsearch`` command line.
 
-``mmsearch demo``: run scripted policies over the built-in sample and print accuracy and search
+``mmsearch demo``: run scripted policies over a built-in question set (the corpus test split by default) and print accuracy and search
 ratios — the quickest check that an install works end to end.
 ``mmsearch view TRAJECTORIES.jsonl --out viewer.html``: the HTML trajectory viewer (:mod:`agents.viewer`).
 ``mmsearch eval``: evaluate policies side by side (:mod:`agents.evaluate`).
@@ -28,7 +28,8 @@ def _demo(args: argparse.Namespace) -> int:
     from agents.scripted import OraclePolicy
 
     split = None if args.split == "all" else args.split
-    env = gym.make("MMSearch-v0", split=split, protocol=args.protocol)
+    search = "corpus" if args.dataset == "corpus" else "sample"
+    env = gym.make("MMSearch-v0", dataset=args.dataset, split=split, search=search, protocol=args.protocol)
     base = env.unwrapped
     indices = range(len(base.examples)) if args.episodes is None else range(min(args.episodes, len(base.examples)))
     rows: list[dict[str, Any]] = []
@@ -48,7 +49,9 @@ def _demo(args: argparse.Namespace) -> int:
         )
     env.close()
 
-    print(f"MMSearch-v0 demo · dataset=sample split={args.split} protocol={args.protocol} episodes={len(indices)}")
+    print(
+        f"MMSearch-v0 demo · dataset={args.dataset} split={args.split} protocol={args.protocol} episodes={len(indices)}"
+    )
     header = f"{'policy':<18}{'accuracy':>9}{'reward':>8}{'format':>8}{'search%ep':>10}{'search%calls':>13}"
     print(header)
     print("-" * len(header))
@@ -82,9 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mmsearch-env {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser(
-        "demo", help="run scripted policies on the built-in sample and print accuracy and search ratios"
+        "demo", help="run scripted policies on a built-in question set and print accuracy and search ratios"
     )
-    demo.add_argument("--split", default="all", choices=["train", "validation", "test", "all"])
+    demo.add_argument("--dataset", default="corpus", choices=["corpus", "sample"], help="built-in question set")
+    demo.add_argument("--split", default="test", choices=["train", "validation", "test", "all"])
     demo.add_argument("--protocol", default="tags", choices=["tags", "tool_calls"])
     demo.add_argument("--episodes", type=int, default=None, help="at most this many questions (default: all)")
     demo.add_argument("--json", default=None, help="also write the results to this JSON file")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numbers
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, SupportsFloat
 
@@ -74,7 +75,9 @@ class MMSearchEnv(gym.Env[dict[str, Any], str]):
     end with a search, whose results come back as the next user (``"tags"``) or tool
     (``"tool_calls"``) message, or with an answer, which ends the episode and is scored. This is
     the rollout of MMSearch-R1 (arXiv 2506.20670), with the search tools behind one interface
-    (``search``): the built-in sample "web" by default, or any backend object.
+    (``search``): by default real offline image and text search over the embedded knowledge corpus
+    (``"corpus"``: ~11.9k pages — countries, elements, brands, emoji, Wikipedia summaries), and the
+    question set generated from it (``dataset="corpus"``: ~4.9k questions, entity-disjoint splits).
 
     ## Action Space
 
@@ -136,13 +139,18 @@ class MMSearchEnv(gym.Env[dict[str, Any], str]):
 
     ## Arguments
 
-    * ``dataset``: ``"sample"`` (built-in), a ``.jsonl`` path, or a list of rows (dicts with
+    * ``dataset``: ``"corpus"`` (default: the embedded question set), ``"sample"`` (a tiny invented
+      world, used as a test fixture), a ``.jsonl`` path, or a list of rows (dicts with
       ``question``, ``image`` as PIL image / path / bytes, ``answer``, optional ``candidate_answers``,
       ``id``, ``category``, ``search_need``).
     * ``split``: split of a built-in dataset (``"train"``, ``"validation"``, ``"test"``, ``None``).
-    * ``search``: backend name (``"sample"``, ``"local"``, ``"disabled"``) or object;
-      ``search_options``: dict of keyword arguments for a named backend (``"local"`` takes
-      ``{"pages": "pages.jsonl"}``: your own pages, searched in-process).
+    * ``search``: backend name (``"corpus"``, ``"sample"``, ``"local"``, ``"disabled"``, and the live and
+      wrapper backends of :data:`mmsearch_env.search.SEARCH_BACKENDS`) or object; ``None`` (default)
+      picks the built-in engine matching a built-in dataset (``"sample"`` for ``dataset="sample"``,
+      else ``"corpus"``); ``search_options``: dict of keyword arguments for a named backend (``"local"`` takes
+      ``{"pages": "pages.jsonl"}``: your own pages, searched in-process; ``"corpus"`` takes the
+      search-quality knobs ``drop_prob``, ``distractors``, ``shuffle``, ``degrade``, seeded by the
+      env's RNG — see :class:`mmsearch_env.search.corpus.CorpusSearch`).
     * ``protocol``: ``"tags"`` or ``"tool_calls"``; ``prompts``: a JSON/TOML file of templates.
     * ``max_turns`` (3), ``max_image_searches`` (1), ``max_text_searches`` (2),
       ``search_penalty`` (0.1), ``format_weight`` (0.1).
@@ -153,10 +161,10 @@ class MMSearchEnv(gym.Env[dict[str, Any], str]):
     ## Example
 
     >>> import gymnasium as gym, mmsearch_env
-    >>> env = gym.make("MMSearch-v0")
-    >>> obs, info = env.reset(seed=0, options={"example_id": "sample-arvenia-image"})
+    >>> env = gym.make("MMSearch-v0", split="test")
+    >>> obs, info = env.reset(seed=0, options={"example_id": "corpus-00000"})
     >>> obs["question"]
-    "Which country's flag is shown in the image?"
+    'This flag belongs to which country?'
     >>> obs, reward, terminated, truncated, info = env.step(
     ...     "<reason>I do not know this flag.</reason><search><img></search>")
     >>> info["image_searches"], reward, terminated
@@ -164,10 +172,10 @@ class MMSearchEnv(gym.Env[dict[str, Any], str]):
     >>> results = obs["messages"][-1]["content"]  # text, then per result: a thumbnail and its title
     >>> [block["type"] for block in results][:3]
     ['text', 'image', 'text']
-    >>> "title: Flag of Arvenia" in "".join(b["text"] for b in results if b["type"] == "text")
+    >>> "title: Aruba" in "".join(b["text"] for b in results if b["type"] == "text")
     True
     >>> obs, reward, terminated, truncated, info = env.step(
-    ...     "<reason>The top result is the flag of Arvenia.</reason><answer>Arvenia</answer>")
+    ...     "<reason>The top result is Aruba.</reason><answer>Aruba</answer>")
     >>> reward, terminated, info["end_reason"]
     (0.91, True, 'answer')
 
@@ -180,9 +188,9 @@ class MMSearchEnv(gym.Env[dict[str, Any], str]):
 
     def __init__(
         self,
-        dataset: Any = "sample",
+        dataset: Any = "corpus",
         split: str | None = "train",
-        search: Any = "sample",
+        search: Any = None,
         search_options: dict[str, Any] | None = None,
         protocol: str | ActionProtocol = "tags",
         prompts: str | PromptTemplates | None = None,
@@ -211,10 +219,13 @@ class MMSearchEnv(gym.Env[dict[str, Any], str]):
                 f"render_mode must be None or one of {self.metadata['render_modes']}, got {render_mode!r}"
             )
 
-        self.examples: list[Example] = load_dataset(dataset, split)
-        self._index_of = {example.id: i for i, example in enumerate(self.examples)}
+        self.examples: Sequence[Example] = load_dataset(dataset, split)
+        ids = getattr(self.examples, "ids", None) or [example.id for example in self.examples]
+        self._index_of = {example_id: i for i, example_id in enumerate(ids)}
         self.protocol = get_protocol(protocol)
         self.prompts = load_prompts(self.protocol, prompts)
+        if search is None:  # the built-in engine that matches a built-in dataset
+            search = "sample" if isinstance(dataset, str) and dataset == "sample" else "corpus"
         self.search = make_search(search, search_options)
         self.max_turns = int(max_turns)
         self.max_image_searches = int(max_image_searches)
@@ -405,9 +416,16 @@ class MMSearchEnv(gym.Env[dict[str, Any], str]):
 
     def _request(self, parsed: Action) -> ImageSearchRequest | TextSearchRequest:
         ep = self._require_episode()
+        # Drawn from the env's seeded RNG so that randomising backends (search-quality knobs) repeat
+        # exactly under the same reset seed.
+        seed = int(self.np_random.integers(2**63))
         if parsed.kind == "image_search":
-            return ImageSearchRequest(image=ep.example.image, image_url=ep.example.image_url, example_id=ep.example.id)
-        return TextSearchRequest(query=parsed.content or "", question=ep.example.question, example_id=ep.example.id)
+            return ImageSearchRequest(
+                image=ep.example.image, image_url=ep.example.image_url, example_id=ep.example.id, rng_seed=seed
+            )
+        return TextSearchRequest(
+            query=parsed.content or "", question=ep.example.question, example_id=ep.example.id, rng_seed=seed
+        )
 
     def _after_search(
         self, parsed: Action, response: SearchResponse

@@ -23,7 +23,7 @@ class StructuredActions(gym.ActionWrapper):
     A dict that does not fit raises :class:`InvalidActionError` naming what is wrong.
 
     >>> import gymnasium as gym, mmsearch_env
-    >>> env = StructuredActions(gym.make("MMSearch-v0"))
+    >>> env = StructuredActions(gym.make("MMSearch-v0", dataset="sample", search="sample"))
     >>> _ = env.reset(seed=0, options={"example_id": "sample-arvenia-none"})
     >>> env.step({"type": "answer", "answer": "star"})[1]
     1.0

@@ -17,7 +17,11 @@ PROTOCOLS = ["tags", "tool_calls"]
 
 def run(policy, protocol="tags", n=8, **env):
     return rollout(
-        policy, range(n), env_kwargs={"split": None, "protocol": protocol, **env}, concurrency=8, progress=False
+        policy,
+        range(n),
+        env_kwargs={"dataset": "sample", "split": None, "protocol": protocol, **env},
+        concurrency=8,
+        progress=False,
     )
 
 
@@ -62,7 +66,11 @@ def test_with_search_disabled_every_policy_answers_at_once(policy):
 def test_random_depends_only_on_seed_example_and_turn():
     first = [r["turns"] for r in run(RandomPolicy(seed=3), n=16).records]
     again = rollout(
-        RandomPolicy(seed=3), list(reversed(range(16))), env_kwargs={"split": None}, concurrency=3, progress=False
+        RandomPolicy(seed=3),
+        list(reversed(range(16))),
+        env_kwargs={"dataset": "sample", "split": None},
+        concurrency=3,
+        progress=False,
     )
     assert [r["turns"] for r in sorted(again.records, key=lambda r: r["index"])] == first
     other = [r["turns"] for r in run(RandomPolicy(seed=4), n=16).records]

@@ -286,7 +286,7 @@ def test_recorded_run_replays_with_zero_backend_calls_and_identical_observations
 def test_cached_by_name_through_gym_make(tmp_path):
     path = str(tmp_path / "named.sqlite")
     options = {"backend": "sample", "cache": path, "mode": "read-through"}
-    env = gym.make("MMSearch-v0", search="cached", search_options=options)
+    env = gym.make("MMSearch-v0", dataset="sample", search="cached", search_options=options)
     env.reset(seed=0, options={"example_id": "sample-arvenia-image"})
     _, _, _, _, info = env.step("<reason>Unknown flag.</reason><search><img></search>")
     assert info["image_searches"] == 1 and info["search_failures"] == 0
@@ -295,6 +295,7 @@ def test_cached_by_name_through_gym_make(tmp_path):
     env.close()
     replay = gym.make(
         "MMSearch-v0",
+        dataset="sample",
         search="cached",
         search_options={"backend": None, "cache": path, "mode": "replay", "backend_name": "sample"},
     )

@@ -64,7 +64,7 @@ def count_images(messages):
     ],
 )
 def test_every_observation_renders_with_matching_image_tokens(tokenizer, protocol, turns):
-    env = gym.make("MMSearch-v0", protocol=protocol)
+    env = gym.make("MMSearch-v0", dataset="sample", search="sample", protocol=protocol)
     obs, _ = env.reset(options={"example_id": "sample-arvenia-image-text"})
     observations = [obs]
     for turn in turns:

@@ -13,7 +13,7 @@ from mmsearch_env.cli import main
 
 def test_demo_oracle_solves_sample_and_no_search_cannot(tmp_path, capsys):
     out = tmp_path / "demo.json"
-    assert main(["demo", "--quiet", "--json", str(out)]) == 0
+    assert main(["demo", "--dataset", "sample", "--split", "all", "--quiet", "--json", str(out)]) == 0
     rows = {row["policy"]: row for row in json.loads(out.read_text())}
     plan, blind = rows["oracle-plan"], rows["oracle-no-search"]
     assert plan["accuracy"] == 1.0 and plan["format_rate"] == 1.0
@@ -28,7 +28,22 @@ def test_demo_oracle_solves_sample_and_no_search_cannot(tmp_path, capsys):
 def test_demo_tool_calls_protocol_and_split(tmp_path):
     out = tmp_path / "demo.json"
     assert (
-        main(["demo", "--quiet", "--protocol", "tool_calls", "--split", "test", "--episodes", "8", "--json", str(out)])
+        main(
+            [
+                "demo",
+                "--dataset",
+                "sample",
+                "--quiet",
+                "--protocol",
+                "tool_calls",
+                "--split",
+                "test",
+                "--episodes",
+                "8",
+                "--json",
+                str(out),
+            ]
+        )
         == 0
     )
     rows = json.loads(out.read_text())
@@ -53,10 +68,13 @@ def test_bad_arguments_exit_with_usage():
 
 
 def test_quickstart_example_runs():
+    import os
     from pathlib import Path
 
-    script = Path(__file__).resolve().parents[1] / "examples" / "quickstart.py"
-    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, check=False)
+    root = Path(__file__).resolve().parents[1]
+    script = root / "examples" / "quickstart.py"
+    env = {**os.environ, "PYTHONPATH": str(root)}  # this checkout's package, not an installed one
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, check=False, env=env)
     assert result.returncode == 0, result.stderr
     assert "reward: 0.91" in result.stdout
-    assert "oracle-plan: accuracy 1.00, search ratio 0.75" in result.stdout
+    assert "oracle-plan: accuracy 1.00, search ratio 0.82" in result.stdout

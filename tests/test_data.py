@@ -81,7 +81,7 @@ def test_jsonl_with_relative_images(tmp_path):
     path.write_text("\n".join(lines), encoding="utf-8")
     examples = load_jsonl(path)
     assert [e.id for e in examples] == ["a", "b"]
-    env = gym.make("MMSearch-v0", dataset=str(path))
+    env = gym.make("MMSearch-v0", search="sample", dataset=str(path))
     obs, info = env.reset(options={"example_id": "b"})
     assert obs["image"].getpixel((0, 0)) == (1, 2, 3)
 

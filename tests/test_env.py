@@ -37,7 +37,7 @@ def run(env, actions, options=ARVENIA_CAPITAL, seed=None):
 
 @pytest.fixture
 def env():
-    e = gym.make("MMSearch-v0")
+    e = gym.make("MMSearch-v0", dataset="sample", search="sample")
     yield e
     e.close()
 
@@ -47,7 +47,7 @@ def env():
 
 @pytest.mark.parametrize("protocol", ["tags", "tool_calls"])
 def test_check_env_passes_without_warnings(protocol):
-    env = gym.make("MMSearch-v0", protocol=protocol)
+    env = gym.make("MMSearch-v0", dataset="sample", search="sample", protocol=protocol)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         check_env(env.unwrapped)
@@ -78,7 +78,7 @@ def test_seeds_pick_examples_with_the_env_rng(env):
 
 
 def test_spec_round_trips_to_json():
-    env = gym.make("MMSearch-v0", split="test", search="sample", protocol="tool_calls", max_turns=4)
+    env = gym.make("MMSearch-v0", dataset="sample", split="test", search="sample", protocol="tool_calls", max_turns=4)
     spec = gym.envs.registration.EnvSpec.from_json(env.spec.to_json())
     again = spec.make()
     assert again.unwrapped.max_turns == 4
@@ -116,7 +116,7 @@ def test_async_vector_env_without_shared_memory():
 def test_gym_make_passive_checker_is_silent():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        env = gym.make("MMSearch-v0")
+        env = gym.make("MMSearch-v0", dataset="sample", search="sample")
         env.reset(seed=0)
         env.step(IMG)
 
@@ -182,7 +182,7 @@ def test_observations_do_not_alias_env_state(env):
 
 
 def test_tool_calls_protocol_uses_tool_role():
-    env = gym.make("MMSearch-v0", protocol="tool_calls")
+    env = gym.make("MMSearch-v0", dataset="sample", search="sample", protocol="tool_calls")
     call = '<tool_call>{"name": "text_search", "arguments": {"query": "capital of Arvenia"}}</tool_call>'
     steps = run(env, [call, "It is <answer>Velmont</answer>"])
     obs, reward, terminated, *_ = steps[-1]
@@ -219,7 +219,7 @@ def test_end_reasons(env, actions, end_reason, terminated, reward, steps):
 
 
 def test_text_search_limit_and_unrun_search():
-    env = gym.make("MMSearch-v0", max_turns=5, max_text_searches=2)
+    env = gym.make("MMSearch-v0", dataset="sample", search="sample", max_turns=5, max_text_searches=2)
     result = run(env, [TXT, TXT, TXT])
     info = result[-1][4]
     assert info["end_reason"] == "text_search_limit"
@@ -228,7 +228,7 @@ def test_text_search_limit_and_unrun_search():
 
 
 def test_zero_search_budget_truncates_any_search():
-    env = gym.make("MMSearch-v0", max_image_searches=0, max_text_searches=0)
+    env = gym.make("MMSearch-v0", dataset="sample", search="sample", max_image_searches=0, max_text_searches=0)
     (step,) = run(env, [IMG])
     assert step[4]["end_reason"] == "image_search_limit"
     assert env.unwrapped.max_searches_per_episode == 0
@@ -262,7 +262,7 @@ def test_format_ok_tracks_each_step(env):
 
 
 def test_custom_limits_and_weights():
-    env = gym.make("MMSearch-v0", search_penalty=0.5, format_weight=0.2)
+    env = gym.make("MMSearch-v0", dataset="sample", search="sample", search_penalty=0.5, format_weight=0.2)
     assert run(env, [IMG, ANS.format("Velmont")])[-1][1] == pytest.approx(0.8 * 0.5 + 0.2)
 
 
@@ -270,7 +270,7 @@ def test_custom_limits_and_weights():
 
 
 def test_step_before_reset_and_after_end():
-    env = gym.make("MMSearch-v0").unwrapped
+    env = gym.make("MMSearch-v0", dataset="sample", search="sample").unwrapped
     with pytest.raises(ResetNeededError, match=re.escape("call env.reset()")):
         env.step(ANS.format("x"))
     env.reset(seed=0)
@@ -294,8 +294,10 @@ def test_non_str_action_raises(env, action):
         ({"search_penalty": 2}, "search_penalty must be a number in [0, 1], got 2"),
         ({"protocol": "tag"}, "unknown protocol 'tag'; expected one of ['tags', 'tool_calls']. Did you mean 'tags'?"),
         ({"search": "sampel"}, "unknown search backend 'sampel'"),
+        ({"search": "copus"}, "Did you mean 'corpus'?"),
         ({"dataset": "sampl"}, "Did you mean 'sample'?"),
-        ({"split": "tset"}, "dataset 'sample' has no split 'tset'"),
+        ({"split": "tset"}, "dataset 'corpus' has no split 'tset'"),
+        ({"dataset": "sample", "split": "tset"}, "dataset 'sample' has no split 'tset'"),
         ({"render_mode": "human"}, "render_mode must be None or one of ['ansi']"),
         ({"search_timeout": 0}, "search_timeout must be a positive number of seconds"),
         ({"search": object()}, "search must be a backend name"),
@@ -354,7 +356,7 @@ class AsyncOnly:
 
 
 def test_backend_errors_become_tool_error_turns():
-    env = gym.make("MMSearch-v0", search=Exploding())
+    env = gym.make("MMSearch-v0", dataset="sample", search=Exploding())
     steps = run(env, [IMG, TXT, ANS.format("Velmont")])
     (o1, _, _, _, i1), (o2, _, _, _, i2), (_, reward, terminated, _, i3) = steps
     assert i1["search_error"] == "ConnectionError: backend down"
@@ -366,26 +368,26 @@ def test_backend_errors_become_tool_error_turns():
 
 
 def test_disabled_backend():
-    env = gym.make("MMSearch-v0", search="disabled")
+    env = gym.make("MMSearch-v0", dataset="sample", search="disabled")
     (o, r, term, trunc, info), *_ = run(env, [TXT])
     assert info["search_error"] == "search is disabled in this environment"
     assert info["search_failures"] == 1 and not term
 
 
 def test_slow_backend_times_out():
-    env = gym.make("MMSearch-v0", search=Slow(), search_timeout=0.2)
+    env = gym.make("MMSearch-v0", dataset="sample", search=Slow(), search_timeout=0.2)
     started = time.perf_counter()
     (o, r, term, trunc, info), *_ = run(env, [TXT])
     assert time.perf_counter() - started < 1.5
     assert info["search_error"] == "timed out after 0.2 s"
     # a backend without image search says so
-    env2 = gym.make("MMSearch-v0", search=Slow())
+    env2 = gym.make("MMSearch-v0", dataset="sample", search=Slow())
     (o, r, term, trunc, info), *_ = run(env2, [IMG])
     assert info["search_error"] == "the 'slow' backend does not support image search"
 
 
 def test_async_only_backend_in_step_and_astep():
-    env = gym.make("MMSearch-v0", search=AsyncOnly())
+    env = gym.make("MMSearch-v0", dataset="sample", search=AsyncOnly())
     (obs, *_), *_ = run(env, [IMG])
     assert "title: Async page" in obs["messages"][-1]["content"][-1]["text"] or any(
         "Async page" in b.get("text", "") for b in obs["messages"][-1]["content"]
@@ -422,7 +424,7 @@ def test_list_dataset_with_bytes_path_and_pil(tmp_path):
         },
         {"question": "What colour is this?", "image": str(path), "answer": "red"},
     ]
-    env = gym.make("MMSearch-v0", dataset=rows)
+    env = gym.make("MMSearch-v0", search="sample", dataset=rows)
     assert [e.id for e in env.unwrapped.examples] == ["pil", "example-1", "example-2"]
     for index in range(3):
         env.reset(options={"index": index})
@@ -431,10 +433,12 @@ def test_list_dataset_with_bytes_path_and_pil(tmp_path):
 
 
 def test_render_ansi():
-    env = gym.make("MMSearch-v0", render_mode="ansi")
+    env = gym.make("MMSearch-v0", dataset="sample", search="sample", render_mode="ansi")
     run(env, [IMG, ANS.format("Arvenia")])
     text = env.render()
     assert "── user ──" in text and "── assistant ──" in text
     assert "[image " in text
     assert "reward=0.1" in text and "truth='Velmont'" in text
-    assert gym.make("MMSearch-v0").unwrapped.render() is None  # no render_mode: nothing
+    assert (
+        gym.make("MMSearch-v0", dataset="sample", search="sample").unwrapped.render() is None
+    )  # no render_mode: nothing

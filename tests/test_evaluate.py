@@ -77,7 +77,7 @@ def test_evaluate_writes_table_plot_and_trajectories(tmp_path, monkeypatch):
     viewer.write_viewer = lambda src, dst: (calls.append((str(src), str(dst))), dst.write_text("<html></html>"))
     monkeypatch.setitem(sys.modules, "agents.viewer", viewer)
     indices = list(range(0, 64, 3))  # every search need appears
-    report = evaluate(["oracle", "direct"], split=None, indices=indices, out=tmp_path, progress=False)
+    report = evaluate(["oracle", "direct"], dataset="sample", split=None, indices=indices, out=tmp_path, progress=False)
     oracle, direct = report.row("oracle-plan"), report.row("direct")
     assert oracle["episodes"] == 22 and oracle["accuracy"] == 1.0
     need_search = sum(load_dataset("sample", None)[i].search_need != "none" for i in indices)
@@ -161,7 +161,7 @@ def test_resolve_policy_names_and_errors(monkeypatch):
     resolve_policy("hf:/models/tiny@/adapters/lora", protocol="tool_calls")
     assert built == [("/models/tiny", "/adapters/lora", "tool_calls")]
     with pytest.raises(ConfigError, match="policy names must be unique"):
-        evaluate(["rag", "rag"], split="test", out=None, progress=False)
+        evaluate(["rag", "rag"], dataset="sample", split="test", out=None, progress=False)
 
 
 def test_cli_eval(tmp_path, capsys):
@@ -172,6 +172,8 @@ def test_cli_eval(tmp_path, capsys):
             "oracle",
             "--policy",
             "rag",
+            "--dataset",
+            "sample",
             "--split",
             "test",
             "--limit",
@@ -194,6 +196,8 @@ def test_cli_eval(tmp_path, capsys):
 def test_missing_matplotlib_keeps_the_tables(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     with pytest.warns(UserWarning, match=r"no plot written: .*pip install 'mmsearch-env\[eval\]'"):
-        report = evaluate(["direct"], split="test", limit=2, out=tmp_path, progress=False, search_utility_runs=False)
+        report = evaluate(
+            ["direct"], dataset="sample", split="test", limit=2, out=tmp_path, progress=False, search_utility_runs=False
+        )
     assert "plot" not in report.paths and (tmp_path / "report.md").is_file()
     assert not (tmp_path / "accuracy_vs_search.png").exists()

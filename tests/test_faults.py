@@ -88,7 +88,12 @@ def test_config_errors_say_what_to_fix(sample):
 
 
 def test_env_episode_goes_on_after_injected_faults():
-    env = gym.make("MMSearch-v0", search="faults", search_options={"backend": "sample", "error_rate": 1.0, "seed": 3})
+    env = gym.make(
+        "MMSearch-v0",
+        dataset="sample",
+        search="faults",
+        search_options={"backend": "sample", "error_rate": 1.0, "seed": 3},
+    )
     env.reset(seed=0, options={"example_id": "sample-arvenia-image"})
     obs, reward, terminated, truncated, info = env.step("<reason>Unknown flag.</reason><search><img></search>")
     assert not terminated and not truncated and reward == 0.0

@@ -150,7 +150,9 @@ def test_import_then_env_image_search_hits_by_data_id(tmp_path):
     assert (report.entries, report.results, report.thumbnails, report.url_only) == (3, 6, 5, 1)
     assert sorted(fetched) == ["https://example.org/t.jpg", "https://example.org/t3.jpg"]
 
-    env = gym.make("MMSearch-v0", split=None, search="fvqa", search_options={"cache": str(db), "text": "sample"})
+    env = gym.make(
+        "MMSearch-v0", dataset="sample", split=None, search="fvqa", search_options={"cache": str(db), "text": "sample"}
+    )
     env.reset(options={"example_id": "sample-arvenia-image"})
     obs, _, terminated, _, info = env.step("<reason>Unknown flag.</reason><search><img></search>")
     assert info["search_failures"] == 0 and not terminated

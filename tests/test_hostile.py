@@ -51,7 +51,10 @@ def check_step(out: tuple) -> tuple:
 
 @pytest.fixture(scope="module")
 def envs():
-    made = {name: gym.make("MMSearch-v0", protocol=name) for name in ("tags", "tool_calls")}
+    made = {
+        name: gym.make("MMSearch-v0", dataset="sample", search="sample", protocol=name)
+        for name in ("tags", "tool_calls")
+    }
     yield made
     for env in made.values():
         env.close()
@@ -211,7 +214,7 @@ TURNS = {
 @pytest.mark.timeout(20)
 @pytest.mark.parametrize("protocol", ["tags", "tool_calls"])
 def test_search_results_cannot_inject(protocol: str) -> None:
-    env = gym.make("MMSearch-v0", search=HostileSearch(), protocol=protocol)
+    env = gym.make("MMSearch-v0", dataset="sample", search=HostileSearch(), protocol=protocol)
     env.reset(options={"example_id": EXAMPLE})
     image_turn, text_turn, answer_turn = TURNS[protocol]
     wrapped = get_protocol(protocol).wrap_information

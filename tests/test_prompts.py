@@ -25,7 +25,7 @@ def test_defaults_mention_every_action_and_limit():
 def test_user_file_overrides_some_keys(tmp_path):
     path = tmp_path / "p.json"
     path.write_text(json.dumps({"instruction": "Q: {question} (turns: {max_turns})", "system": "Be brief."}))
-    env = gym.make("MMSearch-v0", prompts=str(path), max_turns=2)
+    env = gym.make("MMSearch-v0", dataset="sample", search="sample", prompts=str(path), max_turns=2)
     obs, _ = env.reset(options={"example_id": "sample-arvenia-image"})
     assert obs["messages"][0] == {"role": "system", "content": [{"type": "text", "text": "Be brief."}]}
     assert obs["messages"][1]["content"][1]["text"] == "Q: Which country's flag is shown in the image? (turns: 2)"

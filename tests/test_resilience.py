@@ -258,7 +258,7 @@ def test_episode_budget_and_its_reset_through_the_env_wrapper():
             return SearchResponse(response.tool, response.results, cost_usd=0.01)
 
     search = _resilient(Charging(), clock, episode_budget_usd=0.01)
-    env = ResetSearchEpisodes(gym.make("MMSearch-v0", split=None, search=search, max_turns=3))
+    env = ResetSearchEpisodes(gym.make("MMSearch-v0", dataset="sample", split=None, search=search, max_turns=3))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         for _ in range(2):  # the second episode of the same question gets a fresh episode budget
@@ -277,7 +277,7 @@ def test_episode_budget_and_its_reset_through_the_env_wrapper():
 def test_after_retries_give_up_the_env_gets_a_tool_error_and_goes_on():
     clock = FakeClock()
     faulty = FaultySearch(make_search("sample"), error_rate=1.0)
-    env = gym.make("MMSearch-v0", search=_resilient(faulty, clock, max_attempts=3))
+    env = gym.make("MMSearch-v0", dataset="sample", search=_resilient(faulty, clock, max_attempts=3))
     env.reset(seed=0, options={"example_id": "sample-arvenia-image"})
     obs, reward, terminated, truncated, info = env.step("<reason>Unknown flag.</reason><search><img></search>")
     assert not terminated and not truncated and info["search_failures"] == 1
@@ -296,7 +296,7 @@ def test_by_name_with_nested_faults_recovers():
         "base_delay_s": 0.001,
         "max_delay_s": 0.002,
     }
-    env = gym.make("MMSearch-v0", split=None, search="resilient", search_options=options)
+    env = gym.make("MMSearch-v0", dataset="sample", split=None, search="resilient", search_options=options)
     for example_id in ("sample-arvenia-image", "sample-arvenia-text", "sample-arvenia-image-text"):
         env.reset(options={"example_id": example_id})
         action = "<search><img></search>" if "image" in example_id else "<text_search>arvenia</text_search>"

@@ -21,7 +21,7 @@ from mmsearch_env.errors import ConfigError, DatasetError
 from mmsearch_env.search import SearchBackendBase, SearchResponse, SearchResult
 
 EXAMPLES = load_dataset("sample", None)
-ALL = {"split": None}
+ALL = {"dataset": "sample", "split": None}
 
 
 def oracle():
@@ -189,7 +189,7 @@ def test_searches_of_different_episodes_overlap(backend_cls):
 
 
 def test_policy_sees_the_limits():
-    env = gym.make("MMSearch-v0", split=None, max_text_searches=0)
+    env = gym.make("MMSearch-v0", dataset="sample", split=None, max_text_searches=0)
     _, info = env.reset(options={"index": 0})
     limits = policy_info(env, info)
     assert limits["can_image_search"] and not limits["can_text_search"]
@@ -198,7 +198,7 @@ def test_policy_sees_the_limits():
     _, info = env.reset(options={"index": 0})
     _, _, _, _, info = env.step("<reason>x</reason><search><img></search>")
     assert not policy_info(env, info)["can_image_search"]
-    env2 = gym.make("MMSearch-v0", split=None, max_turns=1)
+    env2 = gym.make("MMSearch-v0", dataset="sample", split=None, max_turns=1)
     _, info2 = env2.reset(options={"index": 0})
     assert not policy_info(env2, info2)["can_image_search"]
 

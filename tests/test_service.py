@@ -53,9 +53,9 @@ def _transcript(env, indices) -> list:
 
 def test_env_episodes_through_the_service_match_the_direct_backend(server):
     indices = range(0, 64, 5)
-    direct = _transcript(gym.make("MMSearch-v0", split=None), indices)
+    direct = _transcript(gym.make("MMSearch-v0", dataset="sample", split=None), indices)
     options = {"url": server.url, "token": TOKEN}
-    env = gym.make("MMSearch-v0", split=None, search="service", search_options=options)
+    env = gym.make("MMSearch-v0", dataset="sample", split=None, search="service", search_options=options)
     served = _transcript(env, indices)
     assert served == direct
     assert sum(step[1] for step in served) > 5 and all(step[4] == 0 for step in served)
@@ -83,7 +83,7 @@ def test_wrong_or_missing_token_is_a_clear_401(server, monkeypatch):
 
     with pytest.raises(SearchBackendError, match=r"HTTP 401 Unauthorized \(the token was rejected\)"):
         ServiceSearch(server.url, token="wrong").text_search(TextSearchRequest("x"))
-    env = gym.make("MMSearch-v0", search="service", search_options={"url": server.url})
+    env = gym.make("MMSearch-v0", dataset="sample", search="service", search_options={"url": server.url})
     env.reset(options={"example_id": "sample-arvenia-image"})
     _, _, terminated, _, info = env.step("<reason>?</reason><search><img></search>")
     assert not terminated and "HTTP 401 Unauthorized (no token was given)" in info["search_error"]

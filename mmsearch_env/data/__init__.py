@@ -31,21 +31,25 @@ __all__ = [
     "load_jsonl",
 ]
 
-#: Datasets that ship with the package, and their splits.
-BUILTIN_DATASETS = {"sample": ("train", "validation", "test")}
+#: Datasets that ship with the package, and their splits. "corpus" (the default) is the question set
+#: generated from the embedded knowledge corpus; "sample" is a 64-question invented world (test fixture).
+BUILTIN_DATASETS = {"corpus": ("train", "validation", "test"), "sample": ("train", "validation", "test")}
 
 
 #: Keys of a dataset spec dict (``gym.make(..., dataset={"path": ..., "format": "fvqa"})``).
 SPEC_KEYS = ("path", "format", "split", "image_dir", "fetch_policy", "row_group_cache")
 
 
-def load_dataset(dataset: Any = "sample", split: str | None = "train") -> list[Example]:
+def load_dataset(dataset: Any = "corpus", split: str | None = "train") -> Sequence[Example]:
     """Resolve the ``dataset`` argument of ``gym.make("MMSearch-v0")`` into validated examples.
+
+    Returns a sequence of examples (a list, or for ``"corpus"`` a lazy sequence whose ``ids`` attribute
+    lists the ids without building images).
 
     Args:
         dataset: one of
 
-            * a built-in name (``"sample"``);
+            * a built-in name (``"corpus"``, the default; ``"sample"``, the test fixture);
             * a path: a ``.jsonl`` file (our rows, FVQA-style or InfoSeek-style records), a ``.parquet``
               file (the FVQA release or ours), or a folder (JSONL + images, parquet files, or a
               ``datasets`` ``save_to_disk`` folder) — see :mod:`mmsearch_env.data.loaders`;
@@ -91,6 +95,10 @@ def load_dataset(dataset: Any = "sample", split: str | None = "train") -> list[E
                 f"dataset {dataset!r} has no split {split!r}; its splits are {list(splits)} (or None for all)."
                 + did_you_mean(str(split), splits)
             )
+        if dataset == "corpus":
+            from mmsearch_env.corpus.questions import corpus_examples
+
+            return corpus_examples(split)  # lazy: images are built when a question is drawn
         from mmsearch_env.data.sample import sample_examples
 
         return list(sample_examples(split))
@@ -114,6 +122,12 @@ def load_dataset(dataset: Any = "sample", split: str | None = "train") -> list[E
         from mmsearch_env.data.loaders import load_hf
 
         return load_hf(dataset, split)
+    if isinstance(dataset, Sequence) and isinstance(getattr(dataset, "ids", None), tuple):
+        # An already-loaded lazy dataset (what this function returns for "corpus"): iterating it would
+        # build every question image, so it passes through; only its ids are checked.
+        if len(set(dataset.ids)) != len(dataset.ids):
+            raise DatasetError("the dataset's ids repeat; ids must be unique")
+        return dataset
     if isinstance(dataset, Sequence) and not isinstance(dataset, (bytes, bytearray)):
         return examples_from_records(dataset)
     raise ConfigError(

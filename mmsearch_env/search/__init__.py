@@ -54,6 +54,12 @@ def _local(pages: str, **options: Any) -> LocalSearch:
     return LocalSearch(load_pages(pages), **options)
 
 
+def _corpus(**options: Any) -> Any:
+    from mmsearch_env.search.corpus import CorpusSearch  # loads onnxruntime and bm25s: keep it lazy
+
+    return CorpusSearch(**options)
+
+
 def _serpapi(**options: Any) -> Any:
     """``search="serpapi"``: Google Lens + Google via SerpAPI (options: :class:`~.serpapi.SerpAPISearch`)."""
     from mmsearch_env.search.serpapi import SerpAPISearch
@@ -68,7 +74,7 @@ def _searxng(**options: Any) -> Any:
     return SearxngSearch(**options)
 
 
-def _cached(backend: Any = "sample", backend_options: dict[str, Any] | None = None, **options: Any) -> Any:
+def _cached(backend: Any = "corpus", backend_options: dict[str, Any] | None = None, **options: Any) -> Any:
     """``search="cached"``: ``{"backend": NAME, "backend_options": {...}, "cache": PATH|URL, "mode": ...}``."""
     from mmsearch_env.search.cache import CachedSearch
 
@@ -78,14 +84,14 @@ def _cached(backend: Any = "sample", backend_options: dict[str, Any] | None = No
     return CachedSearch(inner, options=backend_options, **options)
 
 
-def _resilient(backend: Any = "sample", backend_options: dict[str, Any] | None = None, **options: Any) -> Any:
+def _resilient(backend: Any = "corpus", backend_options: dict[str, Any] | None = None, **options: Any) -> Any:
     """``search="resilient"``: ``{"backend": ..., "backend_options": ..., **ResilienceConfig fields}``."""
     from mmsearch_env.search.resilience import ResilientSearch
 
     return ResilientSearch(make_search(backend, backend_options), **options)
 
 
-def _faults(backend: Any = "sample", backend_options: dict[str, Any] | None = None, **options: Any) -> Any:
+def _faults(backend: Any = "corpus", backend_options: dict[str, Any] | None = None, **options: Any) -> Any:
     """``search="faults"``: ``{"backend": ..., "backend_options": ..., **FaultConfig fields}``."""
     from mmsearch_env.search.faults import FaultySearch
 
@@ -106,6 +112,7 @@ def _service(**options: Any) -> Any:
 
 #: Backends constructible by name (``gym.make(..., search=NAME, search_options={...})``).
 SEARCH_BACKENDS = {
+    "corpus": _corpus,
     "sample": _sample,
     "local": _local,
     "disabled": DisabledSearch,
@@ -119,7 +126,7 @@ SEARCH_BACKENDS = {
 }
 
 
-def make_search(search: Any = "sample", options: dict[str, Any] | None = None) -> Any:
+def make_search(search: Any = "corpus", options: dict[str, Any] | None = None) -> Any:
     """Build a backend from a name and options, or check and pass a backend object through."""
     if isinstance(search, str):
         if search not in SEARCH_BACKENDS:

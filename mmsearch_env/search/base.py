@@ -44,20 +44,27 @@ class ImageSearchRequest:
         image: the question's image (RGB).
         image_url: a public URL of the same image, when the dataset has one (live engines need it).
         example_id: the dataset row's id (caches keyed by question, e.g. FVQA's released caches).
+        rng_seed: a seed the environment draws from its own seeded RNG, for backends that randomise
+            (search-quality knobs); same env seed ⇒ same seed here. ``None``: the backend's own choice.
     """
 
     image: Image.Image
     image_url: str | None = None
     example_id: str | None = None
+    #: not part of equality, so caches keyed by request still hit
+    rng_seed: int | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
 class TextSearchRequest:
-    """Text search. ``question`` lets a backend write question-aware summaries (as the paper does)."""
+    """Text search. ``question`` lets a backend write question-aware summaries (as the paper does);
+    ``rng_seed`` as in :class:`ImageSearchRequest`."""
 
     query: str
     question: str | None = None
     example_id: str | None = None
+    #: not part of equality, so caches keyed by request still hit
+    rng_seed: int | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)

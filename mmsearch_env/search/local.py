@@ -33,7 +33,7 @@ from mmsearch_env.search.base import (
     TextSearchRequest,
 )
 
-__all__ = ["LocalSearch", "Page", "image_descriptor", "tokenize"]
+__all__ = ["LocalSearch", "Page", "image_descriptor", "summarize", "tokenize"]
 
 _TOKEN_RE = re.compile(r"\w+")
 _SENTENCE_RE = re.compile(r"(?<=[.!?])\s+")
@@ -214,11 +214,21 @@ class LocalSearch(SearchBackendBase):
 
     def summarize(self, text: str, query_terms: Sequence[str]) -> str:
         """The lead sentence plus the sentences of ``text`` sharing most terms with the query, in order."""
-        sentences = [s for s in _SENTENCE_RE.split(text.strip()) if s]
-        wanted = set(query_terms)
-        overlap = [len(wanted & set(tokenize(s))) for s in sentences]
-        # The lead sentence says what the page is about (as a search snippet would), then the
-        # sentences sharing most terms with the query.
-        order = sorted(range(1, len(sentences)), key=lambda i: (-overlap[i], i))
-        keep = {0} | {i for i in order[: self.summary_sentences - 1] if overlap[i] > 0}
-        return " ".join(sentences[i] for i in sorted(keep) if i < len(sentences))
+        return summarize(text, query_terms, self.summary_sentences)
+
+
+def summarize(text: str, query_terms: Sequence[str], max_sentences: int = 5) -> str:
+    """A query-aware extractive summary: the lead sentence plus the (at most ``max_sentences - 1``)
+    sentences sharing most terms with ``query_terms``, in page order.
+
+    >>> summarize("Arvenia is a land. It rains. Its capital is Lumen.", ["capital"], 2)
+    'Arvenia is a land. Its capital is Lumen.'
+    """
+    sentences = [s for s in _SENTENCE_RE.split(text.strip()) if s]
+    wanted = set(query_terms)
+    overlap = [len(wanted & set(tokenize(s))) for s in sentences]
+    # The lead sentence says what the page is about (as a search snippet would), then the
+    # sentences sharing most terms with the query.
+    order = sorted(range(1, len(sentences)), key=lambda i: (-overlap[i], i))
+    keep = {0} | {i for i in order[: max_sentences - 1] if overlap[i] > 0}
+    return " ".join(sentences[i] for i in sorted(keep) if i < len(sentences))

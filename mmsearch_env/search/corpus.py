@@ -1,0 +1,289 @@
+"""``search="corpus"`` (the default): real offline image and text search over the embedded corpus.
+
+* **Image search** (like Google Lens): the query image goes through EfficientNet-Lite0 (ONNX, 128 px,
+  PCA to 128-d) and a 64-bit perceptual hash; each corpus image scores
+  ``cosine(features) + hash_weight · (1 − hamming/64)``; pages are ranked by their best image and the
+  top ``max_results`` come back as (thumbnail of the matching image, page title, url).
+* **Text search**: BM25 (bm25s index) and dense retrieval (MiniLM distilled into static token vectors)
+  each rank the pages; weighted reciprocal rank fusion merges them; each hit carries a query-aware
+  extractive summary of at most ``summary_sentences`` sentences.
+
+Search-quality knobs (all off by default) degrade results on purpose, for experiments on imperfect
+retrieval. Their randomness comes from the request's ``rng_seed`` (the environment draws it from its
+own seeded RNG), so the same env seed gives the same results:
+
+* ``drop_prob``: with this probability, the top-ranked (right) page is removed from the results (the
+  next-ranked page fills its slot);
+* ``distractors``: this many random pages are mixed into the results (keeping ``max_results``);
+* ``shuffle``: the result order is randomly permuted;
+* ``degrade``: thumbnails are blurred, shrunk and JPEG-compressed with this strength (0–1).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+from mmsearch_env.corpus import DATA_DIR, Corpus, load_corpus
+from mmsearch_env.corpus.features import (
+    ImageEncoder,
+    StaticTextEncoder,
+    bm25_tokenize,
+    hamming_similarity,
+    phash,
+)
+from mmsearch_env.errors import ConfigError
+from mmsearch_env.search.base import (
+    ImageSearchRequest,
+    SearchBackendBase,
+    SearchResponse,
+    SearchResult,
+    TextSearchRequest,
+)
+from mmsearch_env.search.local import summarize
+
+__all__ = ["CorpusIndex", "CorpusSearch", "load_index"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CorpusIndex:
+    """The loaded corpus plus its search structures (shared by every backend in the process)."""
+
+    corpus: Corpus
+    image_encoder: ImageEncoder
+    image_feats: np.ndarray  # (n_views, D) float32, unit norm
+    image_hashes: np.ndarray  # (n_views,) uint64
+    view_image: np.ndarray  # (n_views,) image index of each indexed view
+    bm25: object
+    text_encoder: StaticTextEncoder
+    doc_emb: np.ndarray  # (n_pages, d) float32, unit norm
+
+
+_INDEXES: dict[tuple[Path, int], CorpusIndex] = {}
+
+
+def load_index(path: str | Path = DATA_DIR, *, image_threads: int = 1) -> CorpusIndex:
+    """Load (once per process, path and thread count) the corpus and every index it ships."""
+    path = Path(path)
+    key = (path, image_threads)
+    if key in _INDEXES:
+        return _INDEXES[key]
+    import bm25s
+
+    corpus = load_corpus(path)
+    with np.load(path / "image_index.npz", allow_pickle=False) as data:
+        feats = data["feats"].astype(np.float32)
+        hashes = data["phash"]
+        view_image = data["view_image"].astype(np.int64)
+        encoder = ImageEncoder(
+            path / "effnet_lite0.onnx", data["pca_mean"], data["pca_components"], threads=image_threads
+        )
+    with np.load(path / "dense.npz", allow_pickle=False) as data:
+        table, docs = data["table"], data["docs"].astype(np.float32)
+    vocab = {tok: i for i, tok in enumerate((path / "vocab.txt").read_text(encoding="utf-8").splitlines())}
+    retriever = bm25s.BM25.load(str(path / "bm25"), load_corpus=False, mmap=False)
+    index = CorpusIndex(corpus, encoder, feats, hashes, view_image, retriever, StaticTextEncoder(vocab, table), docs)
+    _INDEXES[key] = index
+    return index
+
+
+class CorpusSearch(SearchBackendBase):
+    """Image and text search over the embedded corpus (see the module docstring).
+
+    Args:
+        path: a corpus folder (the packaged one by default).
+        max_results: results per call (the paper uses 5).
+        summary_sentences: at most this many sentences per text-search summary.
+        hash_weight: weight of the perceptual-hash similarity next to the learned features.
+        dense_weight: weight of the dense ranking in the fusion (BM25 has weight 1).
+        drop_prob, distractors, shuffle, degrade: search-quality knobs (off by default).
+        image_threads: onnxruntime threads for the image network (1 suits many parallel envs).
+    """
+
+    name = "corpus"
+
+    def __init__(
+        self,
+        path: str | None = None,
+        *,
+        max_results: int = 5,
+        summary_sentences: int = 5,
+        hash_weight: float = 0.3,
+        dense_weight: float = 0.5,
+        drop_prob: float = 0.0,
+        distractors: int = 0,
+        shuffle: bool = False,
+        degrade: float = 0.0,
+        image_threads: int = 1,
+    ) -> None:
+        if max_results < 1 or summary_sentences < 1:
+            raise ConfigError(
+                f"max_results and summary_sentences must be >= 1, got {max_results} and {summary_sentences}."
+            )
+        if not 0.0 <= drop_prob <= 1.0 or not 0.0 <= degrade <= 1.0:
+            raise ConfigError(f"drop_prob and degrade must be in [0, 1], got {drop_prob} and {degrade}.")
+        if image_threads < 1:
+            raise ConfigError(f"image_threads must be >= 1, got {image_threads}.")
+        if distractors < 0 or distractors > max_results:
+            raise ConfigError(f"distractors must be between 0 and max_results={max_results}, got {distractors}.")
+        self.index = load_index(Path(path) if path else DATA_DIR, image_threads=int(image_threads))
+        self.corpus = self.index.corpus
+        self.max_results = max_results
+        self.summary_sentences = summary_sentences
+        self.hash_weight = hash_weight
+        self.dense_weight = dense_weight
+        self.drop_prob = drop_prob
+        self.distractors = int(distractors)
+        self.shuffle = bool(shuffle)
+        self.degrade = degrade
+
+    @property
+    def knobs_on(self) -> bool:
+        return bool(self.drop_prob or self.distractors or self.shuffle or self.degrade)
+
+    # -- ranking -----------------------------------------------------------------------------------
+    def rank_images(self, image: Image.Image, k: int | None = None) -> list[tuple[int, int, float]]:
+        """``(page, image, score)`` for the best ``k`` pages (each page scored by its best image)."""
+        k = k or self.max_results
+        idx = self.index
+        framed = idx.image_encoder.frame(image)  # cropped and letterboxed once, for both features
+        feats = idx.image_encoder([framed], framed=True)[0]
+        scores = idx.image_feats @ feats
+        if self.hash_weight:
+            scores = scores + self.hash_weight * hamming_similarity(phash(framed, framed=True), idx.image_hashes)
+        order = np.argpartition(-scores, min(len(scores) - 1, 4 * k))[: 4 * k]
+        order = order[np.argsort(-scores[order], kind="stable")]
+        seen: dict[int, tuple[int, int, float]] = {}
+        for row in order:
+            image = int(idx.view_image[row])
+            page = int(self.corpus.image_page[image])
+            if page not in seen:
+                seen[page] = (page, image, float(scores[row]))
+                if len(seen) == k:
+                    break
+        return list(seen.values())
+
+    def rank_text(self, query: str, k: int | None = None, *, pool: int = 50) -> list[int]:
+        """Page indices of the best ``k`` pages by weighted reciprocal rank fusion of BM25 and dense."""
+        k = k or self.max_results
+        tokens = bm25_tokenize(query)
+        fused: dict[int, float] = {}
+        if tokens:
+            bm = np.asarray(self.index.bm25.get_scores(tokens))
+            top = np.argpartition(-bm, pool)[:pool]
+            top = top[np.argsort(-bm[top], kind="stable")]
+            for rank, doc in enumerate(top):
+                if bm[doc] > 0:
+                    fused[int(doc)] = 1.0 / (60 + rank)
+        if self.dense_weight:
+            q = self.index.text_encoder([query])[0]
+            if q.any():
+                dense = self.index.doc_emb @ q
+                top = np.argpartition(-dense, pool)[:pool]
+                top = top[np.argsort(-dense[top], kind="stable")]
+                for rank, doc in enumerate(top):
+                    fused[int(doc)] = fused.get(int(doc), 0.0) + self.dense_weight / (60 + rank)
+        return [doc for doc, _ in sorted(fused.items(), key=lambda kv: (-kv[1], kv[0]))[:k]]
+
+    # -- tools -------------------------------------------------------------------------------------
+    def image_search(self, request: ImageSearchRequest) -> SearchResponse:
+        rng = self._rng(request.rng_seed)
+        # one spare result, so a dropped page is replaced by the next one (as failed pages were in the paper)
+        k = self.max_results + (1 if rng is not None else 0)
+        ranked = [(page, image) for page, image, _ in self.rank_images(request.image, k)]
+        if rng is not None:
+            ranked = self._apply_knobs(ranked, rng, lambda page: (page, self._page_image(page)), with_images=True)
+        results = []
+        for page_index, image_index in ranked:
+            page = self.corpus.pages[page_index]
+            thumb = self.corpus.thumbnail(image_index)
+            if rng is not None and self.degrade:
+                thumb = degrade_thumbnail(thumb, self.degrade, rng)
+            results.append(SearchResult(title=page.title, url=page.url, thumbnail=thumb))
+        return SearchResponse("image_search", tuple(results))
+
+    def text_search(self, request: TextSearchRequest) -> SearchResponse:
+        rng = self._rng(request.rng_seed)
+        ranked = self.rank_text(request.query, self.max_results + (1 if rng is not None else 0))
+        if rng is not None:
+            ranked = self._apply_knobs(ranked, rng, lambda page: page, with_images=False)
+        terms = bm25_tokenize(request.query)
+        results = tuple(
+            SearchResult(
+                title=self.corpus.pages[i].title,
+                url=self.corpus.pages[i].url,
+                summary=summarize(self.corpus.pages[i].text, terms, self.summary_sentences),
+            )
+            for i in ranked
+        )
+        return SearchResponse("text_search", results)
+
+    # -- knobs -------------------------------------------------------------------------------------
+    def _rng(self, seed: int | None) -> np.random.Generator | None:
+        if not self.knobs_on:
+            return None
+        return np.random.default_rng(seed)
+
+    def _page_image(self, page: int) -> int:
+        images = self.corpus.pages[page].images
+        return images[0] if images else -1
+
+    def _apply_knobs(
+        self, ranked: list, rng: np.random.Generator, make: Callable[[int], object], *, with_images: bool
+    ) -> list:
+        """Drop the top hit (``drop_prob``), mix in distractors, shuffle — in that order, one RNG."""
+        ranked = list(ranked)
+        drop = rng.random() < self.drop_prob
+        if drop and ranked:
+            ranked = ranked[1:]
+        if self.distractors:
+            pool = self._distractor_pool(with_images)
+            present = {(r[0] if isinstance(r, tuple) else r) for r in ranked}
+            extra = []
+            while len(extra) < self.distractors:
+                page = int(pool[int(rng.integers(len(pool)))])
+                if page not in present:
+                    present.add(page)
+                    extra.append(make(page))
+            keep = ranked[: self.max_results - self.distractors]
+            positions = sorted(rng.choice(self.max_results, size=self.distractors, replace=False).tolist())
+            for pos, item in zip(positions, extra, strict=True):
+                keep.insert(min(pos, len(keep)), item)
+            ranked = keep
+        ranked = ranked[: self.max_results]  # the spare result is not needed any more
+        if self.shuffle:
+            ranked = [ranked[i] for i in rng.permutation(len(ranked))]
+        return ranked
+
+    def _distractor_pool(self, with_images: bool) -> np.ndarray:
+        if with_images:  # pages that image search can return (their image is indexed)
+            return np.unique(self.corpus.image_page[self.index.view_image])
+        return np.arange(len(self.corpus.pages))
+
+
+def degrade_thumbnail(image: Image.Image, strength: float, rng: np.random.Generator) -> Image.Image:
+    """Blur, shrink and JPEG-compress ``image``; ``strength`` in [0, 1] (1 = barely recognisable)."""
+    w, h = image.size
+    scale = 1.0 - 0.75 * strength * rng.uniform(0.8, 1.0)
+    small = image.resize((max(4, round(w * scale)), max(4, round(h * scale))), Image.Resampling.BILINEAR)
+    small = small.filter(ImageFilter.GaussianBlur(radius=2.5 * strength))
+    buf = io.BytesIO()
+    small.save(buf, format="JPEG", quality=max(5, int(80 - 70 * strength)))
+    return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+
+
+def corpus_stats(path: str | Path = DATA_DIR) -> dict[str, int]:
+    """Counts of pages by kind and images (for docs and the benchmark)."""
+    corpus = load_corpus(path)
+    kinds: dict[str, int] = {}
+    for page in corpus.pages:
+        kinds[page.kind] = kinds.get(page.kind, 0) + 1
+    return {"pages": len(corpus.pages), "images": corpus.n_images, **{f"pages_{k}": v for k, v in kinds.items()}}
