@@ -57,6 +57,7 @@ __all__ = [
     "make_train_dataset",
     "plot_metrics",
     "prepare_processing_class",
+    "preset_settings",
     "split_turns",
     "train",
     "warm_start",
@@ -208,63 +209,71 @@ class MMSearchGRPOConfig(_GRPOConfigBase):
         }
 
 
-def cpu_preset(output_dir: str = "runs/grpo-cpu", **overrides: Any) -> MMSearchGRPOConfig:
-    """The tiny-VLM run that finishes in a few minutes on a laptop CPU.
+def preset_settings(name: str, **overrides: Any) -> dict[str, Any]:
+    """The field values of a preset (``"cpu"`` or ``"gpu"``), updated with ``overrides``.
 
-    Deviations from the paper, all for speed: a warm-start (a random model cannot act), a high
-    learning rate (hundreds of steps are not affordable), and short completions.
+    ``"cpu"``: the tiny VLM, finishing in a few minutes on a laptop CPU. Deviations from the paper,
+    all for speed: a warm-start (a random model cannot act), a high learning rate (hundreds of steps
+    are not affordable), short turns and small groups.
+
+    ``"gpu"``: one GPU (or ``accelerate launch`` over many) with a real Qwen-VL model
+    (``model_path``) and vLLM generation; ``vllm_mode="colocate"`` shares the GPU with training,
+    ``"server"`` talks to ``trl vllm-serve``. Paper hyper-parameters; batches sized for one 80 GB card.
     """
-    settings: dict[str, Any] = {
-        "output_dir": output_dir,
-        "model_path": None,
-        "warm_start_epochs": 3,
-        "learning_rate": 1e-3,
-        "per_device_train_batch_size": 16,
-        "num_generations": 8,
-        "max_completion_length": 768,
-        "max_turn_tokens": 96,
-        "max_steps": 40,
-        "logging_steps": 1,
-        "save_steps": 20,
-        "save_total_limit": 2,
-        "use_cpu": True,
-        "bf16": False,
-        "gradient_checkpointing": False,
-        "report_to": _default_report_to(),
-        "seed": 0,
-        "dataloader_num_workers": 0,
-    }
+    if name == "cpu":
+        settings: dict[str, Any] = {
+            "output_dir": "runs/grpo-cpu",
+            "model_path": None,
+            "warm_start_epochs": 3,
+            "learning_rate": 1e-3,
+            "per_device_train_batch_size": 8,
+            "num_generations": 8,
+            "max_completion_length": 768,
+            "max_turn_tokens": 64,
+            "max_steps": 30,
+            "logging_steps": 1,
+            "save_steps": 10,
+            "save_total_limit": 2,
+            "use_cpu": True,
+            "bf16": False,
+            "gradient_checkpointing": False,
+            "report_to": _default_report_to(),
+            "seed": 0,
+            "dataloader_num_workers": 0,
+        }
+    elif name == "gpu":
+        settings = {
+            "output_dir": "runs/grpo-gpu",
+            "use_vllm": True,
+            "vllm_mode": "colocate",
+            "vllm_gpu_memory_utilization": 0.35,
+            "bf16": True,
+            "gradient_checkpointing": True,
+            "per_device_train_batch_size": 8,
+            "gradient_accumulation_steps": 8,
+            "max_completion_length": 8192,
+            "max_turn_tokens": 2048,
+            "num_train_epochs": 1,
+            "logging_steps": 1,
+            "save_steps": 25,
+            "report_to": _default_report_to(),
+            "lora_r": 64,
+            "lora_alpha": 128,
+        }
+    else:
+        raise ConfigError(f"unknown preset {name!r}; expected 'cpu' or 'gpu'")
     settings.update(overrides)
-    return MMSearchGRPOConfig(**settings)
+    return settings
+
+
+def cpu_preset(output_dir: str = "runs/grpo-cpu", **overrides: Any) -> MMSearchGRPOConfig:
+    """The CPU preset (see :func:`preset_settings`) as a config."""
+    return MMSearchGRPOConfig(**preset_settings("cpu", output_dir=output_dir, **overrides))
 
 
 def gpu_preset(model_path: str, output_dir: str = "runs/grpo-gpu", **overrides: Any) -> MMSearchGRPOConfig:
-    """One GPU (or ``accelerate launch`` over many) with a real Qwen-VL model and vLLM generation.
-
-    ``vllm_mode="colocate"`` shares the GPU with training; ``"server"`` talks to ``trl vllm-serve``.
-    Paper hyper-parameters; batch sizes scaled to one 80 GB card.
-    """
-    settings: dict[str, Any] = {
-        "output_dir": output_dir,
-        "model_path": model_path,
-        "use_vllm": True,
-        "vllm_mode": "colocate",
-        "vllm_gpu_memory_utilization": 0.35,
-        "bf16": True,
-        "gradient_checkpointing": True,
-        "per_device_train_batch_size": 8,
-        "gradient_accumulation_steps": 8,
-        "max_completion_length": 8192,
-        "max_turn_tokens": 2048,
-        "num_train_epochs": 1,
-        "logging_steps": 1,
-        "save_steps": 25,
-        "report_to": _default_report_to(),
-        "lora_r": 64,
-        "lora_alpha": 128,
-    }
-    settings.update(overrides)
-    return MMSearchGRPOConfig(**settings)
+    """The GPU preset (see :func:`preset_settings`) for a local Qwen2.5-VL / Qwen3-VL folder."""
+    return MMSearchGRPOConfig(**preset_settings("gpu", model_path=model_path, output_dir=output_dir, **overrides))
 
 
 def _default_report_to() -> list[str]:
