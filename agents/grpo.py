@@ -173,6 +173,7 @@ class MMSearchGRPOConfig(_GRPOConfigBase):
         },
     )
     warm_start_lr: float = field(default=3e-3, metadata={"help": "Learning rate of the warm-start."})
+    warm_start_batch_size: int = field(default=8, metadata={"help": "Episodes per warm-start step."})
 
     # Parameters that control the run's own logs
     metrics_plot: bool = field(default=True, metadata={"help": "Write metrics.png from metrics.jsonl at the end."})
@@ -224,9 +225,10 @@ def preset_settings(name: str, **overrides: Any) -> dict[str, Any]:
         settings: dict[str, Any] = {
             "output_dir": "runs/grpo-cpu",
             "model_path": None,
-            "warm_start_epochs": 3,
+            "warm_start_epochs": 20,
+            "warm_start_lr": 5e-3,
             "learning_rate": 1e-3,
-            "per_device_train_batch_size": 8,
+            "per_device_train_batch_size": 16,
             "num_generations": 8,
             "max_completion_length": 768,
             "max_turn_tokens": 64,
@@ -670,22 +672,26 @@ def warm_start(model: Any, processor: Any, config: MMSearchGRPOConfig, *, progre
     header_ids = _assistant_header_ids(tokenizer)
     end_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
     tools = env.protocol.tool_schemas() or None
-    batches = []
-    for messages in episodes:
-        inputs = processor.apply_chat_template(
-            messages, tools=tools, tokenize=True, return_dict=True, return_tensors="pt"
-        )
-        inputs["labels"] = _assistant_labels(inputs["input_ids"][0], header_ids, end_id)[None]
-        batches.append(inputs)
     model.train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.warm_start_lr)
     generator = torch.Generator().manual_seed(config.seed)
     losses: list[float] = []
-    total = config.warm_start_epochs * len(batches)
+    size = config.warm_start_batch_size
+    total = config.warm_start_epochs * math.ceil(len(episodes) / size)
     bar = tqdm(total=total, desc="warm-start", disable=not progress, leave=False)
     for _ in range(config.warm_start_epochs):
-        for index in torch.randperm(len(batches), generator=generator).tolist():
-            batch = {k: v.to(model.device) if hasattr(v, "to") else v for k, v in batches[index].items()}
+        order = torch.randperm(len(episodes), generator=generator).tolist()
+        for start in range(0, len(order), size):
+            batch = processor.apply_chat_template(
+                [episodes[i] for i in order[start : start + size]],
+                tools=tools,
+                tokenize=True,
+                return_dict=True,
+                return_tensors="pt",
+                processor_kwargs={"padding": True},
+            )
+            batch["labels"] = torch.stack([_assistant_labels(row, header_ids, end_id) for row in batch["input_ids"]])
+            batch = {k: v.to(model.device) if hasattr(v, "to") else v for k, v in batch.items()}
             loss = model(**batch).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -170,6 +170,8 @@ class HFPolicy(PolicyBase):
 
         if not self.is_vlm:
             conversations = [text_only_messages(c) for c in conversations]
+        # Processors take tokenizer options in processor_kwargs; plain tokenizers take them directly.
+        padding = {"processor_kwargs": {"padding": True}} if self.is_vlm else {"padding": True}
         inputs = self.processing_class.apply_chat_template(
             conversations,
             tools=self.protocol.tool_schemas() or None,
@@ -177,7 +179,7 @@ class HFPolicy(PolicyBase):
             tokenize=True,
             return_dict=True,
             return_tensors="pt",
-            padding=True,
+            **padding,
         )
         inputs = {k: v.to(self.device) if hasattr(v, "to") else v for k, v in inputs.items()}
         sample = self.temperature > 0

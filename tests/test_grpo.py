@@ -246,3 +246,12 @@ def test_grpo_steps_train_lora_and_the_adapter_round_trips(tmp_path, dataset_fil
     ids = torch.tensor([[1, 2, 3, 4, 5]])
     with torch.no_grad():
         assert not torch.allclose(policy.model(input_ids=ids).logits, plain.model(input_ids=ids).logits)
+
+
+def test_full_fine_tuning_updates_the_base_weights(tmp_path, dataset_file):
+    trainer, _ = make_trainer(tmp_path, dataset_file, "tool_calls", use_lora=False, max_steps=1)
+    assert not any("lora_" in n for n, _ in trainer.model.named_parameters())
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    trainer.train()
+    changed = [n for n, p in trainer.model.named_parameters() if not torch.equal(p.detach(), before[n])]
+    assert any("language_model" in n for n in changed)
