@@ -191,8 +191,11 @@ class MMSearchGRPOConfig(_GRPOConfigBase):
                 raise ConfigError(f"max_turn_tokens must be >= 1 or None, got {self.max_turn_tokens}")
             # TRL generates every turn with generation_kwargs: this is where a per-turn cap goes.
             self.generation_kwargs = {**(self.generation_kwargs or {}), "max_new_tokens": self.max_turn_tokens}
-        if self.warm_start_epochs < 0:
-            raise ConfigError(f"warm_start_epochs must be >= 0, got {self.warm_start_epochs}")
+        if self.warm_start_epochs < 0 or self.warm_start_batch_size < 1:
+            raise ConfigError(
+                f"warm_start_epochs must be >= 0 and warm_start_batch_size >= 1, "
+                f"got {self.warm_start_epochs} and {self.warm_start_batch_size}"
+            )
         super().__post_init__()
 
     def env_kwargs(self) -> dict[str, Any]:
