@@ -255,3 +255,45 @@ def test_full_fine_tuning_updates_the_base_weights(tmp_path, dataset_file):
     trainer.train()
     changed = [n for n, p in trainer.model.named_parameters() if not torch.equal(p.detach(), before[n])]
     assert any("language_model" in n for n in changed)
+
+
+@pytest.mark.parametrize(
+    ("turn", "expected"),
+    [
+        ("<reason>?</reason>\n<search><img></search>", [("search", {"query": "<img>"})]),  # image search tag
+        (
+            "<reason>?</reason><text_search>capital of Arvenia</text_search>",
+            [("text_search", {"query": "capital of Arvenia"})],
+        ),  # text search tag: the query is the argument
+        ("<reason>known</reason><answer>Paris</answer>", []),  # an answer is not a tool call
+        ("I am not sure.", []),  # no action: no tool call (the env scores it malformed)
+    ],
+)
+def test_tag_protocol_response_parser(turn, expected):
+    from transformers.utils.chat_parsing.response_parser import parse_response
+
+    from agents.grpo import TAGS_RESPONSE_TEMPLATE
+
+    message = parse_response(turn + "<|im_end|>", TAGS_RESPONSE_TEMPLATE, prefix="<|im_start|>assistant\n")
+    calls = [(c["function"]["name"], c["function"]["arguments"]) for c in message.get("tool_calls") or []]
+    assert calls == expected
+
+
+def test_tags_template_renders_env_observations_like_the_qwen_template():
+    """Tool results rendered by TRL (role "tool", our tags template) equal the env's user turns rendered
+    by the stock Qwen template: what the model sees in training is what it sees in evaluation."""
+    import gymnasium as gym
+
+    from agents.grpo import prepare_processing_class
+
+    processor = load_processing_class(build_tiny_vlm())
+    env = gym.make("MMSearch-v0")
+    obs, _ = env.reset(options={"example_id": "sample-arvenia-image-text"})
+    obs, *_ = env.step("<reason>Unknown flag.</reason><search><img></search>")
+    messages = obs["messages"]
+    as_tool = [*messages[:-1], {**messages[-1], "role": "tool"}]
+    qwen = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    prepare_processing_class(processor, "tags")
+    tags = processor.apply_chat_template(as_tool, tokenize=False, add_generation_prompt=True)
+    assert tags == qwen
+    assert tags.count("<|image_pad|>") == 6  # the question's image and five thumbnails
