@@ -34,14 +34,16 @@ from agents.hf_policy import HFPolicy
 @dataclass
 class ScriptArguments:
     preset: str = field(default="cpu", metadata={"help": "Starting values: 'cpu' (tiny VLM) or 'gpu'."})
-    eval_split: str = field(default="test", metadata={"help": "Split evaluated before and after training."})
-    eval_episodes: int = field(default=16, metadata={"help": "Questions evaluated (greedy), 0 to skip."})
+    eval_splits: str = field(
+        default="train,test", metadata={"help": "Splits evaluated before and after training (comma-separated)."}
+    )
+    eval_episodes: int = field(default=40, metadata={"help": "Questions per split evaluated (greedy), 0 to skip."})
 
 
-def evaluate(model_path: str, adapter: str | None, config: MMSearchGRPOConfig, args: ScriptArguments) -> dict:
-    """Greedy episodes on the eval split with the eval harness's policy (as the paper evaluates)."""
-    env = gym.make("MMSearch-v0", **{**config.env_kwargs(), "split": args.eval_split})
-    n = min(args.eval_episodes, len(env.unwrapped.examples))
+def evaluate(model_path: str, adapter: str | None, config: MMSearchGRPOConfig, split: str, n: int) -> dict:
+    """Greedy episodes on ``split`` with the eval harness's policy (as the paper evaluates)."""
+    env = gym.make("MMSearch-v0", **{**config.env_kwargs(), "split": split})
+    n = min(n, len(env.unwrapped.examples))
     policy = HFPolicy(
         model_path, protocol=config.protocol, adapter=adapter, max_new_tokens=config.max_turn_tokens or 256
     )
@@ -66,17 +68,21 @@ def main(argv: list[str] | None = None) -> dict:
     model_for_eval = base if config.use_lora else str(out)
 
     # ---- evaluate: the starting policy vs the trained one, same questions --------------------------
-    report: dict = {"run": str(out), "base_model": base, "adapter": adapter}
+    report: dict = {"run": str(out), "base_model": base, "adapter": adapter, "eval": {}}
     if script_args.eval_episodes:
-        report["before"] = evaluate(base, None, config, script_args)
-        report["after"] = evaluate(model_for_eval, adapter, config, script_args)
-        print(f"\n{'':8} {'accuracy':>9} {'reward':>7} {'search ratio':>13} {'format':>7}")
-        for name in ("before", "after"):
-            r = report[name]
-            print(
-                f"{name:8} {r['accuracy']:9.2f} {r['mean_reward']:7.3f} "
-                f"{r['search_ratio_episodes']:13.2f} {r['format_rate']:7.2f}"
-            )
+        print(f"\n{'split':6} {'':7} {'accuracy':>9} {'reward':>7} {'search ratio':>13} {'format':>7}")
+        for split in script_args.eval_splits.split(","):
+            n = script_args.eval_episodes
+            rows = {
+                "before": evaluate(base, None, config, split, n),
+                "after": evaluate(model_for_eval, adapter, config, split, n),
+            }
+            report["eval"][split] = rows
+            for name, r in rows.items():
+                print(
+                    f"{split:6} {name:7} {r['accuracy']:9.2f} {r['mean_reward']:7.3f} "
+                    f"{r['search_ratio_episodes']:13.2f} {r['format_rate']:7.2f}"
+                )
     (out / "eval.json").write_text(json.dumps(report, indent=2))
     plot = out / "metrics.png"
     print(f"\nadapter: {adapter or '(full model) ' + str(out)}\nmetrics: {out / 'metrics.csv'}\nplot:    {plot}")

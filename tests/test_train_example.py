@@ -30,14 +30,14 @@ def test_example_trains_evaluates_plots_and_resumes(tmp_path):
     example = load_example()
     out = tmp_path / "run"
     report = example.main([*TINY, "--output_dir", str(out), "--max_steps", "2", "--save_steps", "1",
-                           "--eval_episodes", "2"])  # fmt: skip
+                           "--eval_episodes", "2", "--eval_splits", "validation"])  # fmt: skip
     for name in ("adapter_config.json", "adapter_model.safetensors", "metrics.jsonl", "metrics.csv", "metrics.png"):
         assert (out / name).is_file(), name
     assert (out / "metrics.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2]
     assert {"reward", "mmsearch/accuracy", "mmsearch/format", "mmsearch/image_search_ratio"} <= set(rows[0])
-    assert report["before"]["episodes"] == report["after"]["episodes"] == 2
+    assert report["eval"]["validation"]["before"]["episodes"] == report["eval"]["validation"]["after"]["episodes"] == 2
     assert json.loads((out / "eval.json").read_text())["adapter"] == str(out)
     assert (out / "warm_start" / "config.json").is_file() and (out / "checkpoint-2").is_dir()
     # interrupted runs resume from the latest checkpoint (and reuse the warm-start)
