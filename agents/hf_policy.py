@@ -1,0 +1,197 @@
+"""Any local Hugging Face model as a policy: a VLM sees the images, a text-only LLM reads titles.
+
+:class:`HFPolicy` batches episodes through ``processor.apply_chat_template`` and ``generate``. It is
+the policy the evaluation harness uses for trained checkpoints: pass ``adapter=`` a LoRA folder
+saved by :mod:`agents.grpo` and it is applied with peft.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from agents.policy import PolicyBase
+from mmsearch_env.errors import ConfigError
+from mmsearch_env.protocol import ActionProtocol, get_protocol
+
+__all__ = ["HFPolicy", "is_vlm_folder", "load_pretrained", "text_only_messages"]
+
+logger = logging.getLogger(__name__)
+
+_TRAIN_EXTRA = "pip install torch==2.13.0 && pip install 'mmsearch-env[train]'"
+
+
+def _require_torch() -> Any:
+    try:
+        import torch
+        import transformers  # noqa: F401
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise ConfigError(f"HFPolicy needs torch and transformers: {_TRAIN_EXTRA}") from exc
+    return torch
+
+
+def is_vlm_folder(path: str | os.PathLike[str]) -> bool:
+    """Whether the model folder holds a vision-language model (its config has a vision part)."""
+    config_file = Path(path) / "config.json"
+    if not config_file.is_file():
+        raise ConfigError(f"{str(path)!r} is not a model folder (no config.json); give a local Hugging Face model path")
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    return "vision_config" in config
+
+
+def load_processing_class(path: str | os.PathLike[str]) -> Any:
+    """The processor (VLM) or tokenizer (LLM) of a local model folder, padding on the left.
+
+    Qwen-VL folders load as :class:`agents.tiny_vlm.TinyVLProcessor` when ``AutoProcessor`` would
+    need torchvision or silently return a bare tokenizer (REFERENCE.md §2).
+    """
+    from transformers import AutoProcessor, AutoTokenizer, ProcessorMixin
+
+    path = Path(path)
+    if not is_vlm_folder(path):
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        tokenizer.padding_side = "left"
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        return tokenizer
+    if (path / "tiny_vlm.json").is_file():
+        from agents.tiny_vlm import load_processor
+
+        processor = load_processor(path)
+    else:
+        try:
+            processor = AutoProcessor.from_pretrained(path)
+        except (ImportError, ValueError, OSError) as exc:
+            logger.info("AutoProcessor failed on %s (%s); building the processor without a video part", path, exc)
+            processor = None
+        if not isinstance(processor, ProcessorMixin):
+            from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+            from agents.tiny_vlm import make_processor
+
+            tokenizer = AutoTokenizer.from_pretrained(path)
+            processor = make_processor(
+                tokenizer, Qwen2VLImageProcessorPil.from_pretrained(path), chat_template=tokenizer.chat_template
+            )
+    processor.tokenizer.padding_side = "left"
+    return processor
+
+
+def load_pretrained(
+    path: str | os.PathLike[str], *, dtype: str = "float32", device: str | None = None
+) -> tuple[Any, Any, bool]:
+    """``(model, processing_class, is_vlm)`` for a local model folder."""
+    _require_torch()
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
+
+    vlm = is_vlm_folder(path)
+    model_cls = AutoModelForImageTextToText if vlm else AutoModelForCausalLM
+    model = model_cls.from_pretrained(path, dtype=dtype)
+    if device is not None:
+        model.to(device)
+    return model.eval(), load_processing_class(path), vlm
+
+
+def text_only_messages(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The conversation for a text-only model: image blocks dropped, text kept (titles, summaries)."""
+    out = []
+    for message in messages:
+        text = "".join(b["text"] for b in message["content"] if b.get("type") == "text")
+        out.append({"role": message["role"], "content": text})
+    return out
+
+
+class HFPolicy(PolicyBase):
+    """A local Hugging Face VLM or LLM that writes MMSearch-v0 turns, in batches.
+
+    Args:
+        model_path: a local model folder (``save_pretrained`` layout), e.g. the tiny VLM from
+            :func:`agents.tiny_vlm.build_tiny_vlm` or a downloaded Qwen2.5-VL.
+        protocol: the environment's protocol; ``"tool_calls"`` passes the tool schemas to the chat
+            template.
+        adapter: a peft (LoRA) adapter folder to apply on top of the model.
+        max_new_tokens: cap per turn.
+        batch_size: episodes per ``generate`` call.
+        temperature: 0 for greedy decoding (the paper's evaluation), > 0 to sample.
+        device: ``"cpu"``, ``"cuda"``, ...; default: CUDA if available.
+
+    A VLM gets every image of the observation (the question's and the result thumbnails); a text-only
+    model gets the text only (image-search results appear as their titles).
+    """
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike[str],
+        *,
+        protocol: str | ActionProtocol = "tags",
+        adapter: str | os.PathLike[str] | None = None,
+        max_new_tokens: int = 256,
+        batch_size: int = 8,
+        temperature: float = 0.0,
+        device: str | None = None,
+    ) -> None:
+        torch = _require_torch()
+        if max_new_tokens < 1 or batch_size < 1:
+            raise ConfigError(f"max_new_tokens and batch_size must be >= 1, got {max_new_tokens} and {batch_size}")
+        if temperature < 0:
+            raise ConfigError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
+        self.protocol = get_protocol(protocol)
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.model, self.processing_class, self.is_vlm = load_pretrained(model_path, device=self.device)
+        if adapter is not None:
+            try:
+                from peft import PeftModel
+            except ImportError as exc:  # pragma: no cover
+                raise ConfigError(f"adapters need peft: {_TRAIN_EXTRA}") from exc
+            if not (Path(adapter) / "adapter_config.json").is_file():
+                raise ConfigError(f"{str(adapter)!r} is not a peft adapter folder (no adapter_config.json)")
+            self.model = PeftModel.from_pretrained(self.model, str(adapter)).to(self.device).eval()
+        self.max_new_tokens = int(max_new_tokens)
+        self.batch_size = int(batch_size)
+        self.temperature = float(temperature)
+        self.name = f"hf:{Path(model_path).name}" + (f"+{Path(adapter).name}" if adapter else "")
+
+    @property
+    def tokenizer(self) -> Any:
+        return getattr(self.processing_class, "tokenizer", self.processing_class)
+
+    def act_batch(self, observations: Sequence[Mapping[str, Any]], infos: Sequence[Mapping[str, Any]]) -> list[str]:
+        outputs: list[str] = []
+        for start in range(0, len(observations), self.batch_size):
+            outputs.extend(self._generate([o["messages"] for o in observations[start : start + self.batch_size]]))
+        return outputs
+
+    def _generate(self, conversations: list[list[dict[str, Any]]]) -> list[str]:
+        import torch
+
+        if not self.is_vlm:
+            conversations = [text_only_messages(c) for c in conversations]
+        # Processors take tokenizer options in processor_kwargs; plain tokenizers take them directly.
+        padding = {"processor_kwargs": {"padding": True}} if self.is_vlm else {"padding": True}
+        inputs = self.processing_class.apply_chat_template(
+            conversations,
+            tools=self.protocol.tool_schemas() or None,
+            add_generation_prompt=True,
+            tokenize=True,
+            return_dict=True,
+            return_tensors="pt",
+            **padding,
+        )
+        inputs = {k: v.to(self.device) if hasattr(v, "to") else v for k, v in inputs.items()}
+        sample = self.temperature > 0
+        with torch.no_grad():
+            generated = self.model.generate(
+                **inputs,
+                max_new_tokens=self.max_new_tokens,
+                do_sample=sample,
+                temperature=self.temperature if sample else None,
+                top_p=None,
+                top_k=None,
+                pad_token_id=self.tokenizer.pad_token_id,
+            )
+        new_tokens = generated[:, inputs["input_ids"].shape[1] :]
+        return [text.strip() for text in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]

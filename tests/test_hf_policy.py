@@ -1,0 +1,89 @@
+"""HFPolicy: a local HF model (tiny VLM, tiny text LLM) writes turns for MMSearch-v0 episodes."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import pytest
+from _train_deps import require_train_extra
+
+import mmsearch_env  # noqa: F401
+
+require_train_extra()
+
+from agents import run_episodes, summarize  # noqa: E402
+from agents.hf_policy import HFPolicy, text_only_messages  # noqa: E402
+from agents.policy import Policy  # noqa: E402
+from agents.tiny_vlm import build_tiny_vlm  # noqa: E402
+from mmsearch_env.errors import ConfigError  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def vlm_path():
+    return build_tiny_vlm()
+
+
+@pytest.fixture(scope="module")
+def llm_path(tmp_path_factory, vlm_path):
+    """A tiny text-only Qwen2 LLM sharing the tiny VLM's tokenizer."""
+    import torch
+    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(vlm_path)
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(
+        Qwen2Config(
+            vocab_size=len(tok),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"),
+            pad_token_id=tok.pad_token_id,
+        )
+    )
+    out = tmp_path_factory.mktemp("tiny-llm")
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+@pytest.mark.parametrize("protocol", ["tags", "tool_calls"])
+def test_vlm_policy_runs_env_episodes(vlm_path, protocol):
+    policy = HFPolicy(vlm_path, protocol=protocol, max_new_tokens=12, batch_size=2)
+    assert isinstance(policy, Policy) and policy.is_vlm
+    env = gym.make("MMSearch-v0", dataset="sample", protocol=protocol)
+    finals = run_episodes(env, policy, range(3), progress=False)
+    assert len(finals) == 3
+    assert all(f["end_reason"] for f in finals)
+    summary = summarize(finals, env.unwrapped.max_searches_per_episode)
+    assert summary.episodes == 3 and 0.0 <= summary.mean_reward <= 1.0
+
+
+def test_batched_greedy_equals_one_by_one(vlm_path):
+    env = gym.make("MMSearch-v0", dataset="sample")
+    observations, infos = zip(*(env.reset(options={"index": i}) for i in range(3)), strict=True)
+    batched = HFPolicy(vlm_path, max_new_tokens=8, batch_size=3).act_batch(observations, infos)
+    single = HFPolicy(vlm_path, max_new_tokens=8, batch_size=1).act_batch(observations, infos)
+    assert len(batched) == 3 and all(isinstance(t, str) for t in batched)
+    assert batched == single  # left padding does not change greedy outputs
+
+
+def test_text_only_model_sees_titles_not_pixels(llm_path):
+    env = gym.make("MMSearch-v0", dataset="sample")
+    obs, info = env.reset(options={"example_id": "sample-arvenia-image-text"})
+    obs, *_ = env.step("<reason>?</reason><search><img></search>")
+    messages = text_only_messages(obs["messages"])
+    assert all(isinstance(m["content"], str) for m in messages)
+    assert "title: Flag of Arvenia" in messages[-1]["content"]
+    policy = HFPolicy(llm_path, max_new_tokens=6)
+    assert not policy.is_vlm
+    (turn,) = policy.act_batch([obs], [info])
+    assert isinstance(turn, str)
+
+
+def test_bad_paths_say_what_to_do(tmp_path, vlm_path):
+    with pytest.raises(ConfigError, match="not a model folder"):
+        HFPolicy(tmp_path)
+    with pytest.raises(ConfigError, match="not a peft adapter folder"):
+        HFPolicy(vlm_path, adapter=tmp_path)
