@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from mmsearch_env.errors import ConfigError
+from mmsearch_env.protocol import TAG_TOKENS
 
 __all__ = [
     "PROTOCOL_TOKENS",
@@ -62,23 +63,7 @@ SPECIAL_TOKENS = (
 )
 #: Protocol strings that should be one token each (added as normal, not special, tokens so that
 #: ``skip_special_tokens`` keeps them in decoded text).
-PROTOCOL_TOKENS = (
-    "<tool_call>",
-    "</tool_call>",
-    "<tool_response>",
-    "</tool_response>",
-    "<reason>",
-    "</reason>",
-    "<answer>",
-    "</answer>",
-    "<search>",
-    "</search>",
-    "<img>",
-    "<text_search>",
-    "</text_search>",
-    "<information>",
-    "</information>",
-)
+PROTOCOL_TOKENS = ("<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>", *TAG_TOKENS)
 _BUILD_VERSION = 1  # bump when the build recipe changes, so old caches are not reused
 
 

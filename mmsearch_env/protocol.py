@@ -27,6 +27,7 @@ from mmsearch_env.text import clean_text, strip_tags
 
 __all__ = [
     "PROTOCOLS",
+    "TAG_TOKENS",
     "Action",
     "ActionKind",
     "ActionProtocol",
@@ -113,6 +114,22 @@ def _counts(text: str, tags: tuple[str, ...]) -> dict[str, int]:
     return {tag: text.count(tag) for tag in tags}
 
 
+#: Every tag of the paper's protocol (tokenizers built for it make each one a single token).
+TAG_TOKENS = (
+    "<reason>",
+    "</reason>",
+    "<answer>",
+    "</answer>",
+    "<search>",
+    "</search>",
+    "<img>",
+    "<text_search>",
+    "</text_search>",
+    "<information>",
+    "</information>",
+)
+
+
 class TagsProtocol(ActionProtocol):
     """The paper's tag protocol.
 
@@ -128,19 +145,7 @@ class TagsProtocol(ActionProtocol):
     name = "tags"
     tool_result_role = "user"
     wrap_information = True
-    _TAGS = (
-        "<reason>",
-        "</reason>",
-        "<answer>",
-        "</answer>",
-        "<search>",
-        "</search>",
-        "<img>",
-        "<text_search>",
-        "</text_search>",
-        "<information>",
-        "</information>",
-    )
+    _TAGS = TAG_TOKENS
     _EXPECTED: ClassVar[dict[str, dict[str, int]]] = {
         "answer": {"<answer>": 1, "</answer>": 1},
         "image_search": {"<search>": 1, "</search>": 1, "<img>": 1},

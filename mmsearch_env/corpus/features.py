@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageChops
 
+from mmsearch_env.search.local import STOPWORDS
+
 __all__ = [
     "IMAGE_INPUT_SIZE",
     "ImageEncoder",
@@ -42,39 +44,8 @@ _MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 _STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 _WORD_RE = re.compile(r"\w+")
 
-BM25_STOPWORDS = frozenset(
-    [
-        "a",
-        "an",
-        "the",
-        "of",
-        "in",
-        "on",
-        "at",
-        "to",
-        "for",
-        "is",
-        "are",
-        "was",
-        "were",
-        "be",
-        "by",
-        "with",
-        "and",
-        "or",
-        "what",
-        "which",
-        "who",
-        "whose",
-        "how",
-        "this",
-        "that",
-        "its",
-        "it",
-        "as",
-        "from",
-    ]
-)
+# The same stopwords as the in-process engine: the shipped BM25 index was built with them.
+BM25_STOPWORDS = STOPWORDS
 
 
 def bm25_tokenize(text: str) -> list[str]:

@@ -33,11 +33,11 @@ from mmsearch_env.search.base import (
     TextSearchRequest,
 )
 
-__all__ = ["LocalSearch", "Page", "image_descriptor", "summarize", "tokenize"]
+__all__ = ["STOPWORDS", "LocalSearch", "Page", "image_descriptor", "summarize", "tokenize"]
 
 _TOKEN_RE = re.compile(r"\w+")
 _SENTENCE_RE = re.compile(r"(?<=[.!?])\s+")
-_STOPWORDS = frozenset(
+STOPWORDS = frozenset(
     [
         "a",
         "an",
@@ -111,7 +111,7 @@ def tokenize(text: str) -> list[str]:
     >>> tokenize("What is the capital of Arvenia?")
     ['capital', 'arvenia']
     """
-    return [t for t in _TOKEN_RE.findall(text.lower()) if t not in _STOPWORDS]
+    return [t for t in _TOKEN_RE.findall(text.lower()) if t not in STOPWORDS]
 
 
 def image_descriptor(image: Image.Image, size: int = 16) -> np.ndarray:

@@ -15,7 +15,7 @@ from mmsearch_env.errors import ConfigError, SearchBackendError, SearchTransient
 from mmsearch_env.search.base import SearchBackendBase, SearchResponse, TextSearchRequest
 from mmsearch_env.search.http import FetchPolicy, check_status, fetch
 from mmsearch_env.search.pipeline import Candidate
-from mmsearch_env.search.serpapi import make_text_pipeline
+from mmsearch_env.search.serpapi import make_text_pipeline, text_cache_options
 
 __all__ = ["SearxngSearch"]
 
@@ -64,15 +64,9 @@ class SearxngSearch(SearchBackendBase):
         # What the cache keys on and the budget reads (see search/cache.py, search/resilience.py); no secrets.
         self.price_per_call = price_per_search
         self.question_aware = text_mode == "summaries"
-        self.cache_options = {
-            "base_url": base_url,
-            "max_results": max_results,
-            "categories": categories,
-            "language": language,
-            "text_mode": text_mode,
-            "reader": dict(reader or {}),
-            "summarizer": {k: v for k, v in (summarizer or {}).items() if "key" not in k.lower()},
-        }
+        self.cache_options = text_cache_options(
+            base_url, max_results, text_mode, reader, summarizer, categories=categories, language=language
+        )
         self.pipeline = make_text_pipeline(
             max_results=max_results,
             text_mode=text_mode,

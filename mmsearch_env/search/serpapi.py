@@ -89,6 +89,25 @@ class ImageHost:
         return f"{self.base_url}/{name}"
 
 
+def text_cache_options(
+    base_url: str | None,
+    max_results: int,
+    text_mode: str,
+    reader: Mapping[str, Any] | None,
+    summarizer: Mapping[str, Any] | None,
+    **engine: Any,
+) -> dict[str, Any]:
+    """What a cache keys a live text backend on: the options that change its results, never a secret."""
+    return {
+        "base_url": base_url,
+        "max_results": max_results,
+        "text_mode": text_mode,
+        "reader": dict(reader or {}),
+        "summarizer": {k: v for k, v in (summarizer or {}).items() if "key" not in k.lower()},
+        **engine,
+    }
+
+
 def make_text_pipeline(
     *,
     max_results: int,
@@ -189,17 +208,17 @@ class SerpAPISearch(SearchBackendBase):
         # What the cache keys on and the budget reads (see search/cache.py, search/resilience.py); no secrets.
         self.price_per_call = price_per_search
         self.question_aware = text_mode == "summaries"
-        self.cache_options = {
-            "base_url": base_url,
-            "max_results": max_results,
-            "hl": hl,
-            "gl": gl,
-            "missing_thumbnail": missing_thumbnail,
-            "text_mode": text_mode,
-            "reader": dict(reader or {}),
-            "summarizer": {k: v for k, v in (summarizer or {}).items() if "key" not in k.lower()},
-            "num": num,
-        }
+        self.cache_options = text_cache_options(
+            base_url,
+            max_results,
+            text_mode,
+            reader,
+            summarizer,
+            hl=hl,
+            gl=gl,
+            missing_thumbnail=missing_thumbnail,
+            num=num,
+        )
         self.pipeline = make_text_pipeline(
             max_results=max_results,
             text_mode=text_mode,
