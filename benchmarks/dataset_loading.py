@@ -56,6 +56,8 @@ def generate(path: Path, rows: int, row_group_size: int, size: tuple[int, int], 
     import pyarrow.parquet as pq
     from PIL import Image
 
+    from mmsearch_env.data.loaders import fvqa_arrow_schema
+
     rng = np.random.default_rng(0)
     jpegs = []
     for _ in range(distinct):
@@ -63,20 +65,7 @@ def generate(path: Path, rows: int, row_group_size: int, size: tuple[int, int], 
         pixels = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
         Image.fromarray(pixels).save(buffer, format="JPEG", quality=85)
         jpegs.append(buffer.getvalue())
-    schema = pa.schema(
-        [
-            ("prompt", pa.list_(pa.struct([("content", pa.string()), ("role", pa.string())]))),
-            ("images", pa.list_(pa.struct([("bytes", pa.binary()), ("path", pa.string())]))),
-            (
-                "reward_model",
-                pa.struct([("candidate_answers", pa.string()), ("ground_truth", pa.string()), ("style", pa.string())]),
-            ),
-            ("data_source", pa.string()),
-            ("image_urls", pa.null()),
-            ("data_id", pa.string()),
-            ("category", pa.string()),
-        ]
-    )
+    schema = fvqa_arrow_schema()
     with pq.ParquetWriter(path, schema, use_dictionary=["data_source", "category"]) as writer:
         for start in range(0, rows, row_group_size):
             batch = [

@@ -17,26 +17,13 @@ from PIL import Image
 import mmsearch_env  # noqa: F401
 from mmsearch_env.data import ImageRef, load_dataset
 from mmsearch_env.data.export import GRPO_COLUMNS, to_grpo_dataset
-from mmsearch_env.data.loaders import fvqa_question, iter_examples, load_parquet, write_parquet
+from mmsearch_env.data.loaders import fvqa_arrow_schema, fvqa_question, iter_examples, load_parquet, write_parquet
 from mmsearch_env.data.sample import sample_examples
 from mmsearch_env.data.schema import image_source
 from mmsearch_env.errors import ConfigError, DatasetError
 
 #: The released FVQA parquet schema (REFERENCE.md §1), column for column.
-FVQA_SCHEMA = pa.schema(
-    [
-        ("prompt", pa.list_(pa.struct([("content", pa.string()), ("role", pa.string())]))),
-        ("images", pa.list_(pa.struct([("bytes", pa.binary()), ("path", pa.string())]))),
-        (
-            "reward_model",
-            pa.struct([("candidate_answers", pa.string()), ("ground_truth", pa.string()), ("style", pa.string())]),
-        ),
-        ("data_source", pa.string()),
-        ("image_urls", pa.null()),
-        ("data_id", pa.string()),
-        ("category", pa.string()),
-    ]
-)
+FVQA_SCHEMA = fvqa_arrow_schema()
 
 
 def png(colour, size=(12, 8)):

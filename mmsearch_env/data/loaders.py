@@ -467,6 +467,28 @@ def _parquet_format(names: Sequence[str], fmt: str, path: Path) -> str:
         raise DatasetError(f"{path}: {exc}") from None
 
 
+def fvqa_arrow_schema() -> Any:
+    """The released FVQA parquet schema (MMSearch-R1), column for column, as a ``pyarrow.Schema``.
+
+    For writing data the FVQA way (and for the tests and benchmarks that must write exactly it).
+    """
+    pa, _ = _pyarrow()
+    return pa.schema(
+        [
+            ("prompt", pa.list_(pa.struct([("content", pa.string()), ("role", pa.string())]))),
+            ("images", pa.list_(pa.struct([("bytes", pa.binary()), ("path", pa.string())]))),
+            (
+                "reward_model",
+                pa.struct([("candidate_answers", pa.string()), ("ground_truth", pa.string()), ("style", pa.string())]),
+            ),
+            ("data_source", pa.string()),
+            ("image_urls", pa.null()),
+            ("data_id", pa.string()),
+            ("category", pa.string()),
+        ]
+    )
+
+
 def load_parquet(
     path: str | os.PathLike[str],
     *,
