@@ -197,6 +197,11 @@ class MMSearchGRPOConfig(_GRPOConfigBase):
                 raise ConfigError(f"max_turn_tokens must be >= 1 or None, got {self.max_turn_tokens}")
             # TRL generates every turn with generation_kwargs: this is where a per-turn cap goes.
             self.generation_kwargs = {**(self.generation_kwargs or {}), "max_new_tokens": self.max_turn_tokens}
+        if self.use_vllm and self.model_path is None:
+            raise ConfigError(
+                "use_vllm (the gpu preset) needs a real model: pass --model_path /path/to/Qwen2.5-VL-7B-Instruct "
+                "(a local Qwen2.5-VL / Qwen3-VL folder); the tiny built-in VLM is for CPU runs only"
+            )
         if self.warm_start_epochs < 0 or self.warm_start_batch_size < 1:
             raise ConfigError(
                 f"warm_start_epochs must be >= 0 and warm_start_batch_size >= 1, "

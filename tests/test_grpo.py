@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import pytest
 import torch_guard  # noqa: F401  (skips the module without the training extra)
@@ -107,6 +108,8 @@ def test_config_has_paper_defaults_and_checks_fields(tmp_path):
     assert capped.generation_kwargs["max_new_tokens"] == 7
     with pytest.raises(ConfigError, match="Did you mean 'tool_calls'"):
         MMSearchGRPOConfig(output_dir=str(tmp_path), protocol="tool_call", use_cpu=True, report_to=[])
+    with pytest.raises(ConfigError, match=re.escape("use_vllm (the gpu preset) needs a real model: pass --model_path")):
+        MMSearchGRPOConfig(output_dir=str(tmp_path), use_vllm=True, use_cpu=True, report_to=[])
 
 
 def test_split_turns_handles_cut_completions():
