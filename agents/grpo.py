@@ -145,6 +145,10 @@ class MMSearchGRPOConfig(_GRPOConfigBase):
         },
     )
     split: str | None = field(default="train", metadata={"help": "Split of a built-in dataset."})
+    max_train_questions: int | None = field(
+        default=None,
+        metadata={"help": "Train (and warm-start) on N questions of the split, drawn with `seed` (None: all)."},
+    )
     search: str | None = field(
         default=None,
         metadata={"help": "Search backend name (MMSearch-v0 `search`; None: the engine matching a built-in dataset)."},
@@ -202,6 +206,8 @@ class MMSearchGRPOConfig(_GRPOConfigBase):
                 "use_vllm (the gpu preset) needs a real model: pass --model_path /path/to/Qwen2.5-VL-7B-Instruct "
                 "(a local Qwen2.5-VL / Qwen3-VL folder); the tiny built-in VLM is for CPU runs only"
             )
+        if self.max_train_questions is not None and self.max_train_questions < 1:
+            raise ConfigError(f"max_train_questions must be >= 1 or None, got {self.max_train_questions}")
         if self.warm_start_epochs < 0 or self.warm_start_batch_size < 1:
             raise ConfigError(
                 f"warm_start_epochs must be >= 0 and warm_start_batch_size >= 1, "
@@ -242,7 +248,6 @@ def preset_settings(name: str, **overrides: Any) -> dict[str, Any]:
             # The 64-question invented world: a 214k-parameter model can fit its warm-start in minutes on
             # a CPU, which the 3,684 corpus training questions would not allow. Real runs use the corpus.
             "dataset": "sample",
-            "search": "sample",
             "warm_start_epochs": 20,
             "warm_start_lr": 5e-3,
             "learning_rate": 1e-3,
@@ -594,17 +599,32 @@ def _assistant_header_ids(tokenizer: Any) -> list[int]:
 # Data, processor, warm-start
 
 
-def make_train_dataset(env_kwargs: Mapping[str, Any]) -> Any:
+def _train_examples(examples: Any, limit: int | None, seed: int) -> Any:
+    """The questions training uses: all of them, or ``limit`` drawn evenly at random (seeded)."""
+    if limit is None or limit >= len(examples):
+        return examples
+    import numpy as np
+
+    chosen = np.random.default_rng(seed).choice(len(examples), size=limit, replace=False)
+    return [examples[int(i)] for i in sorted(chosen)]
+
+
+def make_train_dataset(env_kwargs: Mapping[str, Any], *, limit: int | None = None, seed: int = 0) -> Any:
     """A ``datasets.Dataset`` with the env's first observation per question: ``prompt``, ``images``,
     ``example_id``, ``answer`` (and ``candidate_answers``, ``category``, ``search_need``).
 
     The prompt is exactly what ``env.reset`` shows (instruction wording, limits), with the image as a
     placeholder block filled from ``images`` by TRL. One implementation serves the trainer and users
-    exporting their data: :func:`mmsearch_env.data.export.to_grpo_dataset`.
+    exporting their data: :func:`mmsearch_env.data.export.to_grpo_dataset`. ``limit``: train on that
+    many questions of the split, drawn with ``seed`` (the warm-start uses the same ones).
     """
     from mmsearch_env.data.export import to_grpo_dataset
 
-    return to_grpo_dataset(dict(env_kwargs))
+    if limit is None:
+        return to_grpo_dataset(dict(env_kwargs))
+    env = MMSearchEnv(**{**env_kwargs, "search": "disabled"})
+    rest = {k: v for k, v in env_kwargs.items() if k not in ("dataset", "split", "search")}
+    return to_grpo_dataset(list(_train_examples(env.examples, limit, seed)), env_kwargs=rest)
 
 
 def prepare_processing_class(processor: Any, protocol: str) -> Any:
@@ -666,7 +686,7 @@ def warm_start(model: Any, processor: Any, config: MMSearchGRPOConfig, *, progre
     episodes: list[list[dict[str, Any]]] = []
     for use_search in (True, False):
         policy = OraclePolicy(env.examples, use_search=use_search, protocol=config.protocol)
-        for example in env.examples:
+        for example in _train_examples(env.examples, config.max_train_questions, config.seed):
             observation, info = env.reset(options={"example_id": example.id})
             while True:
                 observation, _, terminated, truncated, info = env.step(policy.act(observation, info))
@@ -893,7 +913,7 @@ def build_trainer(
         model=model,
         reward_funcs=[reward],
         args=config,
-        train_dataset=make_train_dataset(env_kwargs),
+        train_dataset=make_train_dataset(env_kwargs, limit=config.max_train_questions, seed=config.seed),
         processing_class=processor,
         peft_config=peft_config,
         environment_factory=env_factory(env_kwargs),

@@ -82,6 +82,7 @@ def make_trainer(tmp_path, dataset_file, protocol, **overrides):
     model = scripted_vlm(base, plan_script(plans(protocol, by_id)), seed=1)
     settings = dict(
         dataset=path,
+        search="sample",  # the sample questions' own web
         split=None,
         protocol=protocol,
         warm_start_epochs=0,
@@ -166,7 +167,7 @@ def test_real_generation_after_an_image_tool_result(tmp_path, dataset_file, prot
     script = plan_script({by_id[i].question: [p.format_action("image_search"), None] for i in IDS})
     base = build_tiny_vlm()
     config = cpu_preset(
-        str(tmp_path / "run"), dataset=path, split=None, protocol=protocol, warm_start_epochs=0,
+        str(tmp_path / "run"), dataset=path, search="sample", split=None, protocol=protocol, warm_start_epochs=0,
         per_device_train_batch_size=6, num_generations=2, max_completion_length=512, max_turn_tokens=8, report_to=[],
         metrics_plot=False,
     )  # fmt: skip
@@ -300,3 +301,17 @@ def test_tags_template_renders_env_observations_like_the_qwen_template():
     tags = processor.apply_chat_template(as_tool, tokenize=False, add_generation_prompt=True)
     assert tags == qwen
     assert tags.count("<|image_pad|>") == 6  # the question's image and five thumbnails
+
+
+def test_max_train_questions_draws_a_seeded_subset_for_the_trainer_and_warm_start(tmp_path):
+    kwargs = {"dataset": "sample", "split": None, "protocol": "tags"}
+    rows = make_train_dataset(kwargs, limit=5, seed=3)
+    again = make_train_dataset(kwargs, limit=5, seed=3)
+    other = make_train_dataset(kwargs, limit=5, seed=4)
+    assert len(rows) == 5 and rows["example_id"] == again["example_id"] != other["example_id"]
+    everything = make_train_dataset(kwargs)
+    assert set(rows["example_id"]) < set(everything["example_id"]) and len(everything) == 64
+    by_id = dict(zip(everything["example_id"], everything["prompt"], strict=True))
+    assert all(by_id[i] == p for i, p in zip(rows["example_id"], rows["prompt"], strict=True))  # same prompts
+    with pytest.raises(ConfigError, match=re.escape("max_train_questions must be >= 1 or None, got 0")):
+        MMSearchGRPOConfig(output_dir=str(tmp_path), max_train_questions=0, use_cpu=True, report_to=[])
