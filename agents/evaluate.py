@@ -69,9 +69,10 @@ BASELINE_NAMES = ("direct", "rag", "random", "oracle")
 
 
 def search_disabled_kwargs(env_kwargs: Mapping[str, Any]) -> dict[str, Any]:
-    """``env_kwargs`` with search disabled: no backend and both search limits 0 (the prompt says so, and a
-    search the policy still asks for ends the episode)."""
-    return {**env_kwargs, "search": "disabled", "max_image_searches": 0, "max_text_searches": 0}
+    """``env_kwargs`` with search disabled: no backend (and none of its ``search_options``) and both search
+    limits 0 (the prompt says so, and a search the policy still asks for ends the episode)."""
+    kwargs = {k: v for k, v in env_kwargs.items() if k != "search_options"}
+    return {**kwargs, "search": "disabled", "max_image_searches": 0, "max_text_searches": 0}
 
 
 # -- policies by name ----------------------------------------------------------------------------------

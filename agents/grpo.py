@@ -31,7 +31,7 @@ import json
 import logging
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -59,6 +59,7 @@ __all__ = [
     "prepare_processing_class",
     "preset_settings",
     "split_turns",
+    "supervised_fit",
     "train",
     "warm_start",
 ]
@@ -153,6 +154,16 @@ class MMSearchGRPOConfig(_GRPOConfigBase):
         default=None,
         metadata={"help": "Search backend name (MMSearch-v0 `search`; None: the engine matching a built-in dataset)."},
     )
+    search_options: dict | str | None = field(
+        default=None,
+        metadata={
+            "help": "Keyword arguments of the search backend (MMSearch-v0 `search_options`), a dict or a JSON "
+            'string, e.g. \'{"max_results": 2, "summary_sentences": 1}\' for the corpus engine.'
+        },
+    )
+    prompts: str | None = field(
+        default=None, metadata={"help": "A JSON/TOML file of prompt templates (MMSearch-v0 `prompts`)."}
+    )
     protocol: str = field(default="tags", metadata={"help": "Action protocol: 'tags' (paper) or 'tool_calls'."})
     max_turns: int = field(default=3, metadata={"help": "Assistant turns per episode (paper: 3)."})
     max_image_searches: int = field(default=1, metadata={"help": "Image searches per episode (paper: 1)."})
@@ -190,6 +201,13 @@ class MMSearchGRPOConfig(_GRPOConfigBase):
 
     def __post_init__(self) -> None:
         get_protocol(self.protocol)  # raises ConfigError with a suggestion on a typo
+        if isinstance(self.search_options, str):
+            try:
+                self.search_options = json.loads(self.search_options)
+            except ValueError as exc:
+                raise ConfigError(f"search_options must be a JSON object, got {self.search_options!r}: {exc}") from None
+        if self.search_options is not None and not isinstance(self.search_options, dict):
+            raise ConfigError(f"search_options must be a dict (JSON object), got {self.search_options!r}")
         if self.max_turns < 1:
             raise ConfigError(f"max_turns must be >= 1, got {self.max_turns}")
         if self.max_tool_calling_iterations is None:
@@ -221,6 +239,8 @@ class MMSearchGRPOConfig(_GRPOConfigBase):
             "dataset": self.dataset,
             "split": self.split,
             "search": self.search,
+            "search_options": self.search_options,
+            "prompts": self.prompts,
             "protocol": self.protocol,
             "max_turns": self.max_turns,
             "max_image_searches": self.max_image_searches,
@@ -622,7 +642,7 @@ def make_train_dataset(env_kwargs: Mapping[str, Any], *, limit: int | None = Non
 
     if limit is None:
         return to_grpo_dataset(dict(env_kwargs))
-    env = MMSearchEnv(**{**env_kwargs, "search": "disabled"})
+    env = MMSearchEnv(**{**env_kwargs, "search": "disabled", "search_options": None})
     rest = {k: v for k, v in env_kwargs.items() if k not in ("dataset", "split", "search")}
     return to_grpo_dataset(list(_train_examples(env.examples, limit, seed)), env_kwargs=rest)
 
@@ -676,12 +696,8 @@ def warm_start(model: Any, processor: Any, config: MMSearchGRPOConfig, *, progre
     answer at once without searching, so the model learns the *format* of every action but not when
     to search: that is left to GRPO. Loss on assistant tokens only. Returns the first and last loss.
     """
-    import torch
-    from tqdm.auto import tqdm
-
     from agents.scripted import OraclePolicy
 
-    tokenizer = getattr(processor, "tokenizer", processor)
     env = MMSearchEnv(**config.env_kwargs())
     episodes: list[list[dict[str, Any]]] = []
     for use_search in (True, False):
@@ -693,28 +709,74 @@ def warm_start(model: Any, processor: Any, config: MMSearchGRPOConfig, *, progre
                 if terminated or truncated:
                     break
             episodes.append(observation["messages"])
+    return supervised_fit(
+        model,
+        processor,
+        episodes,
+        epochs=config.warm_start_epochs,
+        lr=config.warm_start_lr,
+        batch_size=config.warm_start_batch_size,
+        seed=config.seed,
+        tools=env.protocol.tool_schemas() or None,
+        progress=progress,
+    )
+
+
+def supervised_fit(
+    model: Any,
+    processor: Any,
+    episodes: Sequence[Sequence[Mapping[str, Any]]],
+    *,
+    epochs: int,
+    lr: float,
+    batch_size: int = 8,
+    seed: int = 0,
+    tools: list[dict[str, Any]] | None = None,
+    progress: bool = True,
+    desc: str = "warm-start",
+    group_by_turns: bool = False,
+    labeler: Callable[[Any], Any] | None = None,
+) -> dict[str, float]:
+    """Fit ``model`` to whole episodes (chat message lists) with AdamW, loss on assistant tokens only.
+
+    The episodes are rendered by the processor's chat template exactly as training and inference see
+    them (images included). Shuffled each epoch with ``seed``; ``group_by_turns`` batches episodes with the
+    same number of messages together (less padding; the batch order stays shuffled). ``labeler`` maps the
+    assistant-token labels of one row (a tensor, -100 elsewhere) to the labels to train on, e.g. to
+    focus the loss on a few tokens. Returns the first and last batch loss.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    tokenizer = getattr(processor, "tokenizer", processor)
     header_ids = _assistant_header_ids(tokenizer)
     end_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    tools = env.protocol.tool_schemas() or None
     model.train()
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.warm_start_lr)
-    generator = torch.Generator().manual_seed(config.seed)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
+    generator = torch.Generator().manual_seed(seed)
     losses: list[float] = []
-    size = config.warm_start_batch_size
-    total = config.warm_start_epochs * math.ceil(len(episodes) / size)
-    bar = tqdm(total=total, desc="warm-start", disable=not progress, leave=False)
-    for _ in range(config.warm_start_epochs):
+    size = batch_size
+    total = epochs * math.ceil(len(episodes) / size)
+    bar = tqdm(total=total, desc=desc, disable=not progress, leave=False)
+    for _ in range(epochs):
         order = torch.randperm(len(episodes), generator=generator).tolist()
-        for start in range(0, len(order), size):
+        batches = [order[start : start + size] for start in range(0, len(order), size)]
+        if group_by_turns:
+            # Episodes of one batch have the same number of messages (so about the same length): less padding.
+            order.sort(key=lambda i: len(episodes[i]))  # stable: shuffled within each length
+            batches = [order[start : start + size] for start in range(0, len(order), size)]
+            batches = [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+        for chosen in batches:
             batch = processor.apply_chat_template(
-                [episodes[i] for i in order[start : start + size]],
+                [episodes[i] for i in chosen],
                 tools=tools,
                 tokenize=True,
                 return_dict=True,
                 return_tensors="pt",
                 processor_kwargs={"padding": True},
             )
-            batch["labels"] = torch.stack([_assistant_labels(row, header_ids, end_id) for row in batch["input_ids"]])
+            labels = [_assistant_labels(row, header_ids, end_id) for row in batch["input_ids"]]
+            batch["labels"] = torch.stack([labeler(row) for row in labels] if labeler else labels)
             batch = {k: v.to(model.device) if hasattr(v, "to") else v for k, v in batch.items()}
             loss = model(**batch).loss
             loss.backward()

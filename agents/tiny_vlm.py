@@ -83,9 +83,16 @@ class TinyVLMConfig:
     #: Largest image after resizing, in pixels: 56x56 gives 4 image tokens (one per 28x28 patch group).
     max_pixels: int = 56 * 56
     min_pixels: int = 28 * 28
+    #: What the tokenizer learns from: ``"sample"`` (the env's prompts and the sample questions) or
+    #: ``"corpus"`` (also the embedded corpus's questions, queries and pages, so that its names and
+    #: facts split into common pieces: a model can then copy any of them from search results).
+    tokenizer_texts: str = "sample"
 
     def key(self) -> str:
-        blob = json.dumps({**asdict(self), "version": _BUILD_VERSION}, sort_keys=True)
+        fields = asdict(self)
+        if fields["tokenizer_texts"] == "sample":  # added later: keep the keys of earlier builds
+            del fields["tokenizer_texts"]
+        blob = json.dumps({**fields, "version": _BUILD_VERSION}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -108,8 +115,9 @@ def tiny_vlm_path(config: TinyVLMConfig | None = None) -> Path:
     return _cache_root() / (config or TinyVLMConfig()).key()
 
 
-def _training_corpus() -> list[str]:
-    """Texts the tokenizer learns from: the env's prompts and the sample questions, in both protocols."""
+def _training_corpus(which: str = "sample") -> list[str]:
+    """Texts the tokenizer learns from: the env's prompts and the sample questions, in both protocols
+    (``which="corpus"``: also the embedded corpus's questions, answers, queries and page texts)."""
     from importlib import resources
 
     from mmsearch_env.data import load_dataset
@@ -133,6 +141,15 @@ def _training_corpus() -> list[str]:
                 texts.append(p.format_action("answer", ex.answer, reason="The image shows it."))
                 texts.append(p.format_action("text_search", ex.question, reason="I need to search."))
                 texts.append(p.format_action("image_search", reason="I do not know this image."))
+    if which == "corpus":
+        from mmsearch_env.corpus import load_corpus
+
+        for split in ("train", "validation", "test"):
+            for ex in load_dataset("corpus", split):
+                texts += [ex.question, ex.answer, *ex.candidate_answers, str(ex.metadata.get("text_query") or "")]
+        texts += [f"{page.title}. {page.text}" for page in load_corpus().pages]
+    elif which != "sample":
+        raise ConfigError(f"tokenizer_texts must be 'sample' or 'corpus', got {which!r}")
     texts.append(chat_template_path().read_text("utf-8"))
     texts.append("0123456789 abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ .,;:!?'\"()[]{}<>/\\-_=+*&%$#@")
     return texts
@@ -151,7 +168,7 @@ def _build_tokenizer(config: TinyVLMConfig):
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    core.train_from_iterator(_training_corpus(), trainer=trainer)
+    core.train_from_iterator(_training_corpus(config.tokenizer_texts), trainer=trainer)
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=core,
         eos_token="<|im_end|>",

@@ -201,3 +201,17 @@ def test_missing_matplotlib_keeps_the_tables(tmp_path, monkeypatch):
         )
     assert "plot" not in report.paths and (tmp_path / "report.md").is_file()
     assert not (tmp_path / "accuracy_vs_search.png").exists()
+
+
+def test_search_disabled_kwargs_drop_the_backends_options():
+    import gymnasium as gym
+
+    from agents.evaluate import search_disabled_kwargs
+
+    kwargs = {"dataset": "sample", "search": "sample", "search_options": {"max_results": 2}, "max_text_searches": 2}
+    off = search_disabled_kwargs(kwargs)
+    assert off == {"dataset": "sample", "search": "disabled", "max_image_searches": 0, "max_text_searches": 0}
+    assert kwargs["search_options"] == {"max_results": 2}  # the caller's dict is left alone
+    env = gym.make("MMSearch-v0", **off)  # options of the real backend would not fit the disabled one
+    assert env.unwrapped.max_searches_per_episode == 0
+    env.close()

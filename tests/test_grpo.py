@@ -23,10 +23,13 @@ from agents.grpo import (
     MMSearchGRPOConfig,
     build_trainer,
     cpu_preset,
+    env_factory,
     make_train_dataset,
+    prepare_processing_class,
     split_turns,
+    supervised_fit,
 )
-from agents.hf_policy import HFPolicy, load_processing_class
+from agents.hf_policy import HFPolicy, load_pretrained, load_processing_class
 from agents.scripted_model import plan_script, scripted_vlm
 from agents.tiny_vlm import build_tiny_vlm
 from mmsearch_env.data import load_dataset
@@ -315,3 +318,61 @@ def test_max_train_questions_draws_a_seeded_subset_for_the_trainer_and_warm_star
     assert all(by_id[i] == p for i, p in zip(rows["example_id"], rows["prompt"], strict=True))  # same prompts
     with pytest.raises(ConfigError, match=re.escape("max_train_questions must be >= 1 or None, got 0")):
         MMSearchGRPOConfig(output_dir=str(tmp_path), max_train_questions=0, use_cpu=True, report_to=[])
+
+
+def test_search_options_and_prompts_reach_every_env_the_trainer_builds(tmp_path):
+    prompts = tmp_path / "prompts.json"
+    prompts.write_text(json.dumps({"instruction": "Q: {question}"}))
+    options = '{"max_results": 2, "summary_sentences": 1}'
+    config = MMSearchGRPOConfig(
+        output_dir=str(tmp_path), dataset="sample", split=None, search="sample", search_options=options,
+        prompts=str(prompts), use_cpu=True, report_to=[],
+    )  # fmt: skip
+    assert config.search_options == {"max_results": 2, "summary_sentences": 1}  # JSON from the command line
+    kwargs = config.env_kwargs()
+    assert kwargs["search_options"] == config.search_options and kwargs["prompts"] == str(prompts)
+    rows = make_train_dataset(kwargs, limit=2)  # the dataset's env runs with search disabled: options dropped
+    assert rows["prompt"][0][0]["content"][-1]["text"].startswith("Q: ")
+    tool_env = env_factory(kwargs)()
+    tool_env.reset(rows["example_id"][0])
+    results = tool_env.text_search("capital of Arvenia")
+    assert sum(line[:2] in ("1.", "2.", "3.") for line in results[0]["text"].splitlines()) == 2  # max_results
+    with pytest.raises(ConfigError, match="search_options must be a JSON object"):
+        MMSearchGRPOConfig(output_dir=str(tmp_path), search_options="{max_results: 2", use_cpu=True, report_to=[])
+    with pytest.raises(ConfigError, match="search_options must be a dict"):
+        MMSearchGRPOConfig(output_dir=str(tmp_path), search_options="[1]", use_cpu=True, report_to=[])
+
+
+@pytest.mark.parametrize("group", [False, True])
+def test_supervised_fit_learns_episodes_and_groups_batches_by_length(group, monkeypatch):
+    base = build_tiny_vlm()
+    model, processor, _ = load_pretrained(base)
+    prepare_processing_class(processor, "tags")
+    p = get_protocol("tags")
+    sample = load_dataset("sample", None)[0]
+    user = {"role": "user", "content": [{"type": "image", "image": sample.image}, {"type": "text", "text": "Q?"}]}
+    short = [user, {"role": "assistant", "content": p.format_action("answer", "Arvenia", reason="Known.")}]
+    long = [
+        user,
+        {"role": "assistant", "content": p.format_action("text_search", "Arvenia", reason="Search.")},
+        {"role": "user", "content": [{"type": "text", "text": "<information>Arvenia.</information>"}]},
+        {"role": "assistant", "content": p.format_action("answer", "Arvenia", reason="Read.")},
+    ]
+    seen: list[list[int]] = []
+    original = processor.apply_chat_template
+
+    def spy(conversations, **kwargs):
+        seen.append([len(c) for c in conversations])
+        return original(conversations, **kwargs)
+
+    monkeypatch.setattr(processor, "apply_chat_template", spy)
+    stats = supervised_fit(
+        model, processor, [short, long] * 4, epochs=6, lr=5e-3, batch_size=4, seed=0, progress=False,
+        group_by_turns=group,
+    )  # fmt: skip
+    assert stats["last_loss"] < stats["first_loss"] / 2
+    assert len(seen) == 12 and sorted(n for lengths in seen for n in lengths) == sorted(
+        [2, 4] * 24
+    )  # every episode, every epoch
+    mixed = sum(len(set(lengths)) > 1 for lengths in seen)
+    assert mixed == 0 if group else mixed > 0  # grouped batches hold episodes of one length

@@ -66,3 +66,22 @@ def test_generates_from_an_observation_with_thumbnails(tiny, protocol):
     assert image_tokens == int(inputs["image_grid_thw"].prod(-1).sum()) // 4  # merge 2x2 patches per token
     out = model.generate(**inputs, max_new_tokens=5, do_sample=False)
     assert inputs["input_ids"].shape[1] < out.shape[1] <= inputs["input_ids"].shape[1] + 5
+
+
+def test_corpus_tokenizer_texts_split_corpus_names_into_few_pieces(tmp_path):
+    from agents.tiny_vlm import TinyVLMConfig, _training_corpus
+    from mmsearch_env.errors import ConfigError
+
+    # the option is part of the cache key, but the default keeps the key earlier builds were saved under
+    assert TinyVLMConfig().key() == TinyVLMConfig(tokenizer_texts="sample").key()
+    assert TinyVLMConfig(tokenizer_texts="corpus").key() != TinyVLMConfig().key()
+    texts = _training_corpus("corpus")
+    assert any("The capital of Paraguay is Asunción." in t for t in texts)
+    assert len(texts) > 10 * len(_training_corpus("sample"))
+    with pytest.raises(ConfigError, match="tokenizer_texts must be 'sample' or 'corpus', got 'web'"):
+        _training_corpus("web")
+    config = TinyVLMConfig(tokenizer_texts="corpus", vocab_size=2048, hidden_size=32, intermediate_size=64)
+    _, processor = load_tiny_vlm(build_tiny_vlm(tmp_path / "vlm", config=config))
+    sample_tok = load_tiny_vlm()[1].tokenizer
+    phrase = " The international calling code of Paraguay is +595."
+    assert len(processor.tokenizer.tokenize(phrase)) <= 0.6 * len(sample_tok.tokenize(phrase))  # 15 vs 28 pieces
