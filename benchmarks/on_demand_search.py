@@ -57,6 +57,13 @@ IMAGES = ROOT / "docs" / "images"
 logger = logging.getLogger("on_demand_search")
 
 CATEGORIES = ("country-capital", "country-calling_code", "country-tld")
+#: One phrasing per kind of question, the country's name last: copying it into the query is then a copy
+#: from a fixed distance, which a small model learns fastest.
+PHRASING = {
+    "country-capital": "What is the capital of {name}?",
+    "country-calling_code": "What is the international calling code of {name}?",
+    "country-tld": "What is the internet country code top-level domain of {name}?",
+}
 REASON_DIRECT = "I know this."
 REASON_SEARCH = "I should look this up."
 REASON_READ = "The results say it."
@@ -141,13 +148,17 @@ def select_questions(split: str, cfg: Mapping[str, Any]) -> list[Any]:
     """The split's text-lookup country questions, with ``metadata["known"]`` set."""
     from dataclasses import replace
 
+    from mmsearch_env.corpus import load_corpus
     from mmsearch_env.data import load_dataset
 
+    corpus = load_corpus()
     out = []
     for example in load_dataset("corpus", split):
         if example.category in CATEGORIES and example.search_need == "text":
-            known = is_known(example.metadata["entity"], cfg["seed"], cfg["known_fraction"])
-            out.append(replace(example, metadata={**example.metadata, "known": known}))
+            entity = example.metadata["entity"]
+            known = is_known(entity, cfg["seed"], cfg["known_fraction"])
+            question = PHRASING[example.category].format(name=corpus.page(entity).title)
+            out.append(replace(example, question=question, metadata={**example.metadata, "known": known}))
     return out
 
 
