@@ -76,6 +76,9 @@ PROMPTS = {
     "followup": "{next_step}",
     "next_step_answer": "Now give your answer.",
     "next_step_search": "Now give your answer, or use {search_options}.",
+    # the question's image after the text: with it first, the tiny model did not learn to copy (4 of 64
+    # drills read after 400 steps, against 37 of 64 after 300 with it last; see docs/ARCHITECTURE.md)
+    "image_position": "last",
 }
 
 #: The environment every stage uses: one text search at most, then an answer (shapes A and T>A).
@@ -106,8 +109,8 @@ def settings(quick: bool) -> dict[str, Any]:
         "reading_steps": 500,
         "reading_lr": 1e-3,
         "reading_batch_size": 32,
-        "sft_epochs": 20,
-        "sft_lr": 1e-3,
+        "sft_epochs": 25,
+        "sft_lr": 2e-3,
         "sft_batch_size": 16,
         "curate_rollouts": 4,
         "curate_ratio": 0.68,
@@ -454,10 +457,8 @@ def curate_train(sft_dir: Path, train: Path, out: Path, env_kwargs: Mapping[str,
         )
         labels, selected = result.labels, result.selected
     except DatasetError:
-        if not quick:
-            raise
-        # --quick's model is barely trained and may get every question wrong: the pipeline check goes on
-        # with the labels curate wrote and the whole training set as the (unbalanced) fallback.
+        # No balanced set is possible (e.g. --quick's barely trained model gets every question wrong): go on
+        # with the labels curate wrote and the whole training set as the fallback, recorded in the results.
         labels = [json.loads(line) for line in (out / "labels.jsonl").read_text().splitlines()]
         selected = []
     examples = load_dataset(str(train), None)
@@ -468,8 +469,7 @@ def curate_train(sft_dir: Path, train: Path, out: Path, env_kwargs: Mapping[str,
     fallback = []
     for name, chosen in sets.items():
         if not chosen:
-            if not quick:
-                raise DatasetError(f"curation left the {name} training set empty; see {out / 'report.md'}")
+            logger.warning("curation left the %s set empty; training on all questions instead", name)
             chosen, sets[name] = list(examples), list(examples)
             fallback.append(name)
         write_parquet(chosen, out / f"{name}.parquet", extra_columns={"known": [e.metadata["known"] for e in chosen]})

@@ -269,9 +269,10 @@ class MMSearchEnv(gym.Env[dict[str, Any], str]):
         messages: list[dict[str, Any]] = []
         if self.prompts.system:
             messages.append({"role": "system", "content": [{"type": "text", "text": self.prompts.system}]})
-        messages.append(
-            {"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": instruction}]}
-        )
+        blocks = [{"type": "image", "image": image}, {"type": "text", "text": instruction}]
+        if self.prompts.image_position == "last":
+            blocks.reverse()
+        messages.append({"role": "user", "content": blocks})
         self._episode = _Episode(example=example, image=image, messages=messages)
         self._done = False
         return self._observation(), self._info(None)

@@ -39,6 +39,8 @@ class PromptTemplates:
     ``instruction``: first user turn, after the image (``{question}``, ``{max_turns}``,
     ``{max_image_searches}``, ``{max_text_searches}``). ``followup``: closes each tool-result turn
     (``{question}``, ``{next_step}``). The rest build the result list and the next-step hint.
+    ``image_position``: ``"first"`` (default: the question's image, then the instruction, as in the
+    paper) or ``"last"`` (the instruction, then the image).
     """
 
     instruction: str
@@ -54,7 +56,10 @@ class PromptTemplates:
     image_search_option: str
     text_search_option: str
     system: str | None = None
+    image_position: str = "first"
 
+
+IMAGE_POSITIONS = ("first", "last")
 
 _PLACEHOLDERS = {
     "instruction": {"question", "max_turns", "max_image_searches", "max_text_searches"},
@@ -74,7 +79,13 @@ _PLACEHOLDERS = {
 
 
 def _check(templates: PromptTemplates, source: str) -> PromptTemplates:
+    if templates.image_position not in IMAGE_POSITIONS:
+        raise ConfigError(
+            f"{source}: image_position must be one of {list(IMAGE_POSITIONS)}, got {templates.image_position!r}"
+        )
     for f in fields(PromptTemplates):
+        if f.name == "image_position":
+            continue
         value = getattr(templates, f.name)
         if value is None and f.name == "system":
             continue

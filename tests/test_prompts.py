@@ -71,3 +71,16 @@ def test_prompt_templates_object():
     base = load_prompts(TagsProtocol())
     custom = PromptTemplates(**{**base.__dict__, "no_results": "nada"})
     assert load_prompts(TagsProtocol(), custom).no_results == "nada"
+
+
+def test_image_position_puts_the_question_image_after_the_instruction(tmp_path):
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps({"image_position": "last"}))
+    env = gym.make("MMSearch-v0", dataset="sample", prompts=str(path))
+    obs, _ = env.reset(seed=0)
+    assert [b["type"] for b in obs["messages"][0]["content"]] == ["text", "image"]
+    default, _ = gym.make("MMSearch-v0", dataset="sample").reset(seed=0)
+    assert [b["type"] for b in default["messages"][0]["content"]] == ["image", "text"]
+    path.write_text(json.dumps({"image_position": "middle"}))
+    with pytest.raises(ConfigError, match=re.escape("image_position must be one of ['first', 'last'], got 'middle'")):
+        gym.make("MMSearch-v0", dataset="sample", prompts=str(path))
