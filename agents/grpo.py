@@ -642,7 +642,7 @@ def make_train_dataset(env_kwargs: Mapping[str, Any], *, limit: int | None = Non
 
     if limit is None:
         return to_grpo_dataset(dict(env_kwargs))
-    env = MMSearchEnv(**{**env_kwargs, "search": "disabled", "search_options": None})
+    env = MMSearchEnv(**{**env_kwargs, "search": "disabled"})
     rest = {k: v for k, v in env_kwargs.items() if k not in ("dataset", "split", "search")}
     return to_grpo_dataset(list(_train_examples(env.examples, limit, seed)), env_kwargs=rest)
 
@@ -760,11 +760,11 @@ def supervised_fit(
     bar = tqdm(total=total, desc=desc, disable=not progress, leave=False)
     for _ in range(epochs):
         order = torch.randperm(len(episodes), generator=generator).tolist()
-        batches = [order[start : start + size] for start in range(0, len(order), size)]
         if group_by_turns:
             # Episodes of one batch have the same number of messages (so about the same length): less padding.
             order.sort(key=lambda i: len(episodes[i]))  # stable: shuffled within each length
-            batches = [order[start : start + size] for start in range(0, len(order), size)]
+        batches = [order[start : start + size] for start in range(0, len(order), size)]
+        if group_by_turns:
             batches = [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
         for chosen in batches:
             batch = processor.apply_chat_template(

@@ -215,3 +215,13 @@ def test_search_disabled_kwargs_drop_the_backends_options():
     env = gym.make("MMSearch-v0", **off)  # options of the real backend would not fit the disabled one
     assert env.unwrapped.max_searches_per_episode == 0
     env.close()
+
+
+def test_the_disabled_backend_ignores_search_options():
+    import gymnasium as gym
+
+    env = gym.make("MMSearch-v0", dataset="sample", search="disabled", search_options={"max_results": 2})
+    env.reset(seed=0)
+    _, _, _, _, info = env.step("<reason>x</reason><text_search>q</text_search>")
+    assert info["search_failures"] == 1 and "disabled" in info["search_error"]
+    env.close()

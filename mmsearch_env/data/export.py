@@ -76,7 +76,7 @@ def to_grpo_dataset(
         kwargs.update(env_kwargs or {})
     else:
         kwargs = {**dict(env_kwargs or {}), "dataset": source}
-    env = MMSearchEnv(**{**kwargs, "search": "disabled", "search_options": None})
+    env = MMSearchEnv(**{**kwargs, "search": "disabled"})
     try:
         count = len(env.examples) if limit is None else min(limit, len(env.examples))
         if count < 1:

@@ -127,7 +127,13 @@ SEARCH_BACKENDS = {
 
 
 def make_search(search: Any = "corpus", options: dict[str, Any] | None = None) -> Any:
-    """Build a backend from a name and options, or check and pass a backend object through."""
+    """Build a backend from a name and options, or check and pass a backend object through.
+
+    ``"disabled"`` ignores ``options``: switching search off (curation's and export's search-free envs,
+    the search-utility reruns) must not fail because the config also carries the real backend's options.
+    """
+    if search == "disabled":
+        options = None
     if isinstance(search, str):
         if search not in SEARCH_BACKENDS:
             raise ConfigError(
