@@ -736,6 +736,7 @@ def supervised_fit(
     desc: str = "warm-start",
     group_by_turns: bool = False,
     labeler: Callable[[Any], Any] | None = None,
+    on_step: Callable[[int], bool] | None = None,
 ) -> dict[str, float]:
     """Fit ``model`` to whole episodes (chat message lists) with AdamW, loss on assistant tokens only.
 
@@ -743,7 +744,9 @@ def supervised_fit(
     them (images included). Shuffled each epoch with ``seed``; ``group_by_turns`` batches episodes with the
     same number of messages together (less padding; the batch order stays shuffled). ``labeler`` maps the
     assistant-token labels of one row (a tensor, -100 elsewhere) to the labels to train on, e.g. to
-    focus the loss on a few tokens. Returns the first and last batch loss.
+    focus the loss on a few tokens. ``on_step``: called after each optimizer step with the number of
+    steps done; returning True stops training there (e.g. once a held-out check passes; the model is
+    put back in train mode after the call). Returns the first and last batch loss and the steps done.
     """
     import torch
     from tqdm.auto import tqdm
@@ -786,9 +789,21 @@ def supervised_fit(
             losses.append(loss.item())
             bar.update(1)
             bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
+            if on_step is not None:
+                stop = on_step(len(losses))
+                model.train()
+                if stop:
+                    break
+        else:
+            continue
+        break
     bar.close()
     model.eval()
-    return {"first_loss": losses[0] if losses else math.nan, "last_loss": losses[-1] if losses else math.nan}
+    return {
+        "first_loss": losses[0] if losses else math.nan,
+        "last_loss": losses[-1] if losses else math.nan,
+        "steps": len(losses),
+    }
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """On-demand search in miniature: does GRPO in MMSearch-v0 teach a model *when* to search?
 
-    python benchmarks/on_demand_search.py            # full run (~1 h on 2 CPU cores), writes the results
+    python benchmarks/on_demand_search.py            # full run (33 min on 2 CPU cores), writes the results
     python benchmarks/on_demand_search.py --quick    # minutes: checks the pipeline and the metrics
 
 The MMSearch-R1 paper's central claim is that GRPO with an outcome reward, a search penalty and
@@ -11,12 +11,12 @@ claim end to end on this machine, with every stage real and seeded:
    a fact lookup (capital, calling code, web domain). Each country is "known" or "unknown" by a seeded
    coin flip.
 2. **A policy that knows some facts.** The tiny Qwen2.5-VL-class model of :mod:`agents.tiny_vlm`,
-   scaled up (hidden 128, 4 layers) with every country name and answer as one token, is trained with
-   supervised fine-tuning on the *known* countries only: half the episodes answer at once (the facts
-   go into the weights), half search and copy the answer from the results (the reading skill). The
-   unknown countries never appear, so for them the answer is not in the weights and only search helps.
-   Direct and searching episodes are equally frequent, so the fine-tuned model's choice to search
-   does not depend on whether it knows the answer: that is left to GRPO.
+   scaled up (hidden 128, 4 layers) with every country name and answer as one token, text-only (the
+   question names its country), is fine-tuned (:func:`sft_episodes`): known countries' questions are
+   answered with their true facts, unknown ones with a random guess new every epoch, and reading drills
+   (search, then copy the answer from the results, on renamed countries with fake answers) teach it to
+   search and read. Every country is answered at once as often and searched for as often, so the
+   fine-tuned model's choice to search does not depend on what it knows: that is left to GRPO.
 3. **Curation.** ``mmsearch curate`` with that model (K rollouts with search off and K with search on)
    labels each training question search-free or search-required and writes the search-balanced set
    and the search-required-only set.
@@ -64,8 +64,12 @@ PHRASING = {
     "country-calling_code": "What is the international calling code of {name}?",
     "country-tld": "What is the internet country code top-level domain of {name}?",
 }
-REASON_DIRECT = "I know this."
-REASON_SEARCH = "I should look this up."
+#: The first turn's reason names the country first, then decides: the choice to search is then made right
+#: after the country's name, where the model's own representation of the name sits (what it knows of the
+#: country is linearly readable there: 74% on held-out countries, against chance (55%) at the position
+#: where a reason starting with the decision is chosen; see docs/ARCHITECTURE.md).
+REASON_DIRECT = "{name}: I know it."
+REASON_SEARCH = "{name}: let me search."
 REASON_READ = "The results say it."
 
 #: Compact prompts (the tiny model reads every token on a CPU): same actions and limits as the default.
@@ -76,9 +80,10 @@ PROMPTS = {
     "followup": "{next_step}",
     "next_step_answer": "Now give your answer.",
     "next_step_search": "Now give your answer, or use {search_options}.",
-    # the question's image after the text: with it first, the tiny model did not learn to copy (4 of 64
-    # drills read after 400 steps, against 37 of 64 after 300 with it last; see docs/ARCHITECTURE.md)
-    "image_position": "last",
+    # a text-only policy (the questions name their country; no image search is allowed). With the image
+    # shown first, the tiny model did not learn to copy from the results: 4 of 64 drills read after 400
+    # steps, against 37 of 64 with the image after the text and 61 of 64 without it (docs/ARCHITECTURE.md)
+    "image_position": "none",
 }
 
 #: The environment every stage uses: one text search at most, then an answer (shapes A and T>A).
@@ -106,15 +111,19 @@ def settings(quick: bool) -> dict[str, Any]:
             "vocab_size": 4096,
             "tokenizer_texts": "corpus",
         },
-        "reading_steps": 500,
+        "reading_steps": 1200,
+        "reading_check_every": 100,
+        "reading_target": 0.9,
         "reading_lr": 1e-3,
         "reading_batch_size": 32,
-        "sft_epochs": 25,
+        "sft_epochs": 45,
         "sft_lr": 2e-3,
         "sft_batch_size": 16,
         "curate_rollouts": 4,
-        "curate_ratio": 0.68,
-        "grpo_steps": 60,
+        # half search-required: with the paper's 0.68, a policy that cannot tell known from unknown
+        # questions is pushed toward searching everything by the data's majority alone
+        "curate_ratio": 0.5,
+        "grpo_steps": 150,
         "grpo_batch": 32,
         "grpo_generations": 8,
         "grpo_lr": 5e-4,
@@ -125,6 +134,7 @@ def settings(quick: bool) -> dict[str, Any]:
     if quick:
         full.update(
             reading_steps=4,
+            reading_check_every=2,
             reading_batch_size=8,
             sft_epochs=4,
             curate_rollouts=2,
@@ -196,16 +206,17 @@ def build_base_model(out: Path, examples: Sequence[Any], cfg: Mapping[str, Any])
     return out
 
 
-def scripted_episode(env: Any, example: Any, search: bool, answer: str) -> list[dict[str, Any]]:
-    """One well-formed episode of ``example``: answer ``answer`` at once, or search, then answer it."""
+def scripted_episode(env: Any, example: Any, search: bool, answer: str, name: str) -> list[dict[str, Any]]:
+    """One well-formed episode of ``example`` (about country ``name``): answer ``answer`` at once, or
+    search, then answer it."""
     protocol = env.protocol
     env.reset(options={"example_id": example.id})
     if search:
         query = example.metadata.get("text_query") or example.question
-        env.step(protocol.format_action("text_search", query, reason=REASON_SEARCH))
+        env.step(protocol.format_action("text_search", query, reason=REASON_SEARCH.format(name=name)))
         turn = protocol.format_action("answer", answer, reason=REASON_READ)
     else:
-        turn = protocol.format_action("answer", answer, reason=REASON_DIRECT)
+        turn = protocol.format_action("answer", answer, reason=REASON_DIRECT.format(name=name))
     observation, _, terminated, truncated, info = env.step(turn)
     assert terminated or truncated, info
     return observation["messages"]
@@ -252,15 +263,20 @@ def _assistant(text: str) -> dict[str, Any]:
 def sft_episodes(
     examples: Sequence[Any], names: Mapping[str, str], env_kwargs: Mapping[str, Any], cfg: Mapping[str, Any]
 ) -> tuple[list[list[dict[str, Any]]], dict[str, int]]:
-    """Every epoch's fine-tuning episodes: per *known* question, one direct answer and one reading drill.
+    """Every epoch's fine-tuning episodes: one direct answer per question, and one reading drill per
+    *known* question.
 
-    * Direct: the true answer, at once: the fact goes into the weights.
+    * Direct, known country: the true answer, at once: the fact goes into the weights.
+    * Direct, unknown country: a random answer of the same kind, new every epoch: the model answers these
+      at once just as often, but nothing it could remember (it guesses, as language models do).
     * Reading drill (:func:`reading_drill`): search with the question's query, then copy the answer from
       the results, on a copy of the episode about a random country (known or not) whose answer is a
       random one of the same kind, new every epoch: the model learns to search and read, and no fact.
 
-    Unknown countries' questions are never trained (their names appear in drills only, with fake facts).
-    ``names``: entity id -> country name, for every country of the experiment.
+    Every country is thus asked about directly as often and searched for as often, whether known or not:
+    the fine-tuned model's choice to search does not depend on what it knows; that is left to GRPO.
+    The true facts of unknown countries never appear. ``names``: entity id -> country name, for every
+    country of the experiment.
     """
     import random
 
@@ -280,11 +296,20 @@ def sft_episodes(
         taken = {example.answer, *example.candidate_answers}
         return rng.choice([a for a in pools[example.category] if a not in taken])
 
-    search = {e.id: scripted_episode(env, e, True, e.answer) for e in known}
-    direct = {e.id: scripted_episode(env, e, False, e.answer) for e in known}
+    name = {e.id: names[e.metadata["entity"]] for e in examples}
+    search = {e.id: scripted_episode(env, e, True, e.answer, name[e.id]) for e in known}
+    direct = {e.id: scripted_episode(env, e, False, e.answer, name[e.id]) for e in known}
+    guess = {
+        e.id: scripted_episode(env, e, False, e.answer, name[e.id])[:-1] for e in examples if not e.metadata["known"]
+    }
     episodes: list[list[dict[str, Any]]] = []
     skipped = 0
     for _ in range(cfg["sft_epochs"]):
+        for example in examples:
+            if example.id in guess:
+                reason = REASON_DIRECT.format(name=name[example.id])
+                turn = env.protocol.format_action("answer", fake(example), reason=reason)
+                episodes.append([*guess[example.id], _assistant(turn)])
         for example in known:
             episodes.append(direct[example.id])
             entity = (names[example.metadata["entity"]], rng.choice(countries))
@@ -293,7 +318,12 @@ def sft_episodes(
                 skipped += 1
             else:
                 episodes.append(drill)
-    return episodes, {"per_epoch": len(episodes) // max(1, cfg["sft_epochs"]), "no_answer_in_results": skipped}
+    drills = sum(len(e) > 2 for e in episodes) // max(1, cfg["sft_epochs"])
+    return episodes, {
+        "per_epoch": len(episodes) // max(1, cfg["sft_epochs"]),
+        "drills_per_epoch": drills,
+        "no_answer_in_results": skipped,
+    }
 
 
 def country_names(examples: Sequence[Any]) -> dict[str, str]:
@@ -319,10 +349,48 @@ def copy_labeler(tokenizer: Any) -> Any:
     return labeler
 
 
+def slot_accuracy(model: Any, processor: Any, episodes: Sequence[list[dict[str, Any]]]) -> dict[str, float]:
+    """Greedy next-token accuracy, teacher-forced, on the copied slots of ``episodes``' assistant turns:
+    ``query`` (the first token after ``<text_search>``) and ``answer`` (after ``<answer>``)."""
+    import torch
+
+    from agents.grpo import _assistant_header_ids, _assistant_labels
+
+    tokenizer = processor.tokenizer
+    slots = {
+        tokenizer.convert_tokens_to_ids("<text_search>"): "query",
+        tokenizer.convert_tokens_to_ids("<answer>"): "answer",
+    }
+    header, end = _assistant_header_ids(tokenizer), tokenizer.convert_tokens_to_ids("<|im_end|>")
+    hits: dict[str, list[int]] = {"query": [0, 0], "answer": [0, 0]}
+    model.eval()
+    for start in range(0, len(episodes), 32):
+        batch = processor.apply_chat_template(
+            list(episodes[start : start + 32]), tokenize=True, return_dict=True, return_tensors="pt",
+            processor_kwargs={"padding": True},
+        )  # fmt: skip
+        with torch.no_grad():
+            predicted = model(**batch).logits.argmax(-1)
+        for row, ids in enumerate(batch["input_ids"]):
+            labels = _assistant_labels(ids, header, end).tolist()
+            for i in range(1, len(labels)):
+                slot = slots.get(int(ids[i - 1]))
+                if slot and labels[i] != -100:
+                    hits[slot][0] += int(predicted[row, i - 1] == ids[i])
+                    hits[slot][1] += 1
+    return {slot: hit / n for slot, (hit, n) in hits.items() if n}
+
+
 def sft(base: Path, out: Path, examples: Sequence[Any], env_kwargs: Mapping[str, Any], cfg: Mapping[str, Any]) -> dict:
     """Fine-tuning in two passes over :func:`sft_episodes`: a reading pass (the drills, loss on the copied
-    tokens only: a small model learns to copy in a few hundred steps when the loss is not diluted by the
-    rest of the turn), then the whole episodes (direct answers and drills, loss on every assistant token)."""
+    tokens only: a small model learns to copy when the loss is not diluted by the rest of the turn), then
+    the whole episodes (direct answers and drills, loss on every assistant token).
+
+    Copying is learnt abruptly after a few hundred steps, and when varies from run to run (an identical
+    pass learnt it by step 300 in one run and not by step 500 in another), so the reading pass checks the
+    copy accuracy on 64 held-out drills every ``reading_check_every`` steps and stops once both slots reach
+    ``reading_target`` (at most ``reading_steps``). The checks are recorded in the stats.
+    """
     import torch
 
     from agents.grpo import prepare_processing_class, supervised_fit
@@ -336,24 +404,36 @@ def sft(base: Path, out: Path, examples: Sequence[Any], env_kwargs: Mapping[str,
     prepare_processing_class(processor, env_kwargs["protocol"])
     names = country_names(examples)
     episodes, counts = sft_episodes(examples, names, env_kwargs, cfg)
-    wanted = cfg["reading_batch_size"] * cfg["reading_steps"]
-    per_epoch = max(1, counts["per_epoch"] // 2)
-    more, _ = sft_episodes(
-        examples, names, env_kwargs, {**cfg, "seed": cfg["seed"] + 1, "sft_epochs": -(-wanted // per_epoch)}
-    )
-    drills = [e for e in more if len(e) > 2][:wanted]
+
+    def drills(seed: int, n: int) -> list[list[dict[str, Any]]]:
+        per_epoch = max(1, counts["drills_per_epoch"])
+        more, _ = sft_episodes(examples, names, env_kwargs, {**cfg, "seed": seed, "sft_epochs": -(-n // per_epoch)})
+        return [e for e in more if len(e) > 2][:n]
+
+    held_out = drills(cfg["seed"] + 2, 64)
+    checks: list[dict[str, Any]] = []
+
+    def check(step: int) -> bool:
+        if step % cfg["reading_check_every"]:
+            return False
+        checks.append({"step": step, **slot_accuracy(model, processor, held_out)})
+        logger.info("reading pass, step %d: copy accuracy on held-out drills %s", step, checks[-1])
+        return min(checks[-1]["query"], checks[-1]["answer"]) >= cfg["reading_target"]
+
     start = time.perf_counter()
     reading = supervised_fit(
         model,
         processor,
-        drills,
+        drills(cfg["seed"] + 1, cfg["reading_batch_size"] * cfg["reading_steps"]),
         epochs=1,
         lr=cfg["reading_lr"],
         batch_size=cfg["reading_batch_size"],
         seed=cfg["seed"],
         desc="reading",
         labeler=copy_labeler(processor.tokenizer),
+        on_step=check,
     )
+    reading_seconds = time.perf_counter() - start
     stats = supervised_fit(
         model,
         processor,
@@ -363,14 +443,20 @@ def sft(base: Path, out: Path, examples: Sequence[Any], env_kwargs: Mapping[str,
         batch_size=cfg["sft_batch_size"],
         seed=cfg["seed"],
         desc="sft",
-        group_by_turns=True,
+        # mixed batches: with batches of one episode length (all direct answers or all drills) at this
+        # learning rate, the last few batches decided the model's choice to search (P = 0.02 measured,
+        # against 0.31 of the episodes searching)
+        group_by_turns=False,
     )
     stats.update(
         counts,
         episodes=len(episodes),
-        reading_drills=len(drills),
+        reading_steps=reading["steps"],
+        reading_checks=checks,
         reading_first_loss=reading["first_loss"],
         reading_last_loss=reading["last_loss"],
+        reading_seconds=reading_seconds,
+        after_sft={"reading": slot_accuracy(model, processor, held_out)},
         seconds=time.perf_counter() - start,
     )
     model.save_pretrained(out)
@@ -548,9 +634,41 @@ def checkpoints(arm_dir: Path) -> list[tuple[int, Path]]:
 
 
 def evaluate_model(model_dir: Path, adapter: Path | None, test: Path, env_kwargs, known: Mapping[str, bool]) -> dict:
+    """Greedy episodes on ``test`` (:func:`group_metrics`), plus each group's mean ``search_probability``."""
     policy = model_policy(model_dir, adapter)
-    records = run_policy(policy, test, env_kwargs)
-    return group_metrics(records, known)
+    metrics = group_metrics(run_policy(policy, test, env_kwargs), known)
+    probability = search_probability(policy.model, policy.processing_class, test, env_kwargs)
+    for name, group in metrics.items():
+        chosen = [p for example_id, p in probability.items() if name == "all" or known[example_id] == (name == "known")]
+        group["search_probability"] = sum(chosen) / len(chosen)
+    return metrics
+
+
+def search_probability(model: Any, processor: Any, dataset: Path, env_kwargs: Mapping[str, Any]) -> dict[str, float]:
+    """Per question of ``dataset``: the policy's probability of choosing to search in its first turn, i.e.
+    of the search reason's first token right after ``<reason>{country}:`` (the greedy episodes show only
+    which side of 1/2 it is on)."""
+    import torch
+
+    from mmsearch_env.data import load_dataset
+    from mmsearch_env.env import MMSearchEnv
+
+    tokenizer = processor.tokenizer
+    direct, search = (
+        tokenizer.encode(r.split(":", 1)[1], add_special_tokens=False)[0] for r in (REASON_DIRECT, REASON_SEARCH)
+    )
+    assert direct != search, "the two reasons must differ in their first token after the country"
+    examples = load_dataset(str(dataset), None)
+    names = country_names(examples)
+    env = MMSearchEnv(**{**env_kwargs, "dataset": str(dataset), "split": None})
+    out: dict[str, float] = {}
+    for example in examples:
+        observation, _ = env.reset(options={"example_id": example.id})
+        text = processor.apply_chat_template([observation["messages"]], tokenize=False, add_generation_prompt=True)[0]
+        ids = tokenizer(text + f"<reason>{names[example.metadata['entity']]}:", return_tensors="pt").input_ids
+        with torch.no_grad():
+            out[example.id] = model(input_ids=ids.to(model.device)).logits[0, -1].softmax(-1)[search].item()
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -571,6 +689,8 @@ def plot_curves(results: Mapping[str, Any], path: Path) -> Path:
         for group, colour in (("known", "tab:green"), ("unknown", "tab:red")):
             ax.plot(steps, [p["test"][group]["search_ratio_episodes"] for p in arm["curve"]], "-o", color=colour,
                     label=f"search ratio, {group}")  # fmt: skip
+            ax.plot(steps, [p["test"][group]["search_probability"] for p in arm["curve"]], ":", color=colour,
+                    label=f"P(search), {group}")  # fmt: skip
         ax.plot(
             steps, [p["test"]["all"]["accuracy"] for p in arm["curve"]], "--s", color="black", label="accuracy (test)"
         )
@@ -579,7 +699,7 @@ def plot_curves(results: Mapping[str, Any], path: Path) -> Path:
         ax.set_ylim(-0.03, 1.03)
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("rate on held-out test questions")
-    axes[0][0].legend(fontsize=8, loc="center right")
+    axes[0][0].legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -635,21 +755,35 @@ def summary_rows(results: Mapping[str, Any]) -> list[dict[str, Any]]:
 def markdown(results: Mapping[str, Any]) -> str:
     pct = lambda v: "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.1f}%"  # noqa: E731
     cfg = results["settings"]
+    sft = results["sft"]
+
+    def slots(acc: Mapping[str, float]) -> str:
+        return ", ".join(f"{slot} {pct(value)}" for slot, value in acc.items())
+
+    reading_at = "; ".join(f"step {c['step']}: {slots({k: c[k] for k in ('query', 'answer') if k in c})}"
+                           for c in sft["reading_checks"]) or "not checked"  # fmt: skip
     lines = [
         "# On-demand search in miniature",
         "",
         f"`python benchmarks/on_demand_search.py{' --quick' if results['quick'] else ''}` on {results['machine']}; "
         f"total {results['seconds_total'] / 60:.1f} min (stages: "
         + ", ".join(f"{k} {v:.0f} s" for k, v in results["seconds"].items())
-        + ").",
+        + ")"
+        + (
+            ", the fine-tuning's time as measured when its model was built (this run reused it)"
+            if results.get("sft_reused")
+            else ""
+        )
+        + ".",
         "",
         f"Questions: {results['questions']['train']} training / {results['questions']['test']} held-out test "
         f"(categories {', '.join(CATEGORIES)}); known countries: {results['questions']['train_known']} of the "
         f"training and {results['questions']['test_known']} of the test questions. Fine-tuning: "
-        f"{results['sft']['reading_drills']} reading drills (copy loss {results['sft']['reading_first_loss']:.2f} → "
-        f"{results['sft']['reading_last_loss']:.2f}), then {results['sft']['episodes']} episodes "
-        f"({results['sft']['per_epoch']} per epoch × {cfg['sft_epochs']}; loss {results['sft']['first_loss']:.2f} → "
-        f"{results['sft']['last_loss']:.2f}).",
+        f"a reading pass of {sft['reading_steps']} steps × {cfg['reading_batch_size']} drills (copy loss "
+        f"{sft['reading_first_loss']:.2f} → {sft['reading_last_loss']:.2f}; copy accuracy on 64 held-out drills "
+        f"{reading_at}), then {sft['episodes']} episodes ({sft['per_epoch']} per epoch × {cfg['sft_epochs']}; "
+        f"loss {sft['first_loss']:.2f} → {sft['last_loss']:.2f}; held-out drills afterwards: "
+        f"{slots(sft['after_sft']['reading'])}).",
         "",
         f"Curation (K = {cfg['curate_rollouts']}): {results['curation']['counts']}; balanced set "
         f"{results['curation']['balanced']} questions, search-required only {results['curation']['required_only']}.",
@@ -671,8 +805,9 @@ def markdown(results: Mapping[str, Any]) -> str:
         lines += [
             f"### {name}: {arm['data']} data, search penalty {arm['search_penalty']} ({arm['train_seconds']:.0f} s)",
             "",
-            "| step | accuracy | search ratio | search, known | search, unknown | training reward |",
-            "|---|---|---|---|---|---|",
+            "| step | accuracy | search ratio | search, known | search, unknown | P(search), known | P(search), unknown "
+            "| training reward |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for p in arm["curve"]:
             t = p["test"]
@@ -680,7 +815,9 @@ def markdown(results: Mapping[str, Any]) -> str:
             lines.append(
                 f"| {p['step']} | {pct(t['all']['accuracy'])} | {pct(t['all']['search_ratio_episodes'])} | "
                 f"{pct(t.get('known', {}).get('search_ratio_episodes'))} | "
-                f"{pct(t.get('unknown', {}).get('search_ratio_episodes'))} | {reward} |"
+                f"{pct(t.get('unknown', {}).get('search_ratio_episodes'))} | "
+                f"{pct(t.get('known', {}).get('search_probability'))} | "
+                f"{pct(t.get('unknown', {}).get('search_probability'))} | {reward} |"
             )
         lines.append("")
     return "\n".join(lines) + "\n"
@@ -736,8 +873,11 @@ def run(out: Path, quick: bool, write_results: bool) -> dict[str, Any]:
     # 2. the policy that knows some facts
     base = build_base_model(out / "base", everything, cfg)
     sft_dir = out / "sft"
+    reused = (sft_dir / "sft_stats.json").is_file()
     sft_stats = sft(base, sft_dir, everything, {**env_kwargs, "dataset": str(out / "sft.parquet"), "split": None}, cfg)
     lap("fine-tuning")
+    if reused:  # a rerun in the same folder: the fine-tuned model is kept, with the time it took to build
+        seconds["fine-tuning"] = sft_stats["seconds"]
 
     # 3. curation
     curation = curate_train(sft_dir, paths["train"], out / "curate", env_kwargs, cfg)
@@ -788,6 +928,7 @@ def run(out: Path, quick: bool, write_results: bool) -> dict[str, Any]:
             "test_known": sum(e.metadata["known"] for e in splits["test"]),
         },
         "sft": sft_stats,
+        "sft_reused": reused,
         "curation": {
             "counts": {label: labels.count(label) for label in sorted(set(labels))},
             "balanced": curation["selected"],

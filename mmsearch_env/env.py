@@ -272,6 +272,8 @@ class MMSearchEnv(gym.Env[dict[str, Any], str]):
         blocks = [{"type": "image", "image": image}, {"type": "text", "text": instruction}]
         if self.prompts.image_position == "last":
             blocks.reverse()
+        elif self.prompts.image_position == "none":
+            blocks = blocks[1:]
         messages.append({"role": "user", "content": blocks})
         self._episode = _Episode(example=example, image=image, messages=messages)
         self._done = False

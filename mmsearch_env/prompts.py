@@ -40,7 +40,9 @@ class PromptTemplates:
     ``{max_image_searches}``, ``{max_text_searches}``). ``followup``: closes each tool-result turn
     (``{question}``, ``{next_step}``). The rest build the result list and the next-step hint.
     ``image_position``: ``"first"`` (default: the question's image, then the instruction, as in the
-    paper) or ``"last"`` (the instruction, then the image).
+    paper), ``"last"`` (the instruction, then the image) or ``"none"`` (the image is not shown to the
+    policy: a text-only policy, for questions whose text names what they ask about; reverse image
+    search, where allowed, still searches with it).
     """
 
     instruction: str
@@ -59,7 +61,7 @@ class PromptTemplates:
     image_position: str = "first"
 
 
-IMAGE_POSITIONS = ("first", "last")
+IMAGE_POSITIONS = ("first", "last", "none")
 
 _PLACEHOLDERS = {
     "instruction": {"question", "max_turns", "max_image_searches", "max_text_searches"},

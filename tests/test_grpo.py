@@ -376,3 +376,24 @@ def test_supervised_fit_learns_episodes_and_groups_batches_by_length(group, monk
     )  # every episode, every epoch
     mixed = sum(len(set(lengths)) > 1 for lengths in seen)
     assert mixed == 0 if group else mixed > 0  # grouped batches hold episodes of one length
+
+
+def test_supervised_fit_on_step_stops_training_early_and_restores_train_mode():
+    model, processor, _ = load_pretrained(build_tiny_vlm())
+    prepare_processing_class(processor, "tags")
+    p = get_protocol("tags")
+    user = {"role": "user", "content": [{"type": "text", "text": "Q?"}]}
+    episode = [user, {"role": "assistant", "content": p.format_action("answer", "Arvenia", reason="Known.")}]
+    calls: list[tuple[int, bool]] = []
+
+    def on_step(done: int) -> bool:
+        calls.append((done, model.training))
+        model.eval()  # a held-out check would switch to eval mode; training must switch back
+        return done == 3
+
+    stats = supervised_fit(
+        model, processor, [episode] * 8, epochs=5, lr=1e-3, batch_size=2, seed=0, progress=False, on_step=on_step
+    )
+    assert stats["steps"] == 3 and [d for d, _ in calls] == [1, 2, 3]  # 20 steps planned, stopped after 3
+    assert all(training for _, training in calls)  # train mode was restored after each call
+    assert not model.training  # and eval mode at the end, as always

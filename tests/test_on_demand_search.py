@@ -36,10 +36,15 @@ def test_quick_experiment_runs_every_stage_and_reports_every_metric(tmp_path):
     cfg = results["settings"]
     assert results["quick"] is True
     assert results["questions"] == {"train": 24, "test": 12, "train_known": 12, "test_known": 6}
-    # fine-tuning (known questions only: a direct answer and a reading drill each, per epoch) lowered its loss
+    # fine-tuning (per epoch: a direct answer per question, a reading drill per known one) lowered its loss
     sft = results["sft"]
-    assert sft["episodes"] == cfg["sft_epochs"] * 2 * (12 + 6) - sft["no_answer_in_results"]
-    assert sft["reading_drills"] == cfg["reading_steps"] * cfg["reading_batch_size"]
+    assert sft["episodes"] == cfg["sft_epochs"] * (36 + 18) - sft["no_answer_in_results"]
+    assert sft["drills_per_epoch"] * cfg["sft_epochs"] == 18 * cfg["sft_epochs"] - sft["no_answer_in_results"]
+    # the reading pass ran to its step limit (nothing reads after 4 steps), checked every 2 steps
+    assert sft["reading_steps"] == cfg["reading_steps"] == 4
+    assert [c["step"] for c in sft["reading_checks"]] == [2, 4]
+    for accuracy in [*sft["reading_checks"], sft["after_sft"]["reading"]]:
+        assert _rate(accuracy["query"]) and _rate(accuracy["answer"])
     assert sft["last_loss"] < sft["first_loss"] and sft["reading_last_loss"] < sft["reading_first_loss"]
     # curation labelled every training question with the model
     counts = results["curation"]["counts"]
@@ -57,7 +62,13 @@ def test_quick_experiment_runs_every_stage_and_reports_every_metric(tmp_path):
             test = point["test"]
             assert test["all"]["n"] == 12 and test["known"]["n"] == 6 and test["unknown"]["n"] == 6
             for group in test.values():
-                for key in ("accuracy", "search_ratio_episodes", "search_ratio_calls", "format_rate"):
+                for key in (
+                    "accuracy",
+                    "search_ratio_episodes",
+                    "search_ratio_calls",
+                    "format_rate",
+                    "search_probability",
+                ):
                     assert _rate(group[key]), (key, group)
         assert point["train_reward"] is not None and math.isfinite(point["train_reward"])
     # the report and both plots

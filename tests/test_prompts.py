@@ -81,6 +81,14 @@ def test_image_position_puts_the_question_image_after_the_instruction(tmp_path):
     assert [b["type"] for b in obs["messages"][0]["content"]] == ["text", "image"]
     default, _ = gym.make("MMSearch-v0", dataset="sample").reset(seed=0)
     assert [b["type"] for b in default["messages"][0]["content"]] == ["image", "text"]
+    path.write_text(json.dumps({"image_position": "none"}))
+    env = gym.make("MMSearch-v0", dataset="sample", prompts=str(path), max_image_searches=1)
+    obs, info = env.reset(seed=0)
+    assert [b["type"] for b in obs["messages"][0]["content"]] == ["text"]
+    obs, *_ = env.step("<search><img></search>")  # image search still searches the question's image
+    assert any(b["type"] == "image" for b in obs["messages"][-1]["content"])
     path.write_text(json.dumps({"image_position": "middle"}))
-    with pytest.raises(ConfigError, match=re.escape("image_position must be one of ['first', 'last'], got 'middle'")):
+    with pytest.raises(
+        ConfigError, match=re.escape("image_position must be one of ['first', 'last', 'none'], got 'middle'")
+    ):
         gym.make("MMSearch-v0", dataset="sample", prompts=str(path))
