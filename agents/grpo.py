@@ -761,6 +761,7 @@ def supervised_fit(
     size = batch_size
     total = epochs * math.ceil(len(episodes) / size)
     bar = tqdm(total=total, desc=desc, disable=not progress, leave=False)
+    stopped = False
     for _ in range(epochs):
         order = torch.randperm(len(episodes), generator=generator).tolist()
         if group_by_turns:
@@ -790,13 +791,12 @@ def supervised_fit(
             bar.update(1)
             bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
             if on_step is not None:
-                stop = on_step(len(losses))
+                stopped = on_step(len(losses))
                 model.train()
-                if stop:
+                if stopped:
                     break
-        else:
-            continue
-        break
+        if stopped:
+            break
     bar.close()
     model.eval()
     return {
