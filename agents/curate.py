@@ -30,7 +30,8 @@ search type where the input had none; columns ``curation_label``, ``search_type`
 ``K`` rollouts mean something only with a stochastic policy. A real curation uses a model policy
 (``hf:PATH`` or ``openai:MODEL@URL``): given as a spec string, its ``temperature`` is set to
 ``temperature`` (default 1.0, the paper's rollout temperature; those policies default to greedy
-decoding, which would make the ``K`` rollouts identical). Policy *objects* keep their own settings.
+decoding, which would make the ``K`` rollouts identical), and an ``hf:`` policy's sampling is seeded
+with ``seed``, so the labels repeat from run to run. Policy *objects* keep their own settings.
 ``random[:SEED]`` gets the seed ``SEED + k`` in rollout ``k`` (the cheap stochastic baseline the tests
 use); ``oracle``, ``direct`` and ``rag`` are deterministic (``K`` identical rollouts).
 """
@@ -243,7 +244,8 @@ def curate(
         ratio: search-required share of the subset.
         env_kwargs: other ``gym.make`` arguments (``search``, ``protocol``, limits, ...).
         concurrency: episodes in flight per pass.
-        seed: seeds the subset sampling.
+        seed: seeds the subset sampling, and the sampling of a model policy given as a spec string
+            that takes a seed (``hf:PATH``: the labels then repeat from run to run).
         on_shortfall: ``"shrink"`` (keep the ratio) or ``"keep-all"``.
         max_size: cap on the subset size (the ratio kept).
         limit: only the first ``limit`` questions.
@@ -280,6 +282,8 @@ def curate(
             probe.close()
             raise ConfigError(f"temperature must be >= 0, got {temperature!r}")
         resolved.temperature = float(temperature)  # sampled rollouts: K greedy ones would all be the same
+    if isinstance(policy, str) and getattr(resolved, "seed", False) is None:
+        resolved.seed = seed  # a local model's samples then repeat, however its episodes are batched
     infos: dict[str, dict[int, list[dict[str, Any]]]] = {"no_search": defaultdict(list), "search": defaultdict(list)}
     names = set()
     try:
@@ -541,7 +545,7 @@ def add_curate_subparser(sub: Any) -> None:
     p.add_argument("--on-shortfall", choices=SHORTFALL, default="shrink", help="keep the ratio, or keep all")
     p.add_argument("--max-size", type=int, default=None, help="at most this many questions in the subset")
     p.add_argument("--limit", type=int, default=None, help="only the first N questions")
-    p.add_argument("--seed", type=int, default=0, help="seed of the subset sampling")
+    p.add_argument("--seed", type=int, default=0, help="seed of the subset sampling and of an hf: policy's sampling")
     p.add_argument(
         "--temperature", type=float, default=1.0, help="sampling temperature of hf:/openai: policies (default: 1.0)"
     )

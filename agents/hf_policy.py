@@ -3,10 +3,16 @@
 :class:`HFPolicy` batches episodes through ``processor.apply_chat_template`` and ``generate``. It is
 the policy the evaluation harness uses for trained checkpoints: pass ``adapter=`` a LoRA folder
 saved by :mod:`agents.grpo` and it is applied with peft.
+
+Sampling (``temperature`` > 0) with a ``seed`` is reproducible whatever the batching: each turn is
+drawn with the Gumbel-max trick from noise of its own generator, seeded by the policy's seed, the
+conversation so far and how many times this policy has drawn that conversation before. Concurrent
+rollouts batch episodes as they arrive, so without it which sample an episode gets depends on timing.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -117,6 +123,9 @@ class HFPolicy(PolicyBase):
         max_new_tokens: cap per turn.
         batch_size: episodes per ``generate`` call.
         temperature: 0 for greedy decoding (the paper's evaluation), > 0 to sample.
+        seed: with ``temperature`` > 0, makes the samples reproducible and independent of which
+            episodes share a batch (see the module docstring); ``None`` samples from torch's global
+            generator.
         device: ``"cpu"``, ``"cuda"``, ...; default: CUDA if available.
 
     A VLM gets every image of the observation (the question's and the result thumbnails); a text-only
@@ -132,6 +141,7 @@ class HFPolicy(PolicyBase):
         max_new_tokens: int = 256,
         batch_size: int = 8,
         temperature: float = 0.0,
+        seed: int | None = None,
         device: str | None = None,
     ) -> None:
         torch = _require_torch()
@@ -153,6 +163,8 @@ class HFPolicy(PolicyBase):
         self.max_new_tokens = int(max_new_tokens)
         self.batch_size = int(batch_size)
         self.temperature = float(temperature)
+        self.seed = seed
+        self._draws: dict[bytes, int] = {}  # conversation key -> times drawn (seeded sampling)
         self.name = f"hf:{Path(model_path).name}" + (f"+{Path(adapter).name}" if adapter else "")
 
     @property
@@ -183,15 +195,68 @@ class HFPolicy(PolicyBase):
         )
         inputs = {k: v.to(self.device) if hasattr(v, "to") else v for k, v in inputs.items()}
         sample = self.temperature > 0
+        seeded = sample and self.seed is not None
+        extra: dict[str, Any] = {}
+        if seeded:  # a seeded Gumbel-max draw per row, then greedy: an exact sample at this temperature
+            extra["logits_processor"] = [_SeededGumbel([self._generator(c) for c in conversations], self.temperature)]
         with torch.no_grad():
             generated = self.model.generate(
                 **inputs,
                 max_new_tokens=self.max_new_tokens,
-                do_sample=sample,
-                temperature=self.temperature if sample else None,
+                do_sample=sample and not seeded,
+                temperature=self.temperature if sample and not seeded else None,
                 top_p=None,
                 top_k=None,
                 pad_token_id=self.tokenizer.pad_token_id,
+                **extra,
             )
         new_tokens = generated[:, inputs["input_ids"].shape[1] :]
         return [text.strip() for text in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+
+    def _generator(self, conversation: Sequence[Mapping[str, Any]]) -> Any:
+        """The generator of this draw of ``conversation``: seeded by the policy's seed, the conversation
+        and the number of earlier draws of it (so K rollouts of one question differ)."""
+        import torch
+
+        key = _conversation_key(conversation)
+        count = self._draws.get(key, 0)
+        self._draws[key] = count + 1
+        digest = hashlib.sha256(b"%d\0%s\0%d" % (self.seed, key, count)).digest()
+        return torch.Generator().manual_seed(int.from_bytes(digest[:8], "big"))
+
+
+def _conversation_key(conversation: Sequence[Mapping[str, Any]]) -> bytes:
+    """A digest of a conversation's roles, texts and images (pixels, or the path / URL given)."""
+    digest = hashlib.sha256()
+    for message in conversation:
+        digest.update(f"\0{message.get('role')}\0".encode())
+        content = message.get("content")
+        blocks = [{"type": "text", "text": content}] if isinstance(content, str) else content or []
+        for block in blocks:
+            image = block.get("image") if block.get("type") == "image" else None
+            if hasattr(image, "tobytes"):
+                digest.update(f"\0image {image.mode} {image.size}\0".encode())
+                digest.update(image.tobytes())
+            else:
+                digest.update(f"\0{block.get('type')}\0{block.get('text', image)}".encode())
+    return digest.digest()
+
+
+class _SeededGumbel:
+    """Logits processor: ``scores / temperature`` plus Gumbel noise drawn from each row's own generator;
+    the argmax of the result is a sample from ``softmax(scores / temperature)``."""
+
+    def __init__(self, generators: Sequence[Any], temperature: float) -> None:
+        self.generators = list(generators)
+        self.temperature = temperature
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import torch
+
+        noise = torch.stack(
+            [
+                torch.empty(scores.shape[-1]).exponential_(generator=g).clamp_min(1e-20).log().neg()
+                for g in self.generators
+            ]
+        )
+        return scores / self.temperature + noise.to(scores.device, scores.dtype)

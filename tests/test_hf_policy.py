@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import gymnasium as gym
 import pytest
 from _train_deps import require_train_extra
@@ -87,3 +89,60 @@ def test_bad_paths_say_what_to_do(tmp_path, vlm_path):
         HFPolicy(tmp_path)
     with pytest.raises(ConfigError, match="not a peft adapter folder"):
         HFPolicy(vlm_path, adapter=tmp_path)
+
+
+def test_seeded_sampling_does_not_depend_on_batching(vlm_path):
+    env = gym.make("MMSearch-v0", dataset="sample")
+    observations, infos = zip(*(env.reset(options={"index": i}) for i in range(3)), strict=True)
+    kwargs = {"max_new_tokens": 8, "temperature": 1.0, "seed": 7}
+    batched = HFPolicy(vlm_path, batch_size=3, **kwargs)
+    first = batched.act_batch(observations, infos)
+    # one by one, in the reverse order: each episode still gets the same sample
+    alone = HFPolicy(vlm_path, batch_size=1, **kwargs)
+    pairs = list(zip(observations, infos, strict=True))
+    assert [alone.act_batch([o], [i])[0] for o, i in reversed(pairs)][::-1] == first
+    # a second draw of the same conversations is a new sample (K rollouts of a question differ) ...
+    second = batched.act_batch(observations, infos)
+    assert second != first
+    # ... and it too is reproduced by a fresh policy with the same seed
+    again = HFPolicy(vlm_path, batch_size=2, **kwargs)
+    again.act_batch(observations, infos)
+    assert again.act_batch(observations, infos) == second
+    assert HFPolicy(vlm_path, batch_size=3, **{**kwargs, "seed": 8}).act_batch(observations, infos) != first
+
+
+def test_seeded_gumbel_draws_follow_the_softmax():
+    import torch
+
+    from agents.hf_policy import _SeededGumbel
+
+    scores = torch.tensor([[2.0, 1.0, 0.0, -1.0, float("-inf")]])
+    temperature = 0.7
+    draws = 4000
+    counts = torch.zeros(5)
+    for seed in range(draws):
+        processor = _SeededGumbel([torch.Generator().manual_seed(seed)], temperature)
+        counts[processor(None, scores).argmax(-1)] += 1
+    expected = (scores / temperature).softmax(-1)[0]
+    assert counts[4] == 0  # a masked token is never drawn
+    assert torch.allclose(counts / draws, expected, atol=0.025), (counts / draws, expected)
+
+
+def test_seeded_curation_repeats_however_episodes_are_batched(tmp_path, vlm_path):
+    from agents.curate import curate
+    from agents.rollout import read_trajectories
+    from mmsearch_env.errors import DatasetError
+
+    def rollouts(out, concurrency):
+        policy = HFPolicy(vlm_path, max_new_tokens=8, batch_size=4, temperature=1.0, seed=3)
+        # the untrained model may label every question "dropped": then no subset, but the rollouts stay
+        with contextlib.suppress(DatasetError):
+            curate(policy, "sample", "validation", out=out, rollouts=2, concurrency=concurrency, progress=False,
+                   plot=False, on_shortfall="keep-all")  # fmt: skip
+        files = sorted((out / "rollouts").glob("*.jsonl"))
+        # (episodes are written as they finish: compare them by question)
+        return {f.name: {r["example_id"]: r["turns"] for r in read_trajectories(f)} for f in files}
+
+    one_by_one, batched = rollouts(tmp_path / "a", 1), rollouts(tmp_path / "b", 4)
+    assert len(one_by_one) == 4 and one_by_one == batched
+    assert one_by_one["search.r0.jsonl"] != one_by_one["search.r1.jsonl"]  # the K rollouts are samples
