@@ -1,6 +1,6 @@
 """On-demand search in miniature: does GRPO in MMSearch-v0 teach a model *when* to search?
 
-    python benchmarks/on_demand_search.py            # full run (33 min on 2 CPU cores), writes the results
+    python benchmarks/on_demand_search.py            # full run (35 min on 2 CPU cores), writes the results
     python benchmarks/on_demand_search.py --quick    # minutes: checks the pipeline and the metrics
 
 The MMSearch-R1 paper's central claim is that GRPO with an outcome reward, a search penalty and
@@ -126,7 +126,7 @@ def settings(quick: bool) -> dict[str, Any]:
         "grpo_steps": 150,
         "grpo_batch": 32,
         "grpo_generations": 8,
-        "grpo_lr": 5e-4,
+        "grpo_lr": 2e-3,
         "eval_every": 10,
         "max_train_questions": None,
         "max_test_questions": None,
@@ -471,11 +471,14 @@ def sft(base: Path, out: Path, examples: Sequence[Any], env_kwargs: Mapping[str,
 # 3-5. Policies, curation, GRPO arms, evaluation
 
 
-def model_policy(model_dir: Path, adapter: Path | None = None, *, temperature: float = 0.0) -> Any:
-    """The tiny model as an MMSearch-v0 policy (greedy unless ``temperature`` > 0)."""
+def model_policy(
+    model_dir: Path, adapter: Path | None = None, *, temperature: float = 0.0, seed: int | None = None
+) -> Any:
+    """The tiny model as an MMSearch-v0 policy (greedy unless ``temperature`` > 0; seeded sampling does not
+    depend on how the concurrent episodes are batched)."""
     from agents.hf_policy import HFPolicy
 
-    return HFPolicy(model_dir, adapter=adapter, max_new_tokens=32, batch_size=64, temperature=temperature)
+    return HFPolicy(model_dir, adapter=adapter, max_new_tokens=32, batch_size=64, temperature=temperature, seed=seed)
 
 
 def run_policy(policy: Any, dataset: Path, env_kwargs: Mapping[str, Any], *, search: bool = True) -> list[dict]:
@@ -529,7 +532,7 @@ def curate_train(sft_dir: Path, train: Path, out: Path, env_kwargs: Mapping[str,
     quick = bool(cfg["max_train_questions"])
     try:
         result = curate(
-            model_policy(sft_dir, temperature=1.0),
+            model_policy(sft_dir, temperature=1.0, seed=cfg["seed"]),
             str(train),
             None,
             out=out,
@@ -837,13 +840,18 @@ def window_reward(arm_dir: Path, step: int, width: int) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def run(out: Path, quick: bool, write_results: bool) -> dict[str, Any]:
+def run(out: Path, quick: bool, write_results: bool, seed: int = 0) -> dict[str, Any]:
     import torch
 
-    cfg = settings(quick)
+    cfg = {**settings(quick), "seed": seed}
     torch.manual_seed(cfg["seed"])
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     out.mkdir(parents=True, exist_ok=True)
+    # a rerun in the same folder reuses its finished stages: only if they were made with these settings
+    stamp = out / "settings.json"
+    if stamp.is_file() and json.loads(stamp.read_text()) != json.loads(json.dumps(cfg)):
+        raise SystemExit(f"{out} holds a run with other settings ({stamp}); pass another --out, or delete it")
+    stamp.write_text(json.dumps(cfg, indent=2))
     seconds: dict[str, float] = {}
     clock = time.perf_counter()
 
@@ -947,10 +955,11 @@ def run(out: Path, quick: bool, write_results: bool) -> dict[str, Any]:
     plot_summary(results, out / "summary.png")
     if write_results:
         RESULTS.mkdir(parents=True, exist_ok=True)
-        (RESULTS / "on_demand_search.json").write_text(json.dumps(results, indent=2) + "\n")
-        (RESULTS / "on_demand_search.md").write_text(markdown(results))
-        shutil.copy(out / "curves.png", IMAGES / "on_demand_search_curves.png")
-        shutil.copy(out / "summary.png", IMAGES / "on_demand_search_summary.png")
+        stem = "on_demand_search" + (f"_seed{seed}" if seed else "")
+        (RESULTS / f"{stem}.json").write_text(json.dumps(results, indent=2) + "\n")
+        (RESULTS / f"{stem}.md").write_text(markdown(results))
+        shutil.copy(out / "curves.png", IMAGES / f"{stem}_curves.png")
+        shutil.copy(out / "summary.png", IMAGES / f"{stem}_summary.png")
     return results
 
 
@@ -978,10 +987,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--no-write", action="store_true", help="do not write benchmarks/results and docs/images (default for --quick)"
     )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seeds everything: which countries are known, the model, fine-tuning, curation, GRPO "
+        "(results of a seed other than 0 are written with a _seedN suffix)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    out = args.out or ROOT / "runs" / ("on-demand-quick" if args.quick else "on-demand")
-    results = run(out, args.quick, write_results=not (args.quick or args.no_write))
+    out = args.out or ROOT / "runs" / (
+        ("on-demand-quick" if args.quick else "on-demand") + (f"-seed{args.seed}" if args.seed else "")
+    )
+    results = run(out, args.quick, write_results=not (args.quick or args.no_write), seed=args.seed)
     print(markdown(results))
     return 0
 

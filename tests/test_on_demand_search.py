@@ -76,3 +76,11 @@ def test_quick_experiment_runs_every_stage_and_reports_every_metric(tmp_path):
     assert "| GRPO on-demand |" in md and "search, known" in md
     for name in ("curves.png", "summary.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_folder_of_another_run_is_not_reused(tmp_path):
+    script = load_script()
+    (tmp_path / "settings.json").write_text(json.dumps({**script.settings(True), "seed": 1}))
+    with pytest.raises(SystemExit, match="holds a run with other settings"):
+        script.run(tmp_path, quick=True, write_results=False, seed=0)
+    assert json.loads((tmp_path / "settings.json").read_text())["seed"] == 1  # left as it was
