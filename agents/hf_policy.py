@@ -149,6 +149,8 @@ class HFPolicy(PolicyBase):
             raise ConfigError(f"max_new_tokens and batch_size must be >= 1, got {max_new_tokens} and {batch_size}")
         if temperature < 0:
             raise ConfigError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+            raise ConfigError(f"seed must be a non-negative int or None, got {seed!r}")
         self.protocol = get_protocol(protocol)
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.model, self.processing_class, self.is_vlm = load_pretrained(model_path, device=self.device)

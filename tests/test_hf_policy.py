@@ -89,6 +89,8 @@ def test_bad_paths_say_what_to_do(tmp_path, vlm_path):
         HFPolicy(tmp_path)
     with pytest.raises(ConfigError, match="not a peft adapter folder"):
         HFPolicy(vlm_path, adapter=tmp_path)
+    with pytest.raises(ConfigError, match="seed must be a non-negative int"):
+        HFPolicy(vlm_path, temperature=1.0, seed="7")
 
 
 def test_seeded_sampling_does_not_depend_on_batching(vlm_path):
