@@ -148,3 +148,22 @@ def test_seeded_curation_repeats_however_episodes_are_batched(tmp_path, vlm_path
     one_by_one, batched = rollouts(tmp_path / "a", 1), rollouts(tmp_path / "b", 4)
     assert len(one_by_one) == 4 and one_by_one == batched
     assert one_by_one["search.r0.jsonl"] != one_by_one["search.r1.jsonl"]  # the K rollouts are samples
+
+
+def test_curate_seeds_an_hf_spec_policy(tmp_path, vlm_path):
+    import torch
+
+    from agents.curate import curate
+    from agents.rollout import read_trajectories
+    from mmsearch_env.errors import DatasetError
+
+    def turns(out, seed):
+        torch.manual_seed(len(str(out)))  # another global generator state each call: only the seed may matter
+        with contextlib.suppress(DatasetError):
+            curate(f"hf:{vlm_path}", "sample", "validation", out=out, rollouts=1, limit=1, seed=seed,
+                   progress=False, plot=False, on_shortfall="keep-all")  # fmt: skip
+        return [r["turns"] for r in read_trajectories(out / "rollouts" / "search.r0.jsonl")]
+
+    first = turns(tmp_path / "a", 5)
+    assert first and turns(tmp_path / "bb", 5) == first
+    assert turns(tmp_path / "ccc", 6) != first
