@@ -32,7 +32,6 @@ Outputs in ``out``: ``trajectories.jsonl`` (+ ``.no_search`` / ``.forced_search`
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import logging
 import os
@@ -167,7 +166,7 @@ def policy_metrics(
         "accuracy": _rate(correct),
         "judge_accuracy": None,
         "judge_unparsed": None,
-        "mean_reward": sum(float(r["reward_total"]) for r in records) / n if n else 0.0,
+        "mean_reward": sum(float(r["reward"]) for r in records) / n if n else 0.0,
         "format_rate": _rate([bool(i.get("format_ok")) for i in infos]),
         "search_ratio_episodes": _rate([s > 0 for s in searches]),
         "search_ratio_calls": sum(searches) / (n * max_searches_per_episode) if n and max_searches_per_episode else 0.0,
@@ -477,7 +476,7 @@ def evaluate(
         "elapsed_s": round(time.perf_counter() - started, 3),
     }
     if config["dataset"] is None:  # name what the environment's default resolved to
-        default = inspect.signature(type(base).__init__).parameters["dataset"].default
+        default = base.config.dataset
         config["dataset"] = default if isinstance(default, str) else "default"
     report = EvalReport(rows, config)
     if out_dir is not None:

@@ -32,11 +32,12 @@ import logging
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from mmsearch_env.config import EnvConfig
 from mmsearch_env.env import MMSearchEnv
 from mmsearch_env.errors import ConfigError
 from mmsearch_env.protocol import get_protocol
@@ -114,7 +115,7 @@ except ImportError:  # pragma: no cover - keeps `import agents.grpo` working wit
 
 
 @dataclass
-class MMSearchGRPOConfig(_GRPOConfigBase):
+class MMSearchGRPOConfig(_GRPOConfigBase, EnvConfig):
     """TRL's ``GRPOConfig`` plus the environment, model and warm-start fields of MMSearch-R1 training.
 
     Paper defaults (arXiv 2506.20670): group size 8, lr 2e-6, KL β 0.001, clip ε 0.2, temperature
@@ -137,39 +138,11 @@ class MMSearchGRPOConfig(_GRPOConfigBase):
         },
     )
 
-    # Parameters that control the environment
-    dataset: str = field(
-        default="corpus",
-        metadata={
-            "help": "Training questions (MMSearch-v0 `dataset`): 'corpus' (the embedded question set), 'sample' "
-            "(64 invented-world questions), a .jsonl/.parquet path or folder (e.g. a `mmsearch curate` output)."
-        },
-    )
-    split: str | None = field(default="train", metadata={"help": "Split of a built-in dataset."})
+    # Parameters that control the training questions (the environment's settings are EnvConfig's fields)
     max_train_questions: int | None = field(
         default=None,
         metadata={"help": "Train (and warm-start) on N questions of the split, drawn with `seed` (None: all)."},
     )
-    search: str | None = field(
-        default=None,
-        metadata={"help": "Search backend name (MMSearch-v0 `search`; None: the engine matching a built-in dataset)."},
-    )
-    search_options: dict | str | None = field(
-        default=None,
-        metadata={
-            "help": "Keyword arguments of the search backend (MMSearch-v0 `search_options`), a dict or a JSON "
-            'string, e.g. \'{"max_results": 2, "summary_sentences": 1}\' for the corpus engine.'
-        },
-    )
-    prompts: str | None = field(
-        default=None, metadata={"help": "A JSON/TOML file of prompt templates (MMSearch-v0 `prompts`)."}
-    )
-    protocol: str = field(default="tags", metadata={"help": "Action protocol: 'tags' (paper) or 'tool_calls'."})
-    max_turns: int = field(default=3, metadata={"help": "Assistant turns per episode (paper: 3)."})
-    max_image_searches: int = field(default=1, metadata={"help": "Image searches per episode (paper: 1)."})
-    max_text_searches: int = field(default=2, metadata={"help": "Text searches per episode (paper: 2)."})
-    search_penalty: float = field(default=0.1, metadata={"help": "Reward factor lost when a correct answer searched."})
-    format_weight: float = field(default=0.1, metadata={"help": "Weight of the format score in the reward."})
 
     # Parameters that control the model
     model_path: str | None = field(
@@ -200,16 +173,7 @@ class MMSearchGRPOConfig(_GRPOConfigBase):
     metrics_plot: bool = field(default=True, metadata={"help": "Write metrics.png from metrics.jsonl at the end."})
 
     def __post_init__(self) -> None:
-        get_protocol(self.protocol)  # raises ConfigError with a suggestion on a typo
-        if isinstance(self.search_options, str):
-            try:
-                self.search_options = json.loads(self.search_options)
-            except ValueError as exc:
-                raise ConfigError(f"search_options must be a JSON object, got {self.search_options!r}: {exc}") from None
-        if self.search_options is not None and not isinstance(self.search_options, dict):
-            raise ConfigError(f"search_options must be a dict (JSON object), got {self.search_options!r}")
-        if self.max_turns < 1:
-            raise ConfigError(f"max_turns must be >= 1, got {self.max_turns}")
+        EnvConfig.validate(self)  # TRL's __post_init__ chain does not reach EnvConfig's
         if self.max_tool_calling_iterations is None:
             # One tool call per turn and the last turn must answer: the env's episode fits in max_turns - 1
             # tool rounds, so TRL stops generating where the env stops.
@@ -233,21 +197,13 @@ class MMSearchGRPOConfig(_GRPOConfigBase):
             )
         super().__post_init__()
 
+    def env_config(self) -> EnvConfig:
+        """The ``MMSearch-v0`` settings this config trains on (every :class:`EnvConfig` field)."""
+        return EnvConfig(**{f.name: getattr(self, f.name) for f in fields(EnvConfig)})
+
     def env_kwargs(self) -> dict[str, Any]:
-        """The ``MMSearch-v0`` keyword arguments this config trains on."""
-        return {
-            "dataset": self.dataset,
-            "split": self.split,
-            "search": self.search,
-            "search_options": self.search_options,
-            "prompts": self.prompts,
-            "protocol": self.protocol,
-            "max_turns": self.max_turns,
-            "max_image_searches": self.max_image_searches,
-            "max_text_searches": self.max_text_searches,
-            "search_penalty": self.search_penalty,
-            "format_weight": self.format_weight,
-        }
+        """:meth:`env_config` as ``gym.make`` keyword arguments."""
+        return self.env_config().to_dict()
 
 
 def preset_settings(name: str, **overrides: Any) -> dict[str, Any]:

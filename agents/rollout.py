@@ -24,10 +24,8 @@ question image), ``usage`` (``{"prompt_tokens", "completion_tokens"}`` summed ov
 ``None`` when the policy does not report usage), ``latency_s`` (wall time of the episode); every search
 result gets ``thumbnail``: ``"<sha256>.png"`` or ``None``.
 
-Policy-facing extras. Each ``info`` handed to the policy also carries the episode's limits, so
-workflow policies can respect a run with search disabled: ``max_turns``, ``max_image_searches``,
-``max_text_searches`` and ``can_image_search`` / ``can_text_search`` (whether that search is allowed in
-the turn being written).
+The policy gets the env's own ``info``, whose ``can_image_search`` / ``can_text_search`` say which
+searches the turn being written may make, so workflow policies respect a run with search disabled.
 
 Token usage hook (optional). After each ``act_batch`` / ``aact_batch`` call the engine reads
 ``policy.last_usage``: ``None``, or a list with one entry per observation of the batch, each ``None`` or
@@ -43,7 +41,6 @@ import hashlib
 import io
 import json
 import logging
-import math
 import os
 import threading
 import time
@@ -59,6 +56,7 @@ from tqdm.auto import tqdm
 
 import mmsearch_env  # noqa: F401  (registers MMSearch-v0)
 from mmsearch_env.errors import ConfigError, DatasetError
+from mmsearch_env.records import jsonable, upgrade_layout
 from mmsearch_env.search import SearchBackendBase
 
 __all__ = [
@@ -68,7 +66,6 @@ __all__ = [
     "TrajectoryWriter",
     "arollout",
     "make_env_pool",
-    "policy_info",
     "read_trajectories",
     "rollout",
     "run_episodes",
@@ -89,21 +86,6 @@ class TextPolicy(Protocol):
     def act(self, observation: dict[str, Any], info: dict[str, Any]) -> str: ...
 
 
-# -- limits the policy may read ------------------------------------------------------------------------
-def policy_info(env: gym.Env, info: Mapping[str, Any]) -> dict[str, Any]:
-    """``info`` plus the limits of the turn about to be written (see the module docstring)."""
-    base = env.unwrapped
-    last_turn = int(info["turn"]) + 1 >= base.max_turns
-    return {
-        **info,
-        "max_turns": base.max_turns,
-        "max_image_searches": base.max_image_searches,
-        "max_text_searches": base.max_text_searches,
-        "can_image_search": not last_turn and info["image_searches"] < base.max_image_searches,
-        "can_text_search": not last_turn and info["text_searches"] < base.max_text_searches,
-    }
-
-
 # -- the simple sequential loop (kept for the demo command and the quickstart) -------------------------
 def run_episodes(
     env: gym.Env,
@@ -122,7 +104,7 @@ def run_episodes(
     for index in bar:
         observation, info = env.reset(options={"index": index})
         while True:
-            action = policy.act(observation, policy_info(env, info))
+            action = policy.act(observation, info)
             observation, _, terminated, truncated, info = env.step(action)
             if terminated or truncated:
                 break
@@ -175,27 +157,6 @@ def summarize(finals: Sequence[Mapping[str, Any]], max_searches_per_episode: int
 
 
 # -- trajectory files ----------------------------------------------------------------------------------
-def _jsonable(value: Any) -> Any:
-    """``value`` with every non-JSON part dropped (dict entries) or replaced by ``None`` (list items)."""
-    if value is None or isinstance(value, (bool, int, str)):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, Mapping):
-        out = {}
-        for key, item in value.items():
-            if isinstance(key, str) and (item is None or _is_json_kind(item)):
-                out[key] = _jsonable(item)
-        return out
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(item) if _is_json_kind(item) else None for item in value]
-    return None
-
-
-def _is_json_kind(value: Any) -> bool:
-    return value is None or isinstance(value, (bool, int, float, str, Mapping, list, tuple))
-
-
 class TrajectoryWriter:
     """Appends trajectory lines to ``path`` and saves images by content hash in ``path.parent / "images"``.
 
@@ -231,7 +192,7 @@ class TrajectoryWriter:
         return name
 
     def write(self, record: Mapping[str, Any]) -> None:
-        line = json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n"
+        line = json.dumps(jsonable(record), ensure_ascii=False, allow_nan=False) + "\n"
         with self._lock, self.path.open("a", encoding="utf-8") as handle:
             handle.write(line)
             handle.flush()
@@ -280,7 +241,10 @@ def read_trajectories(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
             raise DatasetError(f"{path}:{number}: not a JSON trajectory line ({exc}); was the file edited?") from exc
         if not isinstance(record, dict):
             raise DatasetError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
-        records.append(record)
+        try:  # one layout for every reader: lines from before versioning are upgraded here
+            records.append(upgrade_layout(record))
+        except DatasetError as exc:
+            raise DatasetError(f"{path}:{number}: {exc}") from exc
     return records
 
 
@@ -298,16 +262,11 @@ def build_record(
 ) -> dict[str, Any]:
     """The trajectory line of the episode that just ended in ``env`` (see the module docstring)."""
     base = env.unwrapped
-    record = base.episode_record()
-    record.update(
-        policy=policy,
-        index=int(index),
-        split=split,
-        reward_total=float(reward),
-        info=_jsonable(info),
-        usage=usage,
-        latency_s=round(latency_s, 6),
-    )
+    episode = base.episode_record()
+    episode.policy, episode.index, episode.split = policy, int(index), split
+    episode.reward, episode.info, episode.usage = float(reward), jsonable(info), usage
+    episode.latency_s = round(latency_s, 6)
+    record = episode.to_dict()
     images = base.episode_images()
     record["image"] = writer.save_image(images["question"]) if writer else None
     for search, thumbs in zip(record["searches"], images["thumbnails"], strict=True):
@@ -355,11 +314,10 @@ def _thread_pool(size: int) -> concurrent.futures.ThreadPoolExecutor:
         return _THREADS
 
 
-def _close_pool(pool: Sequence[gym.Env], env_kwargs: Mapping[str, Any] | None) -> None:
-    """Close a pool from :func:`make_env_pool`: its shared backend once, and never one the caller passed in."""
-    caller_owned = not isinstance((env_kwargs or {}).get("search", "sample"), str)
-    for env in pool if caller_owned else pool[1:]:
-        env.unwrapped.search = None
+def _close_pool(pool: Sequence[gym.Env]) -> None:
+    """Close a pool from :func:`make_env_pool`. Only the first env owns a backend it built from a name
+    (the others were handed its object), so the shared backend closes once, and one the caller passed
+    in is never closed."""
     for env in pool:
         env.close()
 
@@ -522,7 +480,7 @@ async def arollout(
     for index in all_indices:
         if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(first.examples):
             if envs is None:
-                _close_pool(pool, env_kwargs)
+                _close_pool(pool)
             raise ConfigError(f"episode index must be an int in [0, {len(first.examples)}), got {index!r}")
     path = Path(out) if out is not None else None
     writer = TrajectoryWriter(path) if path is not None else None
@@ -569,7 +527,7 @@ async def arollout(
         observation, info = base.reset(options={"index": index})
         usage: dict[str, int] | None = None
         while True:
-            action, used = await batcher.request(observation, policy_info(env, info))
+            action, used = await batcher.request(observation, info)
             if used:
                 usage = usage or {"prompt_tokens": 0, "completion_tokens": 0}
                 for key in ("prompt_tokens", "completion_tokens"):
@@ -613,7 +571,7 @@ async def arollout(
         bar.refresh()  # the final numbers reach the log even when the run was faster than a redraw
         bar.close()
         if envs is None:
-            _close_pool(pool, env_kwargs)
+            _close_pool(pool)
     return RolloutResult(
         records=[finished[i] for i in dict.fromkeys(all_indices)],
         path=path,

@@ -215,11 +215,11 @@ class _Episode:
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any], position: int) -> _Episode:
-        reward = _as_dict(record.get("reward"))
+        reward = _as_dict(record.get("reward_parts"))
         info = _as_dict(record.get("info"))
-        total = _num(reward.get("reward"))
+        total = _num(record.get("reward"))
         if total is None:
-            total = _num(record.get("reward_total"))
+            total = _num(reward.get("reward"))
         if total is None:
             total = _num(_as_dict(info.get("reward_parts")).get("reward"))
         if isinstance(info.get("correct"), bool):

@@ -61,7 +61,7 @@ def sample_records(episodes: int, images: Path, split: str | None = None) -> lis
             observation, _, terminated, truncated, info = env.step(policy.act(observation, info))
             if terminated or truncated:
                 break
-        record = base.episode_record()
+        record = base.episode_record().to_dict()
         for search, thumbs in zip(record["searches"], base.episode_images()["thumbnails"], strict=True):
             for result, thumb in zip(search["results"], thumbs, strict=True):
                 result["thumbnail"] = save_image(thumb, images) if thumb is not None else None

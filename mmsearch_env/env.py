@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 import numbers
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, SupportsFloat
 
 import gymnasium as gym
 from gymnasium import spaces
 
+from mmsearch_env.config import EnvConfig
 from mmsearch_env.data import Example, load_dataset
 from mmsearch_env.errors import ConfigError, InvalidActionError, ResetNeededError
-from mmsearch_env.prompts import PromptTemplates, load_prompts, render_tool_result
-from mmsearch_env.protocol import Action, ActionProtocol, get_protocol
+from mmsearch_env.prompts import load_prompts, render_tool_result
+from mmsearch_env.protocol import Action, get_protocol
+from mmsearch_env.records import ActionRecord, EpisodeRecord, ResultRecord, SearchRecord
 from mmsearch_env.reward import (
     ALLOWED_SHAPES,
     RewardBreakdown,
-    check_reward_weights,
     score_actions,
     trajectory_shape,
 )
@@ -132,12 +133,18 @@ class MMSearchEnv(gym.Env[dict[str, Any], str]):
     ## Info
 
     Every step: ``example_id``, ``turn``, ``image_searches``, ``text_searches``, ``search_failures``,
-    ``search_cost_usd`` (dollars spent on this episode's searches),
+    ``search_cost_usd`` (dollars spent on this episode's searches), ``can_image_search`` /
+    ``can_text_search`` (whether the next turn may run that search: the allowed actions),
     ``action`` (the kind parsed), ``action_error``, ``format_ok`` (all turns so far well formed and
     on an allowed path), ``search_error`` (on a step whose search failed). Last step also:
     ``end_reason``, ``answer``, ``correct``, ``ground_truth``, ``reward_parts``.
 
     ## Arguments
+
+    Every argument is a field of :class:`mmsearch_env.config.EnvConfig` (defaults, validation and help
+    text live there); ``MMSearchEnv(config=EnvConfig(...))`` and ``gym.make("MMSearch-v0", **kwargs)``
+    are the same. The search backend is closed by :meth:`close` only when the env built it from a name
+    (:attr:`owns_search`).
 
     * ``dataset``: ``"corpus"`` (default: the embedded question set), ``"sample"`` (a tiny invented
       world, used as a test fixture), a ``.jsonl`` path, or a list of rows (dicts with
@@ -151,7 +158,9 @@ class MMSearchEnv(gym.Env[dict[str, Any], str]):
       ``{"pages": "pages.jsonl"}``: your own pages, searched in-process; ``"corpus"`` takes the
       search-quality knobs ``drop_prob``, ``distractors``, ``shuffle``, ``degrade``, seeded by the
       env's RNG — see :class:`mmsearch_env.search.corpus.CorpusSearch`).
-    * ``protocol``: ``"tags"`` or ``"tool_calls"``; ``prompts``: a JSON/TOML file of templates.
+    * ``protocol``: ``"tags"`` or ``"tool_calls"``; ``prompts``: a JSON/TOML file of templates;
+      ``image_position``: ``"first"`` (the question's image before the instruction, as in the paper),
+      ``"last"`` or ``"none"`` (not shown, for text-only policies; image search still searches it).
     * ``max_turns`` (3), ``max_image_searches`` (1), ``max_text_searches`` (2),
       ``search_penalty`` (0.1), ``format_weight`` (0.1).
     * ``thumbnail_size`` (256): long side of result thumbnails; ``search_timeout`` (seconds or
@@ -186,55 +195,29 @@ class MMSearchEnv(gym.Env[dict[str, Any], str]):
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi"], "render_fps": 4}
 
-    def __init__(
-        self,
-        dataset: Any = "corpus",
-        split: str | None = "train",
-        search: Any = None,
-        search_options: dict[str, Any] | None = None,
-        protocol: str | ActionProtocol = "tags",
-        prompts: str | PromptTemplates | None = None,
-        max_turns: int = 3,
-        max_image_searches: int = 1,
-        max_text_searches: int = 2,
-        search_penalty: float = 0.1,
-        format_weight: float = 0.1,
-        thumbnail_size: int = 256,
-        search_timeout: float | None = None,
-        render_mode: str | None = None,
-    ) -> None:
-        for name, value, low in (
-            ("max_turns", max_turns, 1),
-            ("max_image_searches", max_image_searches, 0),
-            ("max_text_searches", max_text_searches, 0),
-            ("thumbnail_size", thumbnail_size, 16),
-        ):
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-                raise ConfigError(f"{name} must be an int >= {low}, got {value!r}")
-        check_reward_weights(search_penalty, format_weight)
-        if search_timeout is not None and (not isinstance(search_timeout, numbers.Real) or search_timeout <= 0):
-            raise ConfigError(f"search_timeout must be a positive number of seconds or None, got {search_timeout!r}")
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ConfigError(
-                f"render_mode must be None or one of {self.metadata['render_modes']}, got {render_mode!r}"
-            )
-
-        self.examples: Sequence[Example] = load_dataset(dataset, split)
+    def __init__(self, config: EnvConfig | Mapping[str, Any] | None = None, **kwargs: Any) -> None:
+        self.config = EnvConfig.coerce(config, **kwargs)
+        config = self.config
+        self.examples: Sequence[Example] = load_dataset(config.dataset, config.split)
         ids = getattr(self.examples, "ids", None) or [example.id for example in self.examples]
         self._index_of = {example_id: i for i, example_id in enumerate(ids)}
-        self.protocol = get_protocol(protocol)
-        self.prompts = load_prompts(self.protocol, prompts)
+        self.protocol = get_protocol(config.protocol)
+        self.prompts = load_prompts(self.protocol, config.prompts)
+        search = config.search
         if search is None:  # the built-in engine that matches a built-in dataset
-            search = "sample" if isinstance(dataset, str) and dataset == "sample" else "corpus"
-        self.search = make_search(search, search_options)
-        self.max_turns = int(max_turns)
-        self.max_image_searches = int(max_image_searches)
-        self.max_text_searches = int(max_text_searches)
-        self.search_penalty = float(search_penalty)
-        self.format_weight = float(format_weight)
-        self.thumbnail_size = int(thumbnail_size)
-        self.search_timeout = search_timeout
-        self.render_mode = render_mode
+            search = "sample" if isinstance(config.dataset, str) and config.dataset == "sample" else "corpus"
+        # A backend built here from a name is ours to close; an object passed in belongs to the caller
+        # (rollout pools and the trainer share one backend between many envs).
+        self._owns_search = isinstance(search, str)
+        self.search = make_search(search, config.search_options)
+        self.max_turns = int(config.max_turns)
+        self.max_image_searches = int(config.max_image_searches)
+        self.max_text_searches = int(config.max_text_searches)
+        self.search_penalty = float(config.search_penalty)
+        self.format_weight = float(config.format_weight)
+        self.thumbnail_size = int(config.thumbnail_size)
+        self.search_timeout = config.search_timeout
+        self.render_mode = config.render_mode
 
         self.action_space = AssistantTurn(self.protocol)
         self.observation_space = spaces.Dict(
@@ -252,7 +235,21 @@ class MMSearchEnv(gym.Env[dict[str, Any], str]):
     @property
     def max_searches_per_episode(self) -> int:
         """The most searches one episode can run (no search in the last turn)."""
-        return min(self.max_image_searches + self.max_text_searches, self.max_turns - 1)
+        return self.config.max_searches_per_episode
+
+    @property
+    def owns_search(self) -> bool:
+        """True when :meth:`close` closes the search backend: the env built it from a name.
+
+        A backend object passed as ``search=`` belongs to the caller, who closes it once when every env
+        sharing it is done.
+        """
+        return self._owns_search
+
+    @property
+    def episode_over(self) -> bool:
+        """True once the current episode has ended (an answer, a malformed turn or a limit)."""
+        return self._done
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
@@ -270,9 +267,9 @@ class MMSearchEnv(gym.Env[dict[str, Any], str]):
         if self.prompts.system:
             messages.append({"role": "system", "content": [{"type": "text", "text": self.prompts.system}]})
         blocks = [{"type": "image", "image": image}, {"type": "text", "text": instruction}]
-        if self.prompts.image_position == "last":
+        if self.config.image_position == "last":
             blocks.reverse()
-        elif self.prompts.image_position == "none":
+        elif self.config.image_position == "none":
             blocks = blocks[1:]
         messages.append({"role": "user", "content": blocks})
         self._episode = _Episode(example=example, image=image, messages=messages)
@@ -326,41 +323,65 @@ class MMSearchEnv(gym.Env[dict[str, Any], str]):
             "thumbnails": [[r.thumbnail for r in response.results] for response in ep.responses],
         }
 
-    def episode_record(self) -> dict[str, Any]:
-        """A JSON-able record of the current episode: turns, searches (with latency), reward parts."""
+    def episode_record(self) -> EpisodeRecord:
+        """The current episode as an :class:`~mmsearch_env.records.EpisodeRecord` (JSON-able; no pixels).
+
+        Before the episode ends, ``reward`` and ``reward_parts`` score it as it stands (no answer yet:
+        accuracy 0) and ``end_reason`` is ``None``.
+        """
         ep = self._require_episode()
-        return {
-            "example_id": ep.example.id,
-            "question": ep.example.question,
-            "ground_truth": ep.example.answer,
-            "candidate_answers": list(ep.example.candidate_answers),
-            "category": ep.example.category,
-            "search_need": ep.example.search_need,
-            "turns": list(ep.turns),
-            "actions": [
-                {"kind": a.kind, "content": a.content, "well_formed": a.well_formed, "error": a.error}
+        breakdown = ep.breakdown or self.score()
+        return EpisodeRecord(
+            example_id=ep.example.id,
+            question=ep.example.question,
+            ground_truth=ep.example.answer,
+            candidate_answers=list(ep.example.candidate_answers),
+            category=ep.example.category,
+            search_need=ep.example.search_need,
+            turns=list(ep.turns),
+            actions=[
+                ActionRecord(kind=a.kind, content=a.content, well_formed=a.well_formed, error=a.error)
                 for a in ep.actions
             ],
-            "searches": [
-                {
-                    "tool": r.tool,
-                    "ok": r.ok,
-                    "error": r.error,
-                    "latency_s": r.latency_s,
-                    "cost_usd": r.cost_usd,
-                    "cached": r.cached,
-                    "results": [{"title": x.title, "url": x.url, "summary": x.summary} for x in r.results],
-                }
+            searches=[
+                SearchRecord(
+                    tool=r.tool,
+                    ok=r.ok,
+                    error=r.error,
+                    latency_s=r.latency_s,
+                    cost_usd=r.cost_usd,
+                    cached=r.cached,
+                    results=[ResultRecord(title=x.title, url=x.url, summary=x.summary) for x in r.results],
+                )
                 for r in ep.responses
             ],
-            "end_reason": ep.end_reason,
-            "reward": ep.breakdown.as_dict() if ep.breakdown else None,
-        }
+            end_reason=ep.end_reason,
+            reward=breakdown.reward,
+            reward_parts=breakdown.as_dict(),
+        )
+
+    def score(self) -> RewardBreakdown:
+        """The reward of the current episode's turns so far, scored as the env scores a finished one.
+
+        After the episode ended this is its terminal reward. Before, it scores the turns as they stand
+        (no answer yet: accuracy 0, format 0): what a trainer needs for a completion that was cut off.
+        """
+        ep = self._require_episode()
+        if ep.breakdown is not None:
+            return ep.breakdown
+        return score_actions(
+            ep.actions,
+            ep.example.answer,
+            ep.example.candidate_answers,
+            search_penalty=self.search_penalty,
+            format_weight=self.format_weight,
+        )
 
     def close(self) -> None:
-        closer = getattr(self.search, "close", None)
-        if callable(closer):
-            closer()
+        if self._owns_search:
+            closer = getattr(self.search, "close", None)
+            if callable(closer):
+                closer()
         super().close()
 
     # -- the state machine -----------------------------------------------------------------------------
@@ -460,7 +481,7 @@ class MMSearchEnv(gym.Env[dict[str, Any], str]):
 
     def _can_search(self, kind: str) -> bool:
         ep = self._require_episode()
-        if len(ep.turns) + 1 >= self.max_turns:  # the next turn is the last: answer only
+        if self._done or len(ep.turns) + 1 >= self.max_turns:  # the next turn is the last: answer only
             return False
         if kind == "image_search":
             return ep.image_searches < self.max_image_searches
@@ -505,6 +526,8 @@ class MMSearchEnv(gym.Env[dict[str, Any], str]):
             "text_searches": ep.text_searches,
             "search_failures": ep.search_failures,
             "search_cost_usd": float(sum(r.cost_usd for r in ep.responses)),
+            "can_image_search": self._can_search("image_search"),
+            "can_text_search": self._can_search("text_search"),
             "action": parsed.kind if parsed else None,
             "action_error": parsed.error if parsed else None,
             "format_ok": all(a.well_formed for a in ep.actions) and shape in _PREFIXES_OK,

@@ -39,10 +39,7 @@ class PromptTemplates:
     ``instruction``: first user turn, after the image (``{question}``, ``{max_turns}``,
     ``{max_image_searches}``, ``{max_text_searches}``). ``followup``: closes each tool-result turn
     (``{question}``, ``{next_step}``). The rest build the result list and the next-step hint.
-    ``image_position``: ``"first"`` (default: the question's image, then the instruction, as in the
-    paper), ``"last"`` (the instruction, then the image) or ``"none"`` (the image is not shown to the
-    policy: a text-only policy, for questions whose text names what they ask about; reverse image
-    search, where allowed, still searches with it).
+    Where the question's image goes is not a text: it is the env argument ``image_position``.
     """
 
     instruction: str
@@ -58,10 +55,7 @@ class PromptTemplates:
     image_search_option: str
     text_search_option: str
     system: str | None = None
-    image_position: str = "first"
 
-
-IMAGE_POSITIONS = ("first", "last", "none")
 
 _PLACEHOLDERS = {
     "instruction": {"question", "max_turns", "max_image_searches", "max_text_searches"},
@@ -81,13 +75,7 @@ _PLACEHOLDERS = {
 
 
 def _check(templates: PromptTemplates, source: str) -> PromptTemplates:
-    if templates.image_position not in IMAGE_POSITIONS:
-        raise ConfigError(
-            f"{source}: image_position must be one of {list(IMAGE_POSITIONS)}, got {templates.image_position!r}"
-        )
     for f in fields(PromptTemplates):
-        if f.name == "image_position":
-            continue
         value = getattr(templates, f.name)
         if value is None and f.name == "system":
             continue
@@ -149,6 +137,11 @@ def load_prompts(
     overrides = _read_file(Path(source))
     names = [f.name for f in fields(PromptTemplates)]
     for key in overrides:
+        if key == "image_position":
+            raise ConfigError(
+                f"prompt file {str(source)!r}: image_position is an environment argument, not a template; "
+                "pass it to gym.make('MMSearch-v0', image_position=...) instead"
+            )
         if key not in names:
             raise ConfigError(f"prompt file {str(source)!r}: unknown template {key!r}.{did_you_mean(key, names)}")
     return _check(replace(templates, **overrides), f"prompt file {str(source)!r}")

@@ -32,6 +32,8 @@ from mmsearch_env.protocol import Action, ActionProtocol, get_protocol
 
 __all__ = [
     "ALLOWED_SHAPES",
+    "FORMAT_WEIGHT",
+    "SEARCH_PENALTY",
     "AccuracyReward",
     "FormatReward",
     "OutcomeReward",
@@ -46,6 +48,11 @@ __all__ = [
 
 _PUNCT_TABLE = str.maketrans("", "", string.punctuation)
 _ARTICLES_RE = re.compile(r"\b(?:a|an|the)\b")
+
+#: The paper's search penalty p: a correct answer that searched keeps ``1 - p`` of its accuracy reward.
+SEARCH_PENALTY = 0.1
+#: The paper's format weight α: ``reward = (1 - α) · accuracy · penalty + α · format``.
+FORMAT_WEIGHT = 0.1
 
 #: Trajectory shapes that earn the format score (I = image search, T = text search, A = answer).
 ALLOWED_SHAPES = frozenset({"A", "I>A", "T>A", "I>T>A"})
@@ -83,7 +90,7 @@ def exact_match(answer: str | None, ground_truth: str, candidate_answers: Iterab
     return 1.0 if norm in targets else 0.0
 
 
-def search_penalty_factor(correct: float, num_searches: int, search_penalty: float = 0.1) -> float:
+def search_penalty_factor(correct: float, num_searches: int, search_penalty: float = SEARCH_PENALTY) -> float:
     """``1 - search_penalty`` when the answer is correct and any search was made, else 1.
 
     >>> search_penalty_factor(1.0, 2)
@@ -147,8 +154,8 @@ def score_trajectory(
     ground_truth: str,
     candidate_answers: Iterable[str] = (),
     *,
-    search_penalty: float = 0.1,
-    format_weight: float = 0.1,
+    search_penalty: float = SEARCH_PENALTY,
+    format_weight: float = FORMAT_WEIGHT,
     protocol: str | ActionProtocol = "tags",
 ) -> RewardBreakdown:
     """Score a finished trajectory given its assistant turns, as the environment does.
@@ -177,8 +184,8 @@ def score_actions(
     ground_truth: str,
     candidate_answers: Iterable[str] = (),
     *,
-    search_penalty: float = 0.1,
-    format_weight: float = 0.1,
+    search_penalty: float = SEARCH_PENALTY,
+    format_weight: float = FORMAT_WEIGHT,
 ) -> RewardBreakdown:
     """:func:`score_trajectory` on turns already parsed (the environment keeps its parsed actions)."""
     executed = actions[:-1]
@@ -240,7 +247,9 @@ class _TrlReward:
 
     part = "reward"
 
-    def __init__(self, search_penalty: float = 0.1, format_weight: float = 0.1, protocol: str = "tags"):
+    def __init__(
+        self, search_penalty: float = SEARCH_PENALTY, format_weight: float = FORMAT_WEIGHT, protocol: str = "tags"
+    ):
         check_reward_weights(search_penalty, format_weight)
         self.search_penalty = search_penalty
         self.format_weight = format_weight

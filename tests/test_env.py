@@ -15,6 +15,7 @@ from PIL import Image
 
 import mmsearch_env  # noqa: F401  (registers MMSearch-v0)
 from mmsearch_env.errors import ConfigError, InvalidActionError, ResetNeededError
+from mmsearch_env.records import EpisodeRecord
 from mmsearch_env.reward import score_trajectory
 from mmsearch_env.search import SearchBackendBase, SearchResponse, SearchResult
 
@@ -139,6 +140,8 @@ def test_reset_observation_is_chat_ready(env):
         "image_searches": 0,
         "text_searches": 0,
         "search_failures": 0,
+        "can_image_search": True,
+        "can_text_search": True,
         "search_cost_usd": 0.0,
         "action": None,
         "action_error": None,
@@ -250,9 +253,11 @@ def test_terminal_info_and_reward_match_scorer(env):
         "shape": "I>T>A",
     }
     record = env.unwrapped.episode_record()
-    assert score_trajectory(record["turns"], "Velmont").reward == steps[-1][1]
-    assert [s["tool"] for s in record["searches"]] == ["image_search", "text_search"]
-    assert all(s["ok"] and s["latency_s"] >= 0 for s in record["searches"])
+    assert score_trajectory(record.turns, "Velmont").reward == steps[-1][1] == record.reward
+    assert [s.tool for s in record.searches] == ["image_search", "text_search"]
+    assert all(s.ok and s.latency_s >= 0 for s in record.searches)
+    assert (record.image_searches, record.text_searches, record.correct) == (1, 1, True)
+    assert EpisodeRecord.from_json(record.to_json()) == record
 
 
 def test_format_ok_tracks_each_step(env):

@@ -33,7 +33,7 @@ def rec(index, correct, image=0, text=0, *, end="answer", failures=0, cost=0.0, 
     return {
         "index": index,
         "info": info,
-        "reward_total": 1.0 if correct else 0.1,
+        "reward": 1.0 if correct else 0.1,
         "category": category,
         "search_need": need,
         "usage": usage,

@@ -155,7 +155,7 @@ def test_import_then_env_image_search_hits_by_data_id(tmp_path):
     env.reset(options={"example_id": "sample-arvenia-image"})
     obs, _, terminated, _, info = env.step("<reason>Unknown flag.</reason><search><img></search>")
     assert info["search_failures"] == 0 and not terminated
-    record = env.unwrapped.episode_record()["searches"][0]
+    record = env.unwrapped.episode_record().to_dict()["searches"][0]
     assert record["cached"] is True and record["cost_usd"] == 0.0
     assert [r["title"] for r in record["results"]] == ["Arvenia flag - Wikipedia", "Flags of Europe", "Arvenia travel"]
     images = [b["image"] for b in obs["messages"][-1]["content"] if b["type"] == "image"]

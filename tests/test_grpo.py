@@ -339,7 +339,7 @@ def test_search_options_and_prompts_reach_every_env_the_trainer_builds(tmp_path)
     assert sum(line[:2] in ("1.", "2.", "3.") for line in results[0]["text"].splitlines()) == 2  # max_results
     with pytest.raises(ConfigError, match="search_options must be a JSON object"):
         MMSearchGRPOConfig(output_dir=str(tmp_path), search_options="{max_results: 2", use_cpu=True, report_to=[])
-    with pytest.raises(ConfigError, match="search_options must be a dict"):
+    with pytest.raises(ConfigError, match=re.escape("search_options must be a JSON object, got '[1]'")):
         MMSearchGRPOConfig(output_dir=str(tmp_path), search_options="[1]", use_cpu=True, report_to=[])
 
 

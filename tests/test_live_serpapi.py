@@ -345,7 +345,7 @@ def test_the_key_never_appears_in_logs_errors_or_records(web, caplog):
         env = gym.make("MMSearch-v0", dataset="sample", search="serpapi", search_options=web.options())
         env.reset(seed=0)
         env.step("<reason>look it up</reason><text_search>landmark tower</text_search>")
-        texts.append(json.dumps(env.unwrapped.episode_record(), default=str))
+        texts.append(env.unwrapped.episode_record().to_json())
         texts.append(env.spec.to_json())
         env.close()
     assert "cannot parse /search.json?" in " ".join(texts)  # the echo did reach us...
@@ -422,7 +422,7 @@ def test_end_to_end_episode_with_image_and_text_search(web, tmp_path):
     obs, reward, terminated, truncated, info = env.step("<reason>done</reason><answer>1903</answer>")
     assert terminated
     assert info["search_cost_usd"] == pytest.approx(0.015 + 0.015 + 5 * SUMMARY_COST)
-    record = env.unwrapped.episode_record()
+    record = env.unwrapped.episode_record().to_dict()
     assert [s["tool"] for s in record["searches"]] == ["image_search", "text_search"]
     env.close()
 

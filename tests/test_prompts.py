@@ -74,21 +74,21 @@ def test_prompt_templates_object():
 
 
 def test_image_position_puts_the_question_image_after_the_instruction(tmp_path):
-    path = tmp_path / "p.json"
-    path.write_text(json.dumps({"image_position": "last"}))
-    env = gym.make("MMSearch-v0", dataset="sample", prompts=str(path))
+    env = gym.make("MMSearch-v0", dataset="sample", image_position="last")
     obs, _ = env.reset(seed=0)
     assert [b["type"] for b in obs["messages"][0]["content"]] == ["text", "image"]
     default, _ = gym.make("MMSearch-v0", dataset="sample").reset(seed=0)
     assert [b["type"] for b in default["messages"][0]["content"]] == ["image", "text"]
-    path.write_text(json.dumps({"image_position": "none"}))
-    env = gym.make("MMSearch-v0", dataset="sample", prompts=str(path), max_image_searches=1)
+    env = gym.make("MMSearch-v0", dataset="sample", image_position="none", max_image_searches=1)
     obs, info = env.reset(seed=0)
     assert [b["type"] for b in obs["messages"][0]["content"]] == ["text"]
     obs, *_ = env.step("<search><img></search>")  # image search still searches the question's image
     assert any(b["type"] == "image" for b in obs["messages"][-1]["content"])
-    path.write_text(json.dumps({"image_position": "middle"}))
     with pytest.raises(
         ConfigError, match=re.escape("image_position must be one of ['first', 'last', 'none'], got 'middle'")
     ):
+        gym.make("MMSearch-v0", dataset="sample", image_position="middle")
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps({"image_position": "last"}))  # it used to be a template key: say where it went
+    with pytest.raises(ConfigError, match=re.escape("image_position is an environment argument, not a template")):
         gym.make("MMSearch-v0", dataset="sample", prompts=str(path))

@@ -14,7 +14,7 @@ import pytest
 import mmsearch_env  # noqa: F401
 from agents.baselines import RAGWorkflowPolicy
 from agents.policy import PolicyBase
-from agents.rollout import arollout, policy_info, read_trajectories, rollout, run_episodes
+from agents.rollout import arollout, read_trajectories, rollout, run_episodes
 from agents.scripted import OraclePolicy
 from mmsearch_env.data import load_dataset
 from mmsearch_env.errors import ConfigError, DatasetError
@@ -37,7 +37,8 @@ def test_trajectory_lines_follow_the_contract(tmp_path):
     for record in records:
         assert record["policy"] == "oracle-plan" and record["split"] is None
         assert record["example_id"] == EXAMPLES[record["index"]].id
-        assert record["reward_total"] == record["info"]["reward_parts"]["reward"] == record["reward"]["reward"]
+        assert record["reward"] == record["info"]["reward_parts"]["reward"] == record["reward_parts"]["reward"]
+        assert record["version"] == 2
         assert record["usage"] is None and record["latency_s"] > 0
         image = path.parent / "images" / record["image"]
         assert hashlib.sha256(image.read_bytes()).hexdigest() + ".png" == record["image"]
@@ -95,7 +96,7 @@ def test_reader_rejects_a_corrupt_middle_line(tmp_path):
         read_trajectories(path)
     path.write_text('{"a": 1}\n{"b": ')
     with pytest.warns(UserWarning, match="truncated"):
-        assert read_trajectories(path) == [{"a": 1}]
+        assert read_trajectories(path) == [{"a": 1, "version": 2}]  # upgraded to the current layout
 
 
 class Recording(PolicyBase):
@@ -188,19 +189,15 @@ def test_searches_of_different_episodes_overlap(backend_cls):
     assert all(r["info"]["image_searches"] == 1 for r in result.records)
 
 
-def test_policy_sees_the_limits():
+def test_policy_sees_the_allowed_searches_in_info():
     env = gym.make("MMSearch-v0", dataset="sample", split=None, max_text_searches=0)
     _, info = env.reset(options={"index": 0})
-    limits = policy_info(env, info)
-    assert limits["can_image_search"] and not limits["can_text_search"]
-    assert limits["max_turns"] == 3 and limits["max_text_searches"] == 0
-    env.step("<reason>x</reason><search><img></search>")  # turn 2 of 3: no image search left
-    _, info = env.reset(options={"index": 0})
-    _, _, _, _, info = env.step("<reason>x</reason><search><img></search>")
-    assert not policy_info(env, info)["can_image_search"]
+    assert info["can_image_search"] and not info["can_text_search"]
+    _, _, _, _, info = env.step("<reason>x</reason><search><img></search>")  # turn 2 of 3: no image search left
+    assert not info["can_image_search"] and not info["can_text_search"]
     env2 = gym.make("MMSearch-v0", dataset="sample", split=None, max_turns=1)
     _, info2 = env2.reset(options={"index": 0})
-    assert not policy_info(env2, info2)["can_image_search"]
+    assert not info2["can_image_search"]  # the only turn is the last: answer only
 
 
 class WrongCount(PolicyBase):

@@ -74,7 +74,7 @@ def run_episode(env: gym.Env, act, index: int, images: Path, policy: str, split:
         if terminated or truncated:
             break
     base = env.unwrapped
-    record = base.episode_record()
+    record = base.episode_record().to_dict()
     for search, thumbs in zip(record["searches"], base.episode_images()["thumbnails"], strict=True):
         for result, thumb in zip(search["results"], thumbs, strict=True):
             result["thumbnail"] = save_image(thumb, images) if thumb is not None else None
@@ -84,7 +84,6 @@ def run_episode(env: gym.Env, act, index: int, images: Path, policy: str, split:
         split=split,
         info=json.loads(json.dumps(info, default=str)),
         image=save_image(base.example.image, images),
-        reward_total=record["reward"]["reward"],
         latency_s=sum(s["latency_s"] for s in record["searches"]),
     )
     return record
@@ -274,6 +273,7 @@ def test_missing_optional_fields_and_images_are_tolerated(tmp_path, trajectories
     broken = {
         **record,
         "reward": None,
+        "reward_parts": None,
         "info": "not a dict",
         "image": "../../etc/passwd",
         "turns": "not a list",
@@ -281,7 +281,7 @@ def test_missing_optional_fields_and_images_are_tolerated(tmp_path, trajectories
         "candidate_answers": None,
         "usage": {"prompt_tokens": 12, "completion_tokens": None},
     }
-    no_reward = {**record, "reward": None, "policy": "p2"}  # answer and outcome from the terminal info
+    no_reward = {**record, "reward": None, "reward_parts": None, "policy": "p2"}  # answer and outcome from the terminal info
     out = write_viewer([minimal, broken, no_reward], tmp_path / "v.html", images_dir=tmp_path)
     text = out.read_text()
     assert text.count('<article class="episode unknown"') == 2 and text.count('<article class="episode correct"') == 1
