@@ -7,21 +7,27 @@ be in other units; a person's name needs first and last name; yes/no must match;
 candidate answer suffices. The judge replies with one word, ``CORRECT`` or ``INCORRECT``.
 
 An answer that already matches exactly (the reward's scorer) is correct without asking the judge:
-the rules accept every exact match, and this saves calls.
+the rules accept every exact match, and this saves calls. The requests go through the official ``openai``
+SDK (:class:`~mmsearch_env.search.openai_chat.ChatEndpoint`: ``pip install 'mmsearch-env[openai]'``),
+``concurrency`` at a time; a request still failing after the SDK's retries raises
+:class:`~agents.openai_policy.EndpointError` (its text never contains the key).
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from agents.openai_policy import OpenAIChatClient, parse_endpoint_spec, reply_text, reply_usage
+from agents.openai_policy import api_key_or_default, parse_endpoint_spec, resolve_concurrency
 from mmsearch_env.reward import exact_match
+from mmsearch_env.search.openai_chat import ChatEndpoint, GenerationSettings
 
-__all__ = ["JUDGE_PROMPT", "JudgeItem", "LLMJudge", "parse_verdict"]
+__all__ = ["JUDGE_PROMPT", "JUDGE_SETTINGS", "JudgeItem", "LLMJudge", "parse_verdict"]
+
+# Greedy, as the paper's GPT-4o judge; one word needs few tokens (16 leaves room for "Correct." variants).
+JUDGE_SETTINGS = GenerationSettings(max_tokens=16, temperature=0.0, timeout=60.0)
 
 JUDGE_PROMPT = """You grade answers to questions about images. Decide whether the model's answer is correct \
 given the ground truth, following these rules:
@@ -70,12 +76,15 @@ class LLMJudge:
 
     Args:
         model: the judge model's name.
-        base_url: the API root (``.../v1``).
-        api_key: default ``$OPENAI_API_KEY``.
-        max_concurrency: requests in flight at once.
-        timeout, max_retries: per request (see :class:`agents.openai_policy.OpenAIChatClient`).
+        base_url: the API root (``.../v1``), optionally with a settings query (``?timeout=30``).
+        api_key: default ``OPENAI_API_KEY`` (environment or secrets file); ``""``: send no key.
+        settings: generation and request settings (default :data:`JUDGE_SETTINGS`: greedy,
+            ``max_tokens=16``, ``timeout=60`` s, the SDK's 2 retries, 8 requests in flight).
+        max_tokens, temperature, top_p, stop, timeout, max_retries, concurrency: override one field.
+        max_concurrency: the former name of ``concurrency``.
 
-    ``usage`` accumulates the judge's prompt and completion tokens; ``calls`` counts requests.
+    ``usage`` accumulates the judge's prompt and completion tokens; ``calls`` counts requests;
+    ``cut`` counts replies that ended at ``max_tokens`` (``finish_reason == "length"``).
     """
 
     def __init__(
@@ -84,21 +93,40 @@ class LLMJudge:
         base_url: str,
         *,
         api_key: str | None = None,
-        max_concurrency: int = 8,
-        timeout: float = 60.0,
-        max_retries: int = 3,
+        settings: GenerationSettings | None = None,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        stop: str | Sequence[str] | None = None,
+        timeout: float | None = None,
+        max_retries: int | None = None,
+        concurrency: int | None = None,
+        max_concurrency: int | None = None,
     ):
         self.model = model
-        self.max_concurrency = max(1, int(max_concurrency))
-        self.client = OpenAIChatClient(
-            base_url, api_key=api_key, timeout=timeout, max_retries=max_retries, pool_size=self.max_concurrency
+        self.endpoint = ChatEndpoint(
+            model,
+            base_url,
+            api_key=api_key_or_default(api_key),
+            settings=settings or JUDGE_SETTINGS,
+            overrides={
+                "max_tokens": max_tokens,
+                "temperature": temperature,
+                "top_p": top_p,
+                "stop": stop,
+                "timeout": timeout,
+                "max_retries": max_retries,
+                "concurrency": resolve_concurrency(concurrency, max_concurrency),
+            },
+            what="the judge endpoint",
         )
         self.usage = {"prompt_tokens": 0, "completion_tokens": 0}
         self.calls = 0
+        self.cut = 0
 
     @classmethod
     def from_spec(cls, spec: str, **kwargs: Any) -> LLMJudge:
-        """``"openai:MODEL@BASE_URL"`` (or ``"MODEL@BASE_URL"``) → a judge."""
+        """``"openai:MODEL@BASE_URL[?SETTINGS]"`` (or ``"MODEL@BASE_URL"``) → a judge."""
         model, base_url = parse_endpoint_spec(spec.removeprefix("openai:"))
         return cls(model, base_url, **kwargs)
 
@@ -106,22 +134,15 @@ class LLMJudge:
     def name(self) -> str:
         return f"judge:{self.model}"
 
-    def _ask(self, item: JudgeItem) -> tuple[bool | None, dict[str, int] | None]:
-        prompt = JUDGE_PROMPT.format(
+    @staticmethod
+    def prompt(item: JudgeItem) -> str:
+        """The judge's prompt for one item (:data:`JUDGE_PROMPT` filled in)."""
+        return JUDGE_PROMPT.format(
             question=item.question,
             ground_truth=item.ground_truth,
             candidates="; ".join(item.candidate_answers) or "(none)",
             answer=item.answer if item.answer is not None else "(no answer)",
         )
-        body = self.client.create(
-            {
-                "model": self.model,
-                "messages": [{"role": "user", "content": prompt}],
-                "temperature": 0.0,
-                "max_tokens": 16,
-            }
-        )
-        return parse_verdict(reply_text(body)), reply_usage(body)
 
     def judge_batch(self, items: Sequence[JudgeItem]) -> list[bool | None]:
         """One verdict per item: True (correct), False, or None (the judge's reply had no verdict)."""
@@ -135,15 +156,14 @@ class LLMJudge:
             else:
                 ask.append(k)
         if ask:
-            with concurrent.futures.ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(ask))) as pool:
-                answers = list(pool.map(self._ask, [items[k] for k in ask]))
-            for k, (verdict, usage) in zip(ask, answers, strict=True):
-                verdicts[k] = verdict
+            replies = self.endpoint.create_many([[{"role": "user", "content": self.prompt(items[k])}] for k in ask])
+            for k, reply in zip(ask, replies, strict=True):
+                verdicts[k] = parse_verdict(reply.text)
                 self.calls += 1
-                if usage:
-                    for key in self.usage:
-                        self.usage[key] += usage[key]
+                self.cut += reply.finish_reason == "length"
+                for key in self.usage:
+                    self.usage[key] += getattr(reply, key) or 0
         return verdicts
 
     def close(self) -> None:
-        self.client.close()
+        self.endpoint.close()

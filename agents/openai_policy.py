@@ -1,55 +1,92 @@
 """A policy backed by any OpenAI-compatible chat endpoint (vLLM, SGLang, llama.cpp server, hosted APIs).
 
-The observation's messages are sent to ``POST {base_url}/chat/completions`` with ``requests``: text
-blocks as text parts, images as ``image_url`` parts holding PNG ``data:`` URLs (no image hosting
-needed). A batch is sent as concurrent requests (``max_concurrency`` at a time); each reply's ``usage``
-is exposed through ``last_usage`` (the rollout engine's token hook). Tool-result messages (role
-``"tool"`` in the ``tool_calls`` protocol) are sent as ``"user"`` messages, because the turns carry
-their tool calls as text, not as the API's structured ``tool_calls``.
+The observation's messages are sent to ``POST {base_url}/chat/completions`` through the official ``openai``
+SDK (``pip install 'mmsearch-env[openai]'``): text blocks as text parts, images as ``image_url`` parts
+holding PNG ``data:`` URLs (no image hosting needed). :meth:`OpenAIPolicy.aact_batch` sends a batch as
+concurrent async requests (``concurrency`` at a time) on the caller's event loop; :meth:`act_batch` runs
+it from synchronous code. Tool-result messages (role ``"tool"`` in the ``tool_calls`` protocol) are sent
+as ``"user"`` messages, because the turns carry their tool calls as text, not as the API's structured
+``tool_calls``.
 
-Transient failures (connection errors, HTTP 429 and 5xx) are retried with exponential backoff,
-honouring ``Retry-After``; when retries run out the call raises :class:`EndpointError`, which stops the
-rollout (finished episodes are already saved; rerun to resume). The API key (argument, or the
-``OPENAI_API_KEY`` environment variable) is sent as a Bearer token and never logged.
+After each batch, ``last_usage`` (the rollout engine's token hook) holds per reply ``None`` or
+``{"prompt_tokens", "completion_tokens", "finish_reason"}`` (``"length"``: the turn was cut at
+``max_tokens``), and ``last_replies`` the full :class:`~mmsearch_env.search.openai_chat.ChatReply` objects.
+
+Transient failures (connection errors, timeouts, HTTP 408/409/429/5xx) are retried by the SDK
+(``max_retries``, honouring ``Retry-After``); a request still failing raises :class:`EndpointError`, which
+stops the rollout (finished episodes are already saved; rerun to resume). The API key (argument, or
+``OPENAI_API_KEY`` from the environment or the secrets file) is sent as a Bearer token and is redacted from
+every error message.
+
+Spec strings (``mmsearch eval --policy``): ``openai:MODEL@BASE_URL``, optionally with generation settings
+as a query, e.g. ``openai:Qwen2.5-VL-7B-Instruct@http://127.0.0.1:8000/v1?max_tokens=512&temperature=0.7``
+(fields of :class:`~mmsearch_env.search.openai_chat.GenerationSettings`; ``stop`` may repeat).
 """
 
 from __future__ import annotations
 
 import base64
-import concurrent.futures
 import io
-import logging
-import os
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from agents.policy import PolicyBase
-from mmsearch_env.errors import ConfigError, MMSearchError
+from mmsearch_env.errors import ConfigError
+from mmsearch_env.search.credentials import get_secret
+from mmsearch_env.search.openai_chat import (
+    ChatEndpoint,
+    ChatReply,
+    EndpointError,
+    GenerationSettings,
+    split_settings_query,
+)
 
-__all__ = ["EndpointError", "OpenAIChatClient", "OpenAIPolicy", "image_data_url", "parse_endpoint_spec", "to_openai"]
+__all__ = [
+    "EndpointError",
+    "GenerationSettings",
+    "OpenAIPolicy",
+    "api_key_or_default",
+    "image_data_url",
+    "parse_endpoint_spec",
+    "resolve_concurrency",
+    "to_openai",
+]
 
-logger = logging.getLogger(__name__)
 
-_RETRY_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
+def api_key_or_default(api_key: str | None) -> str | None:
+    """``api_key``, else ``OPENAI_API_KEY`` (environment or secrets file), else ``None`` (no key sent)."""
+    if api_key is not None:
+        return api_key or None
+    return get_secret("OPENAI_API_KEY", required=False)
 
 
-class EndpointError(MMSearchError, RuntimeError):
-    """An OpenAI-compatible endpoint failed (after retries) or answered something that is not a chat reply."""
+def resolve_concurrency(concurrency: int | None, max_concurrency: int | None) -> int | None:
+    """``concurrency``, or its former name ``max_concurrency``; both given and different is an error."""
+    if concurrency is not None and max_concurrency is not None and concurrency != max_concurrency:
+        raise ConfigError(
+            f"concurrency={concurrency!r} and max_concurrency={max_concurrency!r} disagree; "
+            "give only concurrency (max_concurrency is its former name)"
+        )
+    return concurrency if concurrency is not None else max_concurrency
 
 
 def parse_endpoint_spec(spec: str) -> tuple[str, str]:
     """``"MODEL@BASE_URL"`` → ``(model, base_url)``; the model may contain ``:`` (``"llama3:8b@http://..."``).
 
+    A settings query stays on the URL (the constructors read it) but is checked here, so a typo fails early.
+
     >>> parse_endpoint_spec("gpt-4o@http://127.0.0.1:8000/v1")
     ('gpt-4o', 'http://127.0.0.1:8000/v1')
+    >>> parse_endpoint_spec("llama3:8b@http://127.0.0.1:8000/v1?max_tokens=64&temperature=0")
+    ('llama3:8b', 'http://127.0.0.1:8000/v1?max_tokens=64&temperature=0')
     """
     model, sep, base_url = spec.partition("@")
     if not sep or not model or not base_url.startswith(("http://", "https://")):
         raise ConfigError(
-            f"endpoint {spec!r} must look like MODEL@BASE_URL, e.g. "
-            "'gpt-4o@https://api.openai.com/v1' or 'Qwen2.5-VL-7B-Instruct@http://127.0.0.1:8000/v1'"
+            f"endpoint {spec!r} must look like MODEL@BASE_URL[?SETTINGS], e.g. "
+            "'gpt-4o@https://api.openai.com/v1' or 'Qwen2.5-VL-7B-Instruct@http://127.0.0.1:8000/v1?max_tokens=512'"
         )
+    split_settings_query(base_url)
     return model, base_url.rstrip("/")
 
 
@@ -82,118 +119,22 @@ def to_openai(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-class OpenAIChatClient:
-    """A small, thread-safe client for ``POST {base_url}/chat/completions`` with retries.
-
-    Args:
-        base_url: the API root, e.g. ``http://127.0.0.1:8000/v1``.
-        api_key: Bearer token; default ``$OPENAI_API_KEY``; none sent when empty.
-        timeout: seconds per request.
-        max_retries: retries of a transient failure (connection error, 408/409/429/5xx).
-        backoff_s: first retry delay, doubled each retry (``Retry-After`` wins when given).
-    """
-
-    def __init__(
-        self,
-        base_url: str,
-        *,
-        api_key: str | None = None,
-        timeout: float = 120.0,
-        max_retries: int = 3,
-        backoff_s: float = 0.5,
-        pool_size: int = 16,
-    ):
-        try:
-            import requests
-            from requests.adapters import HTTPAdapter
-        except ImportError as exc:  # pragma: no cover - requests is a core dependency
-            raise ConfigError("OpenAIPolicy needs requests: pip install requests") from exc
-        if not base_url.startswith(("http://", "https://")):
-            raise ConfigError(f"base_url must start with http:// or https://, got {base_url!r}")
-        self.url = base_url.rstrip("/") + "/chat/completions"
-        self.timeout = timeout
-        self.max_retries = int(max_retries)
-        self.backoff_s = float(backoff_s)
-        self._api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY", "")
-        self._requests = requests
-        self._session = requests.Session()
-        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=max(1, pool_size))
-        self._session.mount("http://", adapter)
-        self._session.mount("https://", adapter)
-
-    def __repr__(self) -> str:  # never show the key
-        return f"OpenAIChatClient(url={self.url!r})"
-
-    def create(self, payload: Mapping[str, Any]) -> dict[str, Any]:
-        """Send one chat completion request; return the parsed JSON reply (retrying transient failures)."""
-        headers = {"Content-Type": "application/json"}
-        if self._api_key:
-            headers["Authorization"] = f"Bearer {self._api_key}"
-        problem = "no attempt made"
-        for attempt in range(self.max_retries + 1):
-            delay = self.backoff_s * (2**attempt)
-            try:
-                response = self._session.post(self.url, json=payload, headers=headers, timeout=self.timeout)
-            except self._requests.RequestException as exc:
-                problem = f"{type(exc).__name__}: {exc}"
-            else:
-                if response.status_code == 200:
-                    try:
-                        body = response.json()
-                    except ValueError as exc:
-                        raise EndpointError(f"{self.url} returned HTTP 200 with a body that is not JSON") from exc
-                    if not isinstance(body, dict) or not body.get("choices"):
-                        raise EndpointError(f"{self.url} returned JSON without 'choices': {str(body)[:200]}")
-                    return body
-                problem = f"HTTP {response.status_code}: {response.text[:200]}"
-                if response.status_code not in _RETRY_STATUS:
-                    raise EndpointError(f"{self.url} refused the request ({problem}); check the model name and key")
-                retry_after = response.headers.get("Retry-After")
-                if retry_after and retry_after.replace(".", "", 1).isdigit():
-                    delay = min(float(retry_after), 60.0)
-            if attempt < self.max_retries:
-                logger.warning("chat request failed (%s); retry %d in %.1f s", problem, attempt + 1, delay)
-                time.sleep(delay)
-        raise EndpointError(f"{self.url} failed after {self.max_retries + 1} attempts: {problem}")
-
-    def close(self) -> None:
-        self._session.close()
-
-
-def reply_text(body: Mapping[str, Any]) -> str:
-    """The assistant text of a chat completion reply (content parts joined; ``""`` when empty)."""
-    message = body["choices"][0].get("message") or {}
-    content = message.get("content")
-    if isinstance(content, list):
-        return "".join(p.get("text", "") for p in content if isinstance(p, Mapping))
-    return content if isinstance(content, str) else ""
-
-
-def reply_usage(body: Mapping[str, Any]) -> dict[str, int] | None:
-    usage = body.get("usage")
-    if not isinstance(usage, Mapping):
-        return None
-    return {
-        "prompt_tokens": int(usage.get("prompt_tokens") or 0),
-        "completion_tokens": int(usage.get("completion_tokens") or 0),
-    }
-
-
 class OpenAIPolicy(PolicyBase):
     """Writes assistant turns with a chat model behind an OpenAI-compatible endpoint.
 
     Args:
         model: the model name the endpoint serves.
-        base_url: the API root (``.../v1``).
-        api_key: default ``$OPENAI_API_KEY``.
-        temperature: sampling temperature (0: greedy, as the paper evaluates).
-        max_tokens: cap per turn (the paper: 2048).
-        max_concurrency: requests in flight at once for one batch.
-        timeout, max_retries: per request; see :class:`OpenAIChatClient`.
-        extra_body: extra JSON fields for every request (e.g. ``{"top_p": 0.9}``).
+        base_url: the API root (``.../v1``), optionally with a settings query (``?max_tokens=512``).
+        api_key: default ``OPENAI_API_KEY`` (environment or secrets file); ``""``: send no key.
+        settings: all generation and request settings at once (defaults: :class:`GenerationSettings`:
+            greedy, ``max_tokens=2048``, ``timeout=120`` s per request, the SDK's 2 retries, 8 in flight).
+        max_tokens, temperature, top_p, stop, timeout, max_retries, concurrency: override one field of
+            ``settings`` (and of the URL's query); ``None`` leaves it.
+        max_concurrency: the former name of ``concurrency``.
+        extra_body: extra JSON fields for every request (e.g. ``{"repetition_penalty": 1.05}`` for vLLM).
         name: the policy's name in reports (default ``"openai:<model>"``).
 
-    After each :meth:`act_batch`, ``last_usage`` holds each reply's token usage (or ``None``).
+    ``temperature`` can be set on the object (sampled rollouts); the other settings are in ``settings``.
     """
 
     def __init__(
@@ -202,47 +143,69 @@ class OpenAIPolicy(PolicyBase):
         base_url: str = "http://127.0.0.1:8000/v1",
         *,
         api_key: str | None = None,
-        temperature: float = 0.0,
-        max_tokens: int = 2048,
-        max_concurrency: int = 8,
-        timeout: float = 120.0,
-        max_retries: int = 3,
+        settings: GenerationSettings | None = None,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        stop: str | Sequence[str] | None = None,
+        timeout: float | None = None,
+        max_retries: int | None = None,
+        concurrency: int | None = None,
+        max_concurrency: int | None = None,
         extra_body: Mapping[str, Any] | None = None,
         name: str | None = None,
     ):
-        if max_concurrency < 1:
-            raise ConfigError(f"max_concurrency must be >= 1, got {max_concurrency!r}")
+        overrides = {
+            "max_tokens": max_tokens,
+            "temperature": temperature,
+            "top_p": top_p,
+            "stop": stop,
+            "timeout": timeout,
+            "max_retries": max_retries,
+            "concurrency": resolve_concurrency(concurrency, max_concurrency),
+        }
+        self.endpoint = ChatEndpoint(
+            model,
+            base_url,
+            api_key=api_key_or_default(api_key),
+            settings=settings,
+            overrides=overrides,
+            what="the policy endpoint",
+        )
         self.model = model
-        self.temperature = float(temperature)
-        self.max_tokens = int(max_tokens)
-        self.max_concurrency = int(max_concurrency)
         self.extra_body = dict(extra_body or {})
         self.name = name or f"openai:{model}"
-        self.client = OpenAIChatClient(
-            base_url, api_key=api_key, timeout=timeout, max_retries=max_retries, pool_size=max_concurrency
-        )
-        self.last_usage: list[dict[str, int] | None] | None = None
+        self.last_usage: list[dict[str, Any] | None] | None = None
+        self.last_replies: list[ChatReply] | None = None
 
-    def _one(self, observation: Mapping[str, Any]) -> tuple[str, dict[str, int] | None]:
-        payload = {
-            "model": self.model,
-            "messages": to_openai(observation["messages"]),
-            "temperature": self.temperature,
-            "max_tokens": self.max_tokens,
-            **self.extra_body,
-        }
-        body = self.client.create(payload)
-        return reply_text(body), reply_usage(body)
+    @property
+    def settings(self) -> GenerationSettings:
+        """The generation and request settings every request uses."""
+        return self.endpoint.settings
+
+    @property
+    def temperature(self) -> float:
+        return self.endpoint.settings.temperature
+
+    @temperature.setter
+    def temperature(self, value: float) -> None:
+        self.endpoint.settings = self.endpoint.settings.updated(temperature=value)
+
+    async def aact_batch(
+        self, observations: Sequence[Mapping[str, Any]], infos: Sequence[Mapping[str, Any]]
+    ) -> list[str]:
+        conversations = [to_openai(o["messages"]) for o in observations]
+        replies = await self.endpoint.acreate_many(conversations, extra_body=self.extra_body)
+        self.last_replies = replies
+        self.last_usage = [reply.usage for reply in replies]
+        return [reply.text for reply in replies]
 
     def act_batch(self, observations: Sequence[Mapping[str, Any]], infos: Sequence[Mapping[str, Any]]) -> list[str]:
-        if len(observations) == 1:
-            results = [self._one(observations[0])]
-        else:
-            workers = min(self.max_concurrency, len(observations))
-            with concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="openai") as pool:
-                results = list(pool.map(self._one, observations))
-        self.last_usage = [usage for _, usage in results]
-        return [text for text, _ in results]
+        conversations = [to_openai(o["messages"]) for o in observations]
+        replies = self.endpoint.create_many(conversations, extra_body=self.extra_body)
+        self.last_replies = replies
+        self.last_usage = [reply.usage for reply in replies]
+        return [reply.text for reply in replies]
 
     def close(self) -> None:
-        self.client.close()
+        self.endpoint.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 import types
 
@@ -12,7 +13,7 @@ from PIL import Image
 
 from agents.evaluate import evaluate, policy_metrics, resolve_policy, search_utility
 from agents.judge import JudgeItem, LLMJudge, parse_verdict
-from agents.openai_policy import OpenAIPolicy
+from agents.openai_policy import EndpointError, OpenAIPolicy
 from agents.scripted import PLANS
 from mmsearch_env.cli import main
 from mmsearch_env.data import load_dataset
@@ -127,6 +128,20 @@ def test_judge_through_an_openai_compatible_endpoint(tmp_path):
         row = report.row("openai:fake-vlm")
         assert row["judge_accuracy"] >= row["accuracy"] and row["prompt_tokens"] > 0
         assert row["search_utility"] is None and "judge-model" in (tmp_path / "report.json").read_text()
+
+
+def test_judge_settings_cut_replies_and_errors():
+    item = JudgeItem("Capital?", "Sarogh", "Velmont")
+    with FakeOpenAI() as fake:
+        # max_tokens=1: "INCORRECT" is cut to "INCO", which holds no verdict; the cut is counted
+        judge = LLMJudge.from_spec(f"openai:judge-model@{fake.base_url}?max_tokens=1", concurrency=2)
+        assert judge.judge_batch([item]) == [None] and judge.cut == 1
+        assert fake.requests[0]["max_tokens"] == 1 and judge.endpoint.settings.concurrency == 2
+        assert LLMJudge("judge-model", fake.base_url).endpoint.settings.max_tokens == 16  # JUDGE_SETTINGS
+        fake.fail_next = [401]
+        with pytest.raises(EndpointError, match=re.escape("the judge endpoint")) as info:
+            LLMJudge("judge-model", fake.base_url, api_key="judge-key-12345678").judge_batch([item])
+        assert info.value.status == 401 and "judge-key-12345678" not in str(info.value)
 
 
 def test_parse_verdict():

@@ -1,11 +1,13 @@
 """Question-aware page summaries: any OpenAI-compatible chat endpoint, with an extractive fallback.
 
 :class:`ChatSummarizer` sends ``POST {base_url}/chat/completions`` (vLLM, SGLang, llama.cpp server, a hosted
-API...) with our own prompt asking for at most ``max_sentences`` sentences of facts from the page that bear
-on the question and the query. Its cost comes from the response's ``usage`` field and the configured
-prices per 1k prompt / completion tokens. When the call fails for any reason (network, HTTP error,
-malformed answer, empty text) the summary falls back to :func:`extractive_summary` — the same lead +
-query-overlap sentence picker the in-process engine uses — and the failure is logged (without keys).
+API...) through the official ``openai`` SDK (:class:`~mmsearch_env.search.openai_chat.ChatEndpoint`; ``pip
+install 'mmsearch-env[openai]'``) with our own prompt asking for at most ``max_sentences`` sentences of facts
+from the page that bear on the question and the query. Its cost comes from the response's ``usage`` field
+and the configured prices per 1k prompt / completion tokens. When the call fails for any reason (network,
+timeout, HTTP error after the SDK's retries, malformed answer, empty text) the summary falls back to
+:func:`extractive_summary` — the same lead + query-overlap sentence picker the in-process engine uses — and
+the failure is logged (without keys).
 """
 
 from __future__ import annotations
@@ -13,16 +15,18 @@ from __future__ import annotations
 import logging
 import re
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
-from mmsearch_env.errors import ConfigError, SearchBackendError
-from mmsearch_env.search.credentials import get_secret, redact
-from mmsearch_env.search.http import FetchPolicy, check_status, fetch
+from mmsearch_env.errors import ConfigError
+from mmsearch_env.search.credentials import get_secret
+from mmsearch_env.search.http import FetchPolicy
 from mmsearch_env.search.local import LocalSearch, Page, tokenize
+from mmsearch_env.search.openai_chat import ChatEndpoint, EndpointError, GenerationSettings
 from mmsearch_env.search.reader import PageText
 
-__all__ = ["SUMMARY_SYSTEM_PROMPT", "ChatSummarizer", "Summary", "extractive_summary"]
+__all__ = ["SUMMARY_SETTINGS", "SUMMARY_SYSTEM_PROMPT", "ChatSummarizer", "Summary", "extractive_summary"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +41,8 @@ SUMMARY_USER_TEMPLATE = (
     "Page text:\n{text}\n\n"
     "Write at most {max_sentences} sentences."
 )
+# Greedy and short; one retry only: a failed summary has a free fallback, a slow one delays the whole search.
+SUMMARY_SETTINGS = GenerationSettings(max_tokens=300, temperature=0.0, timeout=60.0, max_retries=1)
 _SENTENCE_RE = re.compile(r"(?<=[.!?])\s+")
 _THINK_RE = re.compile(r"<think>.*?(</think>|$)", re.DOTALL | re.IGNORECASE)
 
@@ -84,13 +90,19 @@ class ChatSummarizer:
     """Summarise pages with an OpenAI-compatible chat model; fall back to an extractive summary.
 
     Args:
-        base_url: the API root, e.g. ``http://127.0.0.1:8000/v1`` (vLLM) or ``https://api.openai.com/v1``.
+        base_url: the API root, e.g. ``http://127.0.0.1:8000/v1`` (vLLM) or ``https://api.openai.com/v1``,
+            optionally with a settings query (``?max_tokens=200``).
         model: the model name the server expects.
         api_key_env: environment variable (or secrets-file entry) with the key; sent as a Bearer token
             when set. ``None`` for servers without auth.
+        max_sentences: the summary keeps at most this many sentences of the reply.
+        max_tokens, temperature, top_p, stop, timeout, max_retries: override one field of
+            :data:`SUMMARY_SETTINGS` (greedy, 300 tokens, 60 s per request, 1 SDK retry). Calls are made
+            one per page by the search pipeline's reader threads, so there is no ``concurrency`` here.
         price_per_1k_prompt_tokens, price_per_1k_completion_tokens: US dollars, for ``cost_usd``.
         max_input_chars: the page text is cut to this many characters before it is sent.
-        fetch: options of the :class:`FetchPolicy` for the endpoint (its own host:port is always allowed).
+        fetch: only ``total_timeout`` (the default ``timeout``) is used; the endpoint is one the user
+            configured, so the safe-fetch guards for web pages do not apply. Other valid keys are ignored.
     """
 
     def __init__(
@@ -101,31 +113,41 @@ class ChatSummarizer:
         api_key_env: str | None = "OPENAI_API_KEY",
         secrets_file: str | None = None,
         max_sentences: int = 5,
-        max_tokens: int = 300,
-        temperature: float = 0.0,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        stop: str | Sequence[str] | None = None,
+        timeout: float | None = None,
+        max_retries: int | None = None,
         max_input_chars: int = 8_000,
         price_per_1k_prompt_tokens: float = 0.0,
         price_per_1k_completion_tokens: float = 0.0,
         fetch: dict | None = None,
     ) -> None:
-        if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
-            raise ConfigError(
-                f"summarizer base_url must be an http(s) URL like 'http://127.0.0.1:8000/v1', got {base_url!r}"
-            )
-        if not isinstance(model, str) or not model:
-            raise ConfigError("summarizer needs model='<name the server serves>'")
         if max_sentences < 1 or min(price_per_1k_prompt_tokens, price_per_1k_completion_tokens) < 0:
             raise ConfigError("summarizer max_sentences must be >= 1 and prices >= 0")
-        self.url = base_url.rstrip("/") + "/chat/completions"
+        if fetch is not None and timeout is None:
+            timeout = FetchPolicy.from_options(fetch).total_timeout
+        key = get_secret(api_key_env, secrets_file=secrets_file, required=False) if api_key_env else None
+        self.endpoint = ChatEndpoint(
+            model,
+            base_url,
+            api_key=key,
+            settings=SUMMARY_SETTINGS,
+            overrides={
+                "max_tokens": max_tokens,
+                "temperature": temperature,
+                "top_p": top_p,
+                "stop": stop,
+                "timeout": timeout,
+                "max_retries": max_retries,
+            },
+            what="the summarizer endpoint",
+        )
         self.model = model
         self.max_sentences = max_sentences
-        self.max_tokens = max_tokens
-        self.temperature = temperature
         self.max_input_chars = max_input_chars
         self.prices = (price_per_1k_prompt_tokens, price_per_1k_completion_tokens)
-        self.policy = FetchPolicy.from_options(fetch, total_timeout=60, max_bytes=2_000_000).allowing(self.url)
-        key = get_secret(api_key_env, secrets_file=secrets_file, required=False) if api_key_env else None
-        self._headers = {"Authorization": f"Bearer {key}"} if key else {}
         self._warned = False
         self._lock = threading.Lock()
 
@@ -133,8 +155,8 @@ class ChatSummarizer:
         """A summary of ``page``; never raises for endpoint failures (falls back to extractive)."""
         try:
             return self._chat(page, question=question, query=query)
-        except SearchBackendError as exc:
-            self._log_fallback(str(exc))
+        except EndpointError as exc:
+            self._log_fallback(str(exc))  # already redacted
         text = extractive_summary(page.text, f"{query} {question or ''}", self.max_sentences)
         return Summary(text, 0.0, "extractive")
 
@@ -145,7 +167,7 @@ class ChatSummarizer:
         logger.log(
             logging.WARNING if first else logging.DEBUG,
             "summarizer failed, using an extractive summary: %s",
-            redact(message),
+            message,
         )
 
     def _chat(self, page: PageText, *, question: str | None, query: str) -> Summary:
@@ -157,31 +179,17 @@ class ChatSummarizer:
             text=page.text[: self.max_input_chars],
             max_sentences=self.max_sentences,
         )
-        body = {
-            "model": self.model,
-            "messages": [{"role": "system", "content": SUMMARY_SYSTEM_PROMPT}, {"role": "user", "content": user}],
-            "temperature": self.temperature,
-            "max_tokens": self.max_tokens,
-        }
-        what = "the summarizer endpoint"
-        result = fetch(self.url, policy=self.policy, json_body=body, headers=self._headers, what=what)
-        if not 200 <= result.status < 300:
-            check_status(result, what, detail=result.text()[:300])
-        data = result.json(what=what)
-        try:
-            content = data["choices"][0]["message"]["content"]
-        except (KeyError, IndexError, TypeError) as exc:
-            raise SearchBackendError(f"{what} answered without choices[0].message.content") from exc
-        if not isinstance(content, str):
-            raise SearchBackendError(f"{what} answered with non-text content")
-        text = _first_sentences(_THINK_RE.sub("", content), self.max_sentences)
+        reply = self.endpoint.create(
+            [{"role": "system", "content": SUMMARY_SYSTEM_PROMPT}, {"role": "user", "content": user}]
+        )
+        text = _first_sentences(_THINK_RE.sub("", reply.text), self.max_sentences)
         if not text:
-            raise SearchBackendError(f"{what} returned an empty summary")
-        usage = data.get("usage") if isinstance(data, dict) else None
-        cost = 0.0
-        if isinstance(usage, dict):
-            prompt = usage.get("prompt_tokens") or 0
-            completion = usage.get("completion_tokens") or 0
-            if isinstance(prompt, (int, float)) and isinstance(completion, (int, float)):
-                cost = prompt / 1000 * self.prices[0] + completion / 1000 * self.prices[1]
+            raise EndpointError(f"{self.endpoint.what} returned an empty summary")
+        cost = (reply.prompt_tokens or 0) / 1000 * self.prices[0] + (reply.completion_tokens or 0) / 1000 * self.prices[
+            1
+        ]
         return Summary(text, cost, "llm")
+
+    def close(self) -> None:
+        """Close the endpoint's pooled connections."""
+        self.endpoint.close()
