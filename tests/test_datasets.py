@@ -143,11 +143,11 @@ def test_parquet_folder_picks_the_split(tmp_path):
 
 
 def test_rechunk_parquet_for_random_access(tmp_path, caplog, monkeypatch):
-    from mmsearch_env.data import loaders
+    from mmsearch_env.data import loaders, parquet
 
     big = write_fvqa(tmp_path / "big.parquet", [fvqa_row(i) for i in range(10)], row_group_size=10)
-    monkeypatch.setattr(loaders, "LARGE_ROW_GROUP", 5)
-    with caplog.at_level("WARNING", logger="mmsearch_env.data.loaders"):
+    monkeypatch.setattr(parquet, "LARGE_ROW_GROUP", 5)
+    with caplog.at_level("WARNING", logger="mmsearch_env.data.parquet"):
         load_parquet(big)
     assert "row groups of up to 10 rows" in caplog.text and "rechunk_parquet" in caplog.text
     small = loaders.rechunk_parquet(big, tmp_path / "small.parquet", row_group_size=3)

@@ -7,6 +7,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from mmsearch_env.data.loaders import load_file, load_hf
+from mmsearch_env.data.sample import sample_examples
 from mmsearch_env.data.schema import (
     SEARCH_NEEDS,
     Example,
@@ -80,10 +82,8 @@ def load_dataset(dataset: Any = "corpus", split: str | None = "train") -> Sequen
         if path in BUILTIN_DATASETS:
             return load_dataset(path, split)
         if path.startswith("hf:"):
-            from mmsearch_env.data.loaders import load_hf
 
             return load_hf(path, split, format=spec.get("format", "auto"), fetch_policy=spec.get("fetch_policy"))
-        from mmsearch_env.data.loaders import load_file
 
         if not Path(path).exists():
             raise ConfigError(f"dataset path {path!r} does not exist")
@@ -99,11 +99,9 @@ def load_dataset(dataset: Any = "corpus", split: str | None = "train") -> Sequen
             from mmsearch_env.corpus.questions import corpus_examples
 
             return corpus_examples(split)  # lazy: images are built when a question is drawn
-        from mmsearch_env.data.sample import sample_examples
 
         return list(sample_examples(split))
     if isinstance(dataset, str) and dataset.startswith("hf:"):
-        from mmsearch_env.data.loaders import load_hf
 
         return load_hf(dataset, split)
     if isinstance(dataset, (str, os.PathLike)):
@@ -111,7 +109,6 @@ def load_dataset(dataset: Any = "corpus", split: str | None = "train") -> Sequen
         if path.exists() or path.suffix in (".jsonl", ".json", ".parquet"):
             if not path.exists():
                 raise DatasetError(f"dataset file {str(path)!r} does not exist")
-            from mmsearch_env.data.loaders import load_file
 
             return load_file(path, split)
         raise ConfigError(
@@ -119,7 +116,6 @@ def load_dataset(dataset: Any = "corpus", split: str | None = "train") -> Sequen
             "not a path to a .jsonl / .parquet file or a dataset folder." + did_you_mean(str(dataset), BUILTIN_DATASETS)
         )
     if type(dataset).__module__.split(".")[0] == "datasets":
-        from mmsearch_env.data.loaders import load_hf
 
         return load_hf(dataset, split)
     if isinstance(dataset, Sequence) and isinstance(getattr(dataset, "ids", None), tuple):
