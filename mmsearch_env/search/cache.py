@@ -63,6 +63,7 @@ from mmsearch_env.search.codec import (
     response_from_json,
     response_to_json,
 )
+from mmsearch_env.search.extras import require
 
 __all__ = [
     "CACHE_MODES",
@@ -193,7 +194,7 @@ class SQLiteStore:
 
 
 class RedisStore:
-    """A cache shared across processes and machines, in Redis (``pip install redis``).
+    """A cache shared across processes and machines, in Redis (``pip install 'mmsearch-env[redis]'``).
 
     Keys are ``prefix + sha256``; ``ttl_s`` (optional) expires entries. Point every trainer at the same
     server (or better: at one ``mmsearch serve`` in front of it).
@@ -202,10 +203,7 @@ class RedisStore:
     def __init__(
         self, url: str = "redis://127.0.0.1:6379/0", *, prefix: str = "mmsearch:cache:", ttl_s: float | None = None
     ):
-        try:
-            import redis
-        except ImportError as exc:  # pragma: no cover - redis is a declared extra
-            raise ConfigError("the Redis cache needs the redis client: pip install 'mmsearch-env[redis]'") from exc
+        redis = require("redis", extra="redis", purpose="the Redis search cache")
         self.url = url
         self.prefix = prefix
         self.ttl_s = ttl_s

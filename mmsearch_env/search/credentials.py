@@ -22,6 +22,14 @@ import threading
 import warnings
 from pathlib import Path
 
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the tomli backport, if installed
+    try:
+        import tomli as tomllib  # type: ignore[no-redef]
+    except ModuleNotFoundError:
+        tomllib = None  # type: ignore[assignment]
+
 from mmsearch_env.errors import ConfigError
 
 __all__ = ["DEFAULT_SECRETS_FILE", "get_secret", "redact"]
@@ -70,16 +78,11 @@ def _read_secrets(path: Path) -> dict[str, object]:
         if path.suffix.lower() == ".json":
             data = json.loads(raw)
         else:
-            try:
-                import tomllib
-            except ModuleNotFoundError:  # Python 3.10
-                try:
-                    import tomli as tomllib  # type: ignore[no-redef]
-                except ModuleNotFoundError as exc:
-                    raise ConfigError(
-                        f"reading the TOML secrets file {str(path)!r} on Python 3.10 needs `pip install tomli` "
-                        "(or use a .json secrets file)"
-                    ) from exc
+            if tomllib is None:
+                raise ConfigError(
+                    f"reading the TOML secrets file {str(path)!r} on Python 3.10 needs `pip install tomli` "
+                    "(or use a .json secrets file)"
+                )
             data = tomllib.loads(raw.decode("utf-8"))
     except ConfigError:
         raise

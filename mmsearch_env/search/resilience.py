@@ -49,6 +49,7 @@ from mmsearch_env.search.base import (
     ToolName,
     call_search,
 )
+from mmsearch_env.search.extras import require
 
 __all__ = [
     "CircuitBreaker",
@@ -262,10 +263,7 @@ class RedisTokenBucket:
         key: str = "mmsearch:ratelimit",
         sleep: Callable[[float], None] = time.sleep,
     ):
-        try:
-            import redis
-        except ImportError as exc:  # pragma: no cover - declared extra
-            raise ConfigError("a shared rate limit needs the redis client: pip install 'mmsearch-env[redis]'") from exc
+        redis = require("redis", extra="redis", purpose="a shared rate limit")
         self.rate = float(rate_per_s)
         self.burst = int(burst)
         self.key = key

@@ -39,6 +39,7 @@ from mmsearch_env.search import make_search
 from mmsearch_env.search.base import TOOLS, SearchBackendBase, SearchResponse, SearchWrapper, ToolName, call_search
 from mmsearch_env.search.cache import CachedSearch
 from mmsearch_env.search.codec import request_from_json, response_to_json
+from mmsearch_env.search.extras import require
 from mmsearch_env.search.resilience import ResilientSearch
 from mmsearch_env.search.service_client import TOKEN_ENV, ServiceSearch
 
@@ -109,16 +110,10 @@ def _error_body(tool: ToolName, exc: BaseException, latency_s: float) -> dict[st
 
 def _server_modules() -> tuple[Any, Any]:
     """``(fastapi, uvicorn)``, or a :class:`ConfigError` naming the extra that installs them."""
-    try:
-        import fastapi
-        import fastapi.concurrency
-        import fastapi.responses
-        import uvicorn
-    except ImportError as exc:  # pragma: no cover - declared extra
-        raise ConfigError(
-            f"the search service needs FastAPI and uvicorn: pip install 'mmsearch-env[serve]' ({exc})"
-        ) from exc
-    return fastapi, uvicorn
+    purpose = "the search service (mmsearch serve)"
+    for module in ("fastapi", "fastapi.concurrency", "fastapi.responses"):
+        require(module, extra="serve", purpose=purpose)
+    return require("fastapi", extra="serve", purpose=purpose), require("uvicorn", extra="serve", purpose=purpose)
 
 
 def create_app(backend: SearchBackendBase, *, token: str | None, metrics: ServiceMetrics | None = None) -> Any:
