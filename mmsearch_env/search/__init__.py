@@ -20,13 +20,11 @@ from mmsearch_env.search.base import (
     SearchWrapper,
     TextSearchRequest,
     ToolName,
-    acall_search,
     as_backend,
-    call_search,
     clean_text,
-    sanitize_response,
 )
 from mmsearch_env.search.cache import CachedSearch
+from mmsearch_env.search.calls import acall_search, call_search, sanitize_response
 from mmsearch_env.search.faults import FaultySearch
 from mmsearch_env.search.fvqa_cache import FvqaImageSearch
 from mmsearch_env.search.local import LocalSearch, Page, load_pages

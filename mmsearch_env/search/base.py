@@ -22,9 +22,10 @@ Objects that only duck-type (``name`` and the search methods, no base class) go 
 once, which wraps them so that the rest of the code can rely on the whole contract.
 
 Failures are values: a backend reports a failure by returning ``SearchResponse(error=...)``, and
-:func:`call_search` / :func:`acall_search` turn anything else that goes wrong — an exception, a timeout,
-a malformed return — into such a response. Every response passes :func:`sanitize_response` on the way
-out: at most :data:`MAX_RESULTS` results, only ``str`` text without lone surrogates, a finite cost.
+:func:`~mmsearch_env.search.calls.call_search` / :func:`~mmsearch_env.search.calls.acall_search` turn
+anything else that goes wrong — an exception, a timeout, a malformed return — into such a response.
+Every response passes :func:`~mmsearch_env.search.calls.sanitize_response` on the way out: at most
+:data:`MAX_RESULTS` results, only ``str`` text without lone surrogates (:func:`clean_text`), a finite cost.
 """
 
 from __future__ import annotations
@@ -32,14 +33,10 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import math
-import threading
-import time
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from PIL import Image
-
-from mmsearch_env.errors import SearchTransientError
 
 __all__ = [
     "MAX_RESULTS",
@@ -53,11 +50,11 @@ __all__ = [
     "SearchWrapper",
     "TextSearchRequest",
     "ToolName",
-    "acall_search",
     "as_backend",
-    "call_search",
     "clean_text",
-    "sanitize_response",
+    "is_cost",
+    "run_coroutine",
+    "safe_text",
 ]
 
 ToolName = Literal["image_search", "text_search"]
@@ -114,7 +111,7 @@ class SearchResponse:
     tool: ToolName
     results: tuple[SearchResult, ...] = ()
     error: str | None = None
-    #: wall-clock seconds the call took (set by :func:`call_search`; not part of equality)
+    #: wall-clock seconds the call took (set by ``call_search``; not part of equality)
     latency_s: float = field(default=0.0, compare=False)
     #: what the call cost in US dollars (0 for offline backends and for cache hits; not part of equality)
     cost_usd: float = field(default=0.0, compare=False)
@@ -179,12 +176,12 @@ class SearchBackendBase:
 
     def image_search(self, request: ImageSearchRequest) -> SearchResponse:
         if _overrides(self, "aimage_search"):
-            return _run_coroutine(self.aimage_search(request))
+            return run_coroutine(self.aimage_search(request))
         return SearchResponse("image_search", error=f"the {self.name!r} backend does not support image search")
 
     def text_search(self, request: TextSearchRequest) -> SearchResponse:
         if _overrides(self, "atext_search"):
-            return _run_coroutine(self.atext_search(request))
+            return run_coroutine(self.atext_search(request))
         return SearchResponse("text_search", error=f"the {self.name!r} backend does not support text search")
 
     async def aimage_search(self, request: ImageSearchRequest) -> SearchResponse:
@@ -254,12 +251,12 @@ class SearchWrapper(SearchBackendBase):
 
     def image_search(self, request: ImageSearchRequest) -> SearchResponse:
         if _overrides(self, "aimage_search"):
-            return _run_coroutine(self.aimage_search(request))
+            return run_coroutine(self.aimage_search(request))
         return self.backend.image_search(request)
 
     def text_search(self, request: TextSearchRequest) -> SearchResponse:
         if _overrides(self, "atext_search"):
-            return _run_coroutine(self.atext_search(request))
+            return run_coroutine(self.atext_search(request))
         return self.backend.text_search(request)
 
     async def aimage_search(self, request: ImageSearchRequest) -> SearchResponse:
@@ -287,9 +284,9 @@ class _DuckTyped(SearchBackendBase):
 
     def __init__(self, obj: Any) -> None:
         self.obj = obj
-        self.name = clean_text(_safe(lambda: str(getattr(obj, "name", type(obj).__name__))))
+        self.name = clean_text(safe_text(lambda: str(getattr(obj, "name", type(obj).__name__))))
         price = getattr(obj, "price_per_call", 0.0)
-        self.price_per_call = float(price) if _is_cost(price) else 0.0
+        self.price_per_call = float(price) if is_cost(price) else 0.0
         options = getattr(obj, "cache_options", None)
         self.cache_options = dict(options) if isinstance(options, dict) else None
         self.question_aware = getattr(obj, "question_aware", False) is True
@@ -303,7 +300,7 @@ class _DuckTyped(SearchBackendBase):
             return method(request)
         coroutine_fn = getattr(self.obj, "a" + tool, None)
         if callable(coroutine_fn):
-            return _run_coroutine(coroutine_fn(request))
+            return run_coroutine(coroutine_fn(request))
         return self._unsupported(tool)
 
     async def _async(self, tool: ToolName, request: Any) -> SearchResponse:
@@ -338,7 +335,7 @@ class _DuckTyped(SearchBackendBase):
             hook(example_id)
 
     def __repr__(self) -> str:
-        return f"as_backend({_safe(lambda: repr(self.obj))})"
+        return f"as_backend({safe_text(lambda: repr(self.obj))})"
 
 
 def as_backend(obj: Any) -> SearchBackendBase:
@@ -358,7 +355,7 @@ def as_backend(obj: Any) -> SearchBackendBase:
     return _DuckTyped(obj)
 
 
-# -- validation at the boundary -------------------------------------------------------------------------
+# -- text and numbers from foreign objects --------------------------------------------------------------
 
 
 def clean_text(text: str) -> str:
@@ -376,7 +373,7 @@ def clean_text(text: str) -> str:
     return text
 
 
-def _safe(make: Any, fallback: str = "<unprintable>") -> str:
+def safe_text(make: Any, fallback: str = "<unprintable>") -> str:
     """``make()`` for text about a foreign object, whose ``__str__``/``__repr__`` may itself raise."""
     try:
         return make()
@@ -384,78 +381,12 @@ def _safe(make: Any, fallback: str = "<unprintable>") -> str:
         return fallback
 
 
-def _is_cost(value: Any) -> bool:
+def is_cost(value: Any) -> bool:
+    """True for a finite, non-negative ``int``/``float`` (not ``bool``): a valid dollar amount or duration."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
 
 
-def _result_problem(index: int, result: Any) -> str | None:
-    if not isinstance(result, SearchResult):
-        return "wrong tool or result type"
-    for name, value, allowed in (
-        ("title", result.title, (str,)),
-        ("url", result.url, (str,)),
-        ("summary", result.summary, (str, type(None))),
-        ("thumbnail", result.thumbnail, (Image.Image, type(None))),
-    ):
-        if not isinstance(value, allowed):
-            expected = " or ".join("None" if t is type(None) else t.__name__ for t in allowed)
-            return f"result {index} has {name} of type {type(value).__name__}, expected {expected}"
-    return None
-
-
-def _clean_result(result: SearchResult) -> SearchResult:
-    summary = None if result.summary is None else clean_text(result.summary)
-    return SearchResult(clean_text(result.title), clean_text(result.url), result.thumbnail, summary)
-
-
-def sanitize_response(tool: ToolName, response: Any, *, backend_name: str = "backend") -> SearchResponse:
-    """The one check every backend answer passes: a valid :class:`SearchResponse` for ``tool``, or an error one.
-
-    * not a ``SearchResponse``, the wrong ``tool``, ``results`` not a sequence of :class:`SearchResult`,
-      a title/url that is not ``str``, a summary that is not ``str``/``None``, a thumbnail that is not a
-      PIL image/``None``, an ``error`` that is not ``str``/``None``, a ``cost_usd`` that is not a finite
-      number ``>= 0`` → an error response naming the problem (the cost is kept when it is valid);
-    * more than :data:`MAX_RESULTS` results → the first :data:`MAX_RESULTS`;
-    * lone surrogates in any text → U+FFFD (:func:`clean_text`);
-    * an error response carries no results.
-
-    ``latency_s`` is kept; never raises.
-    """
-    if not isinstance(response, SearchResponse):
-        return SearchResponse(
-            tool, error=f"backend {backend_name!r} returned {type(response).__name__}, expected a SearchResponse"
-        )
-    cost, error, results = response.cost_usd, response.error, response.results
-    problem = None
-    if response.tool != tool:
-        problem = "wrong tool or result type"
-    elif error is not None and not isinstance(error, str):
-        problem = f"error of type {type(error).__name__}, expected str or None"
-    elif not isinstance(results, (tuple, list)):
-        problem = f"results of type {type(results).__name__}, expected a tuple of SearchResult"
-    elif not _is_cost(cost):
-        shown = _safe(lambda: repr(cost)[:40]) if isinstance(cost, (str, int, float)) else type(cost).__name__
-        problem = f"cost_usd {shown}, expected a finite number of dollars >= 0"
-    else:
-        problem = next(filter(None, (_result_problem(i, r) for i, r in enumerate(results))), None)
-    latency = response.latency_s if _is_cost(response.latency_s) else 0.0
-    cost = float(cost) if _is_cost(cost) else 0.0
-    if problem is not None:
-        return SearchResponse(
-            tool, error=f"backend returned a malformed SearchResponse ({problem})", latency_s=latency, cost_usd=cost
-        )
-    if error is not None:
-        return SearchResponse(tool, error=clean_text(error), latency_s=latency, cost_usd=cost)
-    return SearchResponse(
-        tool,
-        tuple(_clean_result(r) for r in results[:MAX_RESULTS]),
-        latency_s=latency,
-        cost_usd=cost,
-        cached=response.cached is True,
-    )
-
-
-def _run_coroutine(coro: Any) -> Any:
+def run_coroutine(coro: Any) -> Any:
     """Run a coroutine to completion from sync code, even when an event loop is already running."""
     try:
         asyncio.get_running_loop()
@@ -463,128 +394,3 @@ def _run_coroutine(coro: Any) -> Any:
         return asyncio.run(coro)
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
         return pool.submit(asyncio.run, coro).result()
-
-
-def _backend_name(backend: Any) -> str:
-    return clean_text(_safe(lambda: str(getattr(backend, "name", None) or type(backend).__name__)))
-
-
-def _method(backend: Any, tool: ToolName, asynchronous: bool) -> Any:
-    method = getattr(backend, ("a" if asynchronous else "") + tool, None)
-    return method if callable(method) else None
-
-
-def _checked(tool: ToolName, backend: Any, response: Any, started: float) -> SearchResponse:
-    checked = sanitize_response(tool, response, backend_name=_backend_name(backend))
-    return _with_latency(checked, started)
-
-
-def _with_latency(response: SearchResponse, started: float) -> SearchResponse:
-    return SearchResponse(
-        response.tool,
-        response.results,
-        response.error,
-        latency_s=time.perf_counter() - started,
-        cost_usd=response.cost_usd,
-        cached=response.cached,
-    )
-
-
-def _failure(tool: ToolName, exc: BaseException, started: float) -> SearchResponse:
-    message = _safe(lambda: str(exc), "<the exception's message could not be read>") or "no message"
-    error = clean_text(f"{type(exc).__name__}: {message}")
-    return _with_latency(SearchResponse(tool, error=error), started)
-
-
-def _timed_out(tool: ToolName, timeout: float, started: float, raise_errors: bool) -> SearchResponse:
-    if raise_errors:
-        raise SearchTransientError(f"{tool} timed out after {timeout:g} s")
-    return _with_latency(SearchResponse(tool, error=f"timed out after {timeout:g} s"), started)
-
-
-def call_search(
-    backend: Any,
-    tool: ToolName,
-    request: ImageSearchRequest | TextSearchRequest,
-    *,
-    timeout: float | None = None,
-    raise_errors: bool = False,
-) -> SearchResponse:
-    """Call ``backend`` for ``tool`` and return a valid :class:`SearchResponse` (see :func:`sanitize_response`).
-
-    Exceptions become error responses. With ``timeout`` (seconds) the call runs in a daemon worker
-    thread and a call that overruns returns an error response at once; the abandoned call finishes in
-    the background (threads cannot be killed), so backends should also enforce their own timeouts.
-    A backend with only async methods is run on a private event loop.
-
-    ``raise_errors=True`` is for wrappers that act on the kind of failure (retries, caches): the
-    backend's exceptions propagate unchanged and a timeout raises
-    :class:`~mmsearch_env.errors.SearchTransientError`; the return value is still checked.
-    """
-    started = time.perf_counter()
-    sync = _method(backend, tool, asynchronous=False)
-    if sync is None:
-        coroutine_fn = _method(backend, tool, asynchronous=True)
-        if coroutine_fn is None:
-            return SearchResponse(tool, error=f"backend {_backend_name(backend)!r} has no {tool} method")
-        sync = lambda req: _run_coroutine(coroutine_fn(req))  # noqa: E731
-    if timeout is None:
-        try:
-            response = sync(request)
-        except Exception as exc:
-            if raise_errors:
-                raise
-            return _failure(tool, exc, started)
-        return _checked(tool, backend, response, started)
-
-    box: dict[str, Any] = {}
-
-    def work() -> None:
-        try:
-            box["response"] = sync(request)
-        except BaseException as exc:
-            box["error"] = exc
-
-    worker = threading.Thread(target=work, name=f"mmsearch-{tool}", daemon=True)
-    worker.start()
-    worker.join(timeout)
-    if worker.is_alive():
-        return _timed_out(tool, timeout, started, raise_errors)
-    if "error" in box:
-        if raise_errors:
-            raise box["error"]
-        return _failure(tool, box["error"], started)
-    return _checked(tool, backend, box.get("response"), started)
-
-
-async def acall_search(
-    backend: Any,
-    tool: ToolName,
-    request: ImageSearchRequest | TextSearchRequest,
-    *,
-    timeout: float | None = None,
-    raise_errors: bool = False,
-) -> SearchResponse:
-    """The async twin of :func:`call_search`; sync-only backends run in a worker thread."""
-    started = time.perf_counter()
-    coroutine_fn = _method(backend, tool, asynchronous=True)
-    try:
-        if coroutine_fn is not None:
-            awaitable = coroutine_fn(request)
-        else:
-            sync = _method(backend, tool, asynchronous=False)
-            if sync is None:
-                return SearchResponse(tool, error=f"backend {_backend_name(backend)!r} has no {tool} method")
-            awaitable = asyncio.to_thread(sync, request)
-        if timeout is None:
-            response = await awaitable
-        else:
-            try:
-                response = await asyncio.wait_for(awaitable, timeout)
-            except asyncio.TimeoutError:
-                return _timed_out(tool, timeout, started, raise_errors)
-    except Exception as exc:
-        if raise_errors:
-            raise
-        return _failure(tool, exc, started)
-    return _checked(tool, backend, response, started)

@@ -53,8 +53,8 @@ from mmsearch_env.search.base import (
     SearchWrapper,
     TextSearchRequest,
     ToolName,
-    call_search,
 )
+from mmsearch_env.search.calls import call_search
 from mmsearch_env.search.codec import (
     WIRE_VERSION,
     canonical_json,

@@ -20,14 +20,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from mmsearch_env.errors import ConfigError, SearchBackendError, SearchRateLimitedError, SearchTransientError
-from mmsearch_env.search.base import (
-    ImageSearchRequest,
-    SearchResponse,
-    SearchWrapper,
-    TextSearchRequest,
-    ToolName,
-    call_search,
-)
+from mmsearch_env.search.base import ImageSearchRequest, SearchResponse, SearchWrapper, TextSearchRequest, ToolName
+from mmsearch_env.search.calls import call_search
 
 __all__ = ["FaultConfig", "FaultySearch"]
 

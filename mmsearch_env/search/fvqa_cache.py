@@ -51,9 +51,9 @@ from mmsearch_env.search.base import (
     SearchResult,
     TextSearchRequest,
     as_backend,
-    call_search,
 )
 from mmsearch_env.search.cache import CacheStore, cache_key, open_store
+from mmsearch_env.search.calls import call_search
 from mmsearch_env.search.codec import canonical_json, response_from_json, response_to_json
 
 __all__ = [

@@ -41,14 +41,8 @@ import gymnasium as gym
 from tenacity import RetryCallState, RetryError, Retrying, retry_if_exception_type, stop_after_attempt
 
 from mmsearch_env.errors import ConfigError, SearchBackendError, SearchRateLimitedError, SearchTransientError
-from mmsearch_env.search.base import (
-    ImageSearchRequest,
-    SearchResponse,
-    SearchWrapper,
-    TextSearchRequest,
-    ToolName,
-    call_search,
-)
+from mmsearch_env.search.base import ImageSearchRequest, SearchResponse, SearchWrapper, TextSearchRequest, ToolName
+from mmsearch_env.search.calls import call_search
 from mmsearch_env.search.extras import require
 
 __all__ = [

@@ -36,8 +36,9 @@ from typing import Any
 
 from mmsearch_env.errors import ConfigError, SearchBackendError, SearchRateLimitedError, SearchTransientError
 from mmsearch_env.search import make_search
-from mmsearch_env.search.base import TOOLS, SearchBackendBase, SearchResponse, SearchWrapper, ToolName, call_search
+from mmsearch_env.search.base import TOOLS, SearchBackendBase, SearchResponse, SearchWrapper, ToolName
 from mmsearch_env.search.cache import CachedSearch
+from mmsearch_env.search.calls import call_search
 from mmsearch_env.search.codec import request_from_json, response_to_json
 from mmsearch_env.search.extras import require
 from mmsearch_env.search.resilience import ResilientSearch
