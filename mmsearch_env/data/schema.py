@@ -19,7 +19,8 @@ from typing import Any
 from PIL import Image
 
 from mmsearch_env.errors import DatasetError, MMSearchError
-from mmsearch_env.search.http import FetchPolicy, fetch, redact_url
+from mmsearch_env.search.credentials import redact_url
+from mmsearch_env.search.http import FetchPolicy, fetch
 from mmsearch_env.search.status import check_status
 
 __all__ = [

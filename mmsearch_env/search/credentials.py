@@ -21,6 +21,7 @@ import stat
 import threading
 import warnings
 from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 try:
     import tomllib
@@ -32,7 +33,10 @@ except ModuleNotFoundError:  # Python 3.10: the tomli backport, if installed
 
 from mmsearch_env.errors import ConfigError
 
-__all__ = ["DEFAULT_SECRETS_FILE", "get_secret", "redact"]
+__all__ = ["DEFAULT_SECRETS_FILE", "SECRET_PARAMS", "get_secret", "redact", "redact_url"]
+
+#: Query parameters whose values never appear in messages (SerpAPI puts its key in the query string).
+SECRET_PARAMS = frozenset({"api_key", "apikey", "key", "token", "access_token", "auth", "password", "secret"})
 
 DEFAULT_SECRETS_FILE = Path("~/.config/mmsearch/secrets.toml")
 _KNOWN: set[str] = set()
@@ -47,6 +51,21 @@ def redact(text: str) -> str:
     for secret in known:
         text = text.replace(secret, "***")
     return text
+
+
+def redact_url(url: str) -> str:
+    """``url`` with the values of secret-looking query parameters (``api_key``, ``token``...) redacted.
+
+    >>> redact_url("https://serpapi.com/search?engine=google&q=x&api_key=abc123")
+    'https://serpapi.com/search?engine=google&q=x&api_key=REDACTED'
+    """
+    try:
+        parts = urlsplit(url)
+        query = [(k, "REDACTED" if k.lower() in SECRET_PARAMS else v) for k, v in parse_qsl(parts.query, True)]
+        netloc = parts.netloc.rpartition("@")[2]  # drop user:password@
+        return redact(urlunsplit((parts.scheme, netloc, parts.path, urlencode(query, safe="/:"), "")))
+    except ValueError:
+        return "<unparseable URL>"
 
 
 def _secrets_path(secrets_file: str | os.PathLike[str] | None) -> Path | None:

@@ -22,7 +22,7 @@ Failures raise :mod:`mmsearch_env.errors` types: :class:`UnsafeURLError` (a refu
 :class:`~mmsearch_env.errors.SearchBackendError` (oversize bodies, wrong content types). Any HTTP status
 is returned as is: :func:`mmsearch_env.search.status.check_status` turns one into an error, and
 :mod:`mmsearch_env.search.images` decodes downloaded images.
-Error messages show URLs with secret query parameters redacted (see :func:`redact_url`).
+Error messages show URLs with secret query parameters redacted (see :func:`~mmsearch_env.search.credentials.redact_url`).
 
 DNS lookups are bounded by ``connect_timeout`` (a slow lookup's thread is abandoned, not killed).
 Environment proxy settings are ignored on purpose: a proxy would connect on our behalf to targets we
@@ -44,14 +44,14 @@ import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
+from urllib.parse import urlencode, urljoin, urlsplit
 
 from mmsearch_env.errors import (
     ConfigError,
     SearchBackendError,
     SearchTransientError,
 )
-from mmsearch_env.search.credentials import redact
+from mmsearch_env.search.credentials import redact, redact_url
 
 # check_status lives in search.status; re-exported for the modules that still import it from here
 from mmsearch_env.search.status import check_status
@@ -63,11 +63,8 @@ __all__ = [
     "check_status",
     "fetch",
     "is_public_address",
-    "redact_url",
 ]
 
-#: Query parameters whose values never appear in messages (SerpAPI puts its key in the query string).
-SECRET_PARAMS = frozenset({"api_key", "apikey", "key", "token", "access_token", "auth", "password", "secret"})
 _REDIRECTS = (301, 302, 303, 307, 308)
 _CHUNK = 65536
 
@@ -183,21 +180,6 @@ class FetchResult:
                 f"{what} returned malformed JSON (HTTP {self.status}, {len(self.content)} bytes, "
                 f"content-type {self.content_type or 'none'!r}): {exc}"
             ) from exc
-
-
-def redact_url(url: str) -> str:
-    """``url`` with the values of secret-looking query parameters (``api_key``, ``token``...) redacted.
-
-    >>> redact_url("https://serpapi.com/search?engine=google&q=x&api_key=abc123")
-    'https://serpapi.com/search?engine=google&q=x&api_key=REDACTED'
-    """
-    try:
-        parts = urlsplit(url)
-        query = [(k, "REDACTED" if k.lower() in SECRET_PARAMS else v) for k, v in parse_qsl(parts.query, True)]
-        netloc = parts.netloc.rpartition("@")[2]  # drop user:password@
-        return redact(urlunsplit((parts.scheme, netloc, parts.path, urlencode(query, safe="/:"), "")))
-    except ValueError:
-        return "<unparseable URL>"
 
 
 def is_public_address(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:

@@ -14,7 +14,8 @@ import warnings
 from PIL import Image
 
 from mmsearch_env.errors import SearchBackendError
-from mmsearch_env.search.http import FetchPolicy, fetch, redact_url
+from mmsearch_env.search.credentials import redact_url
+from mmsearch_env.search.http import FetchPolicy, fetch
 from mmsearch_env.search.status import check_status
 
 __all__ = ["MAX_THUMBNAIL_PIXELS", "decode_image", "fetch_image"]
