@@ -172,12 +172,13 @@ class CircuitBreaker:
             self._probing = False
 
 
-# The rate limiters stay ours rather than the ``limits`` package's. Measured with limits 5.8: its rate items
-# count whole granularity units (``RateLimitItemPerSecond(1, 0.25).get_expiry() == 0``), so "4 calls a
-# second, burst 1" cannot be written; "4 per 1 second" let 4 of 10 back-to-back calls through at once under
-# each of its moving, fixed and sliding-window strategies, where this bucket lets 1 through and paces the
-# rest 0.25 s apart. Its strategies only answer "allowed now?" (we would still write the waiting loop) and
-# its memory storage reads the wall clock, where this bucket takes the injectable clock the tests use.
+# Both rate limiters (in-process and Redis) stay ours rather than the ``limits`` package's. Measured with
+# limits 5.8: its rate items count whole granularity units (``RateLimitItemPerSecond(1, 0.25).get_expiry()
+# == 0``), whatever the storage, so "4 calls a second, burst 1" cannot be written; "4 per 1 second" let 4 of
+# 10 back-to-back calls through at once under each of its moving, fixed and sliding-window strategies, where
+# this bucket lets 1 through and paces the rest 0.25 s apart. Its strategies only answer "allowed now?" (we
+# would still write the waiting loop), and its memory storage reads the wall clock, where this bucket takes
+# the injectable clock the tests use.
 
 
 class TokenBucket:
