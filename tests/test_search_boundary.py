@@ -33,6 +33,15 @@ TXT = "<reason>I need the capital.</reason><text_search>capital of Arvenia</text
 THUMB = Image.new("RGB", (8, 8), (1, 2, 3))
 
 
+class Unreadable(SearchResponse):
+    """A response whose ``results`` raise when read."""
+
+    def __getattribute__(self, name):
+        if name == "results":
+            raise RuntimeError("boom")
+        return super().__getattribute__(name)
+
+
 class Unprintable(Exception):
     def __str__(self) -> str:
         raise RuntimeError("even the message is broken")
@@ -75,6 +84,8 @@ CASES = [
     ("cost inf", response(result(), cost_usd=math.inf), ("error", "cost_usd inf, expected a finite number")),
     ("cost negative", response(result(), cost_usd=-0.5), ("error", "cost_usd -0.5, expected a finite number")),
     ("cost bool", response(result(), cost_usd=True), ("error", "cost_usd True, expected a finite number")),
+    ("cost too big for a float", response(result(), cost_usd=10**400), ("error", "cost_usd 1000")),
+    ("fields that raise", lambda tool: Unreadable(tool), ("error", "a SearchResponse that could not be checked")),
     ("not a response", lambda tool: {"results": []}, ("error", "returned dict, expected a SearchResponse")),
     ("None", lambda tool: None, ("error", "returned NoneType, expected a SearchResponse")),
     ("unprintable exception", raising(Unprintable()), ("error", "Unprintable: <the exception's message could not")),

@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -373,7 +374,7 @@ def clean_text(text: str) -> str:
     return text
 
 
-def safe_text(make: Any, fallback: str = "<unprintable>") -> str:
+def safe_text(make: Callable[[], str], fallback: str = "<unprintable>") -> str:
     """``make()`` for text about a foreign object, whose ``__str__``/``__repr__`` may itself raise."""
     try:
         return make()
@@ -383,7 +384,12 @@ def safe_text(make: Any, fallback: str = "<unprintable>") -> str:
 
 def is_cost(value: Any) -> bool:
     """True for a finite, non-negative ``int``/``float`` (not ``bool``): a valid dollar amount or duration."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value) and value >= 0
+    except OverflowError:  # an int too large for a float
+        return False
 
 
 def run_coroutine(coro: Any) -> Any:

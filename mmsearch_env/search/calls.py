@@ -65,6 +65,15 @@ def sanitize_response(tool: ToolName, response: Any, *, backend_name: str = "bac
 
     ``latency_s`` is kept; never raises.
     """
+    try:
+        return _sanitize(tool, response, backend_name)
+    except Exception as exc:  # a response object whose own attributes raise (properties, __getattribute__)
+        return SearchResponse(
+            tool, error=f"backend returned a SearchResponse that could not be checked ({type(exc).__name__})"
+        )
+
+
+def _sanitize(tool: ToolName, response: Any, backend_name: str) -> SearchResponse:
     if not isinstance(response, SearchResponse):
         return SearchResponse(
             tool, error=f"backend {backend_name!r} returned {type(response).__name__}, expected a SearchResponse"
