@@ -12,16 +12,10 @@ import pytest
 from live_servers import LocalServer, Reply, closed_port, png_bomb, png_bytes
 
 from mmsearch_env.errors import ConfigError, SearchBackendError, SearchRateLimitedError, SearchTransientError
-from mmsearch_env.search.http import (
-    FetchPolicy,
-    UnsafeURLError,
-    check_status,
-    fetch,
-    fetch_image,
-    is_public_address,
-    parse_retry_after,
-    redact_url,
-)
+from mmsearch_env.search.credentials import redact_url
+from mmsearch_env.search.http import FetchPolicy, UnsafeURLError, fetch, is_public_address
+from mmsearch_env.search.images import fetch_image
+from mmsearch_env.search.status import check_status, parse_retry_after
 
 
 @pytest.fixture

@@ -96,7 +96,9 @@ class HostileSearch(SearchBackendBase):
 
     def image_search(self, request):
         thumb = Image.new("RGB", (300, 200), (200, 30, 45))
-        results = [SearchResult(title=f"{PWN}{XSS_IMG}{IM_END}", url=url, thumbnail=thumb) for url in BAD_URLS] + [
+        # a call shows at most MAX_RESULTS (5) results: the two hostile episodes share the bad URLs out
+        urls = BAD_URLS[:4] if request.example_id.startswith("hostile-0") else BAD_URLS[4:]
+        results = [SearchResult(title=f"{PWN}{XSS_IMG}{IM_END}", url=url, thumbnail=thumb) for url in urls] + [
             SearchResult(title="a fine page", url='https://example.invalid/ok?a=1&b="2"', thumbnail=thumb)
         ]
         return SearchResponse("image_search", tuple(results))

@@ -19,6 +19,9 @@ from typing import Any
 from PIL import Image
 
 from mmsearch_env.errors import DatasetError, MMSearchError
+from mmsearch_env.search.credentials import redact_url
+from mmsearch_env.search.http import FetchPolicy, fetch
+from mmsearch_env.search.status import check_status
 
 __all__ = [
     "SEARCH_NEEDS",
@@ -200,9 +203,7 @@ def url_image(url: str, *, where: str, fetch_policy: Any = None) -> ImageRef:
     strict web policy — public addresses only, 20 s, 5 MB).
     """
 
-    def fetch() -> Any:
-        from mmsearch_env.search.http import FetchPolicy, check_status, fetch, redact_url
-
+    def download() -> Any:
         policy = FetchPolicy.from_options(fetch_policy)
         shown = f"image {redact_url(url)!r}"
         try:
@@ -211,7 +212,7 @@ def url_image(url: str, *, where: str, fetch_policy: Any = None) -> ImageRef:
             raise DatasetError(f"{where}: cannot download the image: {exc}") from exc
         return result.content
 
-    return ImageRef(fetch, where=where)
+    return ImageRef(download, where=where)
 
 
 def _lazy_path(path: Path, where: str) -> ImageRef:

@@ -50,9 +50,11 @@ from mmsearch_env.search.base import (
     ImageSearchRequest,
     SearchBackendBase,
     SearchResponse,
+    SearchWrapper,
     TextSearchRequest,
     ToolName,
 )
+from mmsearch_env.search.calls import call_search
 from mmsearch_env.search.codec import (
     WIRE_VERSION,
     canonical_json,
@@ -61,6 +63,7 @@ from mmsearch_env.search.codec import (
     response_from_json,
     response_to_json,
 )
+from mmsearch_env.search.extras import require
 
 __all__ = [
     "CACHE_MODES",
@@ -70,7 +73,6 @@ __all__ = [
     "RedisStore",
     "SQLiteStore",
     "cache_key",
-    "invoke",
     "open_store",
     "public_options",
 ]
@@ -134,22 +136,6 @@ def cache_key(
     return hashlib.sha256(canonical_json(doc).encode("utf-8")).hexdigest(), doc
 
 
-def invoke(backend: Any, tool: ToolName, request: ImageSearchRequest | TextSearchRequest) -> Any:
-    """Call ``backend``'s ``tool`` synchronously, letting exceptions through (wrappers decide about them).
-
-    A backend with only the async half (``aimage_search`` / ``atext_search``) runs on a private loop.
-    """
-    method = getattr(backend, tool, None)
-    if method is not None:
-        return method(request)
-    coroutine_fn = getattr(backend, "a" + tool, None)
-    if coroutine_fn is None:
-        raise SearchBackendError(f"backend {backend!r} has neither {tool}() nor a{tool}()")
-    from mmsearch_env.search.base import _run_coroutine
-
-    return _run_coroutine(coroutine_fn(request))
-
-
 class CacheStore(Protocol):
     """Where cache entries live: bytes by key. Implementations are thread-safe."""
 
@@ -208,7 +194,7 @@ class SQLiteStore:
 
 
 class RedisStore:
-    """A cache shared across processes and machines, in Redis (``pip install redis``).
+    """A cache shared across processes and machines, in Redis (``pip install 'mmsearch-env[redis]'``).
 
     Keys are ``prefix + sha256``; ``ttl_s`` (optional) expires entries. Point every trainer at the same
     server (or better: at one ``mmsearch serve`` in front of it).
@@ -217,10 +203,7 @@ class RedisStore:
     def __init__(
         self, url: str = "redis://127.0.0.1:6379/0", *, prefix: str = "mmsearch:cache:", ttl_s: float | None = None
     ):
-        try:
-            import redis
-        except ImportError as exc:  # pragma: no cover - redis is a declared extra
-            raise ConfigError("the Redis cache needs the redis client: pip install 'mmsearch-env[redis]'") from exc
+        redis = require("redis", extra="redis", purpose="the Redis search cache")
         self.url = url
         self.prefix = prefix
         self.ttl_s = ttl_s
@@ -287,11 +270,18 @@ class CacheStats:
         }
 
 
-class CachedSearch(SearchBackendBase):
+class _ReplayOnly(SearchBackendBase):
+    """The backend of a pure replay: never called, since a replay miss raises before reaching it."""
+
+    name = "replay"
+
+
+class CachedSearch(SearchWrapper):
     """Wrap ``backend`` with a persistent cache (see the module docstring for keys, modes and stores).
 
     Args:
         backend: any search backend; may be ``None`` in ``"replay"`` mode (a pure replay of a recording).
+            Its ``name``, ``price_per_call``, ``question_aware`` and ``close``/``reset_episode`` are forwarded.
         cache: a SQLite path (default ``mmsearch-cache.sqlite``), a ``redis://`` URL or a store object.
         mode: ``"read-through"``, ``"record"`` or ``"replay"``.
         options: the backend's configuration for the key (default: ``backend.cache_options`` if present,
@@ -322,22 +312,23 @@ class CachedSearch(SearchBackendBase):
             raise ConfigError(f"image_key must be 'content' or 'example_id', got {image_key!r}")
         if image_format not in ("png", "webp"):
             raise ConfigError(f"image_format must be 'png' or 'webp', got {image_format!r}")
-        self.backend = backend
+        super().__init__(_ReplayOnly() if backend is None else backend)
         self.store = open_store(cache)
         self._owns_store = isinstance(cache, (str, os.PathLike))  # a store object passed in is the caller's
         self.mode = mode
-        self.backend_name = backend_name or getattr(backend, "name", None) or "replay"
-        self.name = self.backend_name
+        self.backend_name = backend_name or self.backend.name
         if options is None:
-            options = getattr(backend, "cache_options", None) or {}
+            options = self.backend.cache_options or {}
         self.options = public_options(dict(options))
         self.image_key = image_key
         self.image_format = image_format
-        self.question_aware = bool(getattr(backend, "question_aware", False))
-        #: the wrapped backend's price (a miss costs that; a hit costs nothing and says so in cost_usd)
-        self.price_per_call = float(getattr(backend, "price_per_call", 0.0) or 0.0)
         self.stats = CacheStats()
         self._lock = threading.Lock()
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        """The name entries are keyed by (``backend_name``)."""
+        return self.backend_name
 
     # -- the two tools ---------------------------------------------------------------------------------
     def image_search(self, request: ImageSearchRequest) -> SearchResponse:
@@ -357,7 +348,7 @@ class CachedSearch(SearchBackendBase):
             backend=self.backend_name,
             options=self.options,
             image_key=self.image_key,
-            question_aware=self.question_aware,
+            question_aware=self.backend.question_aware,
         )
 
     def lookup_json(self, tool: ToolName, request: ImageSearchRequest | TextSearchRequest) -> dict[str, Any] | None:
@@ -400,8 +391,8 @@ class CachedSearch(SearchBackendBase):
                     "record it first (mode='record' or 'read-through') or check the backend name and options"
                 )
         self._count(backend_calls=1)
-        response = invoke(self.backend, tool, request)
-        if isinstance(response, SearchResponse) and response.ok:
+        response = call_search(self.backend, tool, request, raise_errors=True)
+        if response.ok:
             self.store.put(key, canonical_json(response_to_json(response, self.image_format)).encode("utf-8"))
             self._count(stores=1)
         return response
@@ -411,19 +402,11 @@ class CachedSearch(SearchBackendBase):
             for name, delta in deltas.items():
                 setattr(self.stats, name, getattr(self.stats, name) + delta)
 
-    def reset_episode(self, example_id: str | None = None) -> None:
-        """Forwarded to the wrapped backend (per-episode budgets)."""
-        inner = getattr(self.backend, "reset_episode", None)
-        if callable(inner):
-            inner(example_id)
-
     def close(self) -> None:
         """Close the store (when this wrapper opened it) and the wrapped backend."""
         if self._owns_store:
             self.store.close()
-        closer = getattr(self.backend, "close", None)
-        if callable(closer):
-            closer()
+        super().close()
 
     def __repr__(self) -> str:
         return f"CachedSearch({self.backend!r}, {self.store!r}, mode={self.mode!r})"

@@ -21,10 +21,22 @@ import stat
 import threading
 import warnings
 from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the tomli backport, if installed
+    try:
+        import tomli as tomllib  # type: ignore[no-redef]
+    except ModuleNotFoundError:
+        tomllib = None  # type: ignore[assignment]
 
 from mmsearch_env.errors import ConfigError
 
-__all__ = ["DEFAULT_SECRETS_FILE", "get_secret", "redact"]
+__all__ = ["DEFAULT_SECRETS_FILE", "SECRET_PARAMS", "get_secret", "redact", "redact_url"]
+
+#: Query parameters whose values never appear in messages (SerpAPI puts its key in the query string).
+SECRET_PARAMS = frozenset({"api_key", "apikey", "key", "token", "access_token", "auth", "password", "secret"})
 
 DEFAULT_SECRETS_FILE = Path("~/.config/mmsearch/secrets.toml")
 _KNOWN: set[str] = set()
@@ -39,6 +51,21 @@ def redact(text: str) -> str:
     for secret in known:
         text = text.replace(secret, "***")
     return text
+
+
+def redact_url(url: str) -> str:
+    """``url`` with the values of secret-looking query parameters (``api_key``, ``token``...) redacted.
+
+    >>> redact_url("https://serpapi.com/search?engine=google&q=x&api_key=abc123")
+    'https://serpapi.com/search?engine=google&q=x&api_key=REDACTED'
+    """
+    try:
+        parts = urlsplit(url)
+        query = [(k, "REDACTED" if k.lower() in SECRET_PARAMS else v) for k, v in parse_qsl(parts.query, True)]
+        netloc = parts.netloc.rpartition("@")[2]  # drop user:password@
+        return redact(urlunsplit((parts.scheme, netloc, parts.path, urlencode(query, safe="/:"), "")))
+    except ValueError:
+        return "<unparseable URL>"
 
 
 def _secrets_path(secrets_file: str | os.PathLike[str] | None) -> Path | None:
@@ -70,16 +97,11 @@ def _read_secrets(path: Path) -> dict[str, object]:
         if path.suffix.lower() == ".json":
             data = json.loads(raw)
         else:
-            try:
-                import tomllib
-            except ModuleNotFoundError:  # Python 3.10
-                try:
-                    import tomli as tomllib  # type: ignore[no-redef]
-                except ModuleNotFoundError as exc:
-                    raise ConfigError(
-                        f"reading the TOML secrets file {str(path)!r} on Python 3.10 needs `pip install tomli` "
-                        "(or use a .json secrets file)"
-                    ) from exc
+            if tomllib is None:
+                raise ConfigError(
+                    f"reading the TOML secrets file {str(path)!r} on Python 3.10 needs `pip install tomli` "
+                    "(or use a .json secrets file)"
+                )
             data = tomllib.loads(raw.decode("utf-8"))
     except ConfigError:
         raise

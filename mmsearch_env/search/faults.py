@@ -20,14 +20,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from mmsearch_env.errors import ConfigError, SearchBackendError, SearchRateLimitedError, SearchTransientError
-from mmsearch_env.search.base import (
-    ImageSearchRequest,
-    SearchBackendBase,
-    SearchResponse,
-    TextSearchRequest,
-    ToolName,
-)
-from mmsearch_env.search.cache import invoke
+from mmsearch_env.search.base import ImageSearchRequest, SearchResponse, SearchWrapper, TextSearchRequest, ToolName
+from mmsearch_env.search.calls import call_search
 
 __all__ = ["FaultConfig", "FaultySearch"]
 
@@ -66,7 +60,7 @@ class FaultConfig:
             raise ConfigError("latency_s and timeout_s must be >= 0 seconds")
 
 
-class FaultySearch(SearchBackendBase):
+class FaultySearch(SearchWrapper):
     """Wrap ``backend`` and inject faults (see the module docstring). ``injected`` counts them by kind.
 
     Args:
@@ -89,13 +83,15 @@ class FaultySearch(SearchBackendBase):
             self.config = config or FaultConfig(**rates)
         except TypeError as exc:
             raise ConfigError(f"unknown fault option: {exc}; see FaultConfig for the fields") from exc
-        self.backend = backend
-        self.name = f"{getattr(backend, 'name', 'backend')}+faults"
-        self.price_per_call = float(getattr(backend, "price_per_call", 0.0))
+        super().__init__(backend)
         self.injected: Counter[str] = Counter()
         self._sleep = sleep
         self._rng = random.Random(self.config.seed)
         self._lock = threading.Lock()
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return f"{self.backend.name}+faults"
 
     def image_search(self, request: ImageSearchRequest) -> SearchResponse:
         return self._call("image_search", request)
@@ -133,10 +129,10 @@ class FaultySearch(SearchBackendBase):
             raise SearchBackendError(f"injected fault: {tool} got HTTP 400 Bad Request")
         if fault == "rate_limit":
             raise SearchRateLimitedError(f"injected fault: {tool} got HTTP 429 Too Many Requests", cfg.retry_after_s)
-        response = invoke(self.backend, tool, request)
-        if fault == "empty" and isinstance(response, SearchResponse) and response.ok:
+        response = call_search(self.backend, tool, request, raise_errors=True)
+        if fault == "empty" and response.ok:
             return replace(response, results=())
-        if fault == "truncated" and isinstance(response, SearchResponse) and response.ok and response.results:
+        if fault == "truncated" and response.ok and response.results:
             keep = max(1, int(cut * len(response.results)))
             results = tuple(
                 replace(r, summary=r.summary[: len(r.summary) // 2]) if r.summary else r
@@ -148,13 +144,3 @@ class FaultySearch(SearchBackendBase):
     def _note(self, kind: str) -> None:
         with self._lock:
             self.injected[kind] += 1
-
-    def reset_episode(self, example_id: str | None = None) -> None:
-        inner = getattr(self.backend, "reset_episode", None)
-        if callable(inner):
-            inner(example_id)
-
-    def close(self) -> None:
-        closer = getattr(self.backend, "close", None)
-        if callable(closer):
-            closer()

@@ -50,8 +50,10 @@ from mmsearch_env.search.base import (
     SearchResponse,
     SearchResult,
     TextSearchRequest,
+    as_backend,
 )
 from mmsearch_env.search.cache import CacheStore, cache_key, open_store
+from mmsearch_env.search.calls import call_search
 from mmsearch_env.search.codec import canonical_json, response_from_json, response_to_json
 
 __all__ = [
@@ -278,16 +280,17 @@ class FvqaImageSearch(SearchBackendBase):
 
     ``gym.make("MMSearch-v0", dataset=..., search="fvqa", search_options={"cache": "fvqa.sqlite",
     "text": "sample"})``. A question missing from the cache is a tool error naming the ``data_id``.
+
+    Args:
+        cache: the imported cache (SQLite path, ``redis://`` URL or store).
+        text: the backend that answers text searches (``None``: text search is a tool error).
     """
 
     name = FVQA_BACKEND_NAME
-    price_per_call = 0.0
 
-    def __init__(self, cache: str | os.PathLike[str] | CacheStore, text: Any = None, text_options: dict | None = None):
-        from mmsearch_env.search import make_search
-
+    def __init__(self, cache: str | os.PathLike[str] | CacheStore, text: Any = None):
         self.store = open_store(cache)
-        self.text_backend = None if text is None else make_search(text, text_options)
+        self.text_backend = None if text is None else as_backend(text)
 
     def image_search(self, request: ImageSearchRequest) -> SearchResponse:
         if not request.example_id:
@@ -302,11 +305,13 @@ class FvqaImageSearch(SearchBackendBase):
     def text_search(self, request: TextSearchRequest) -> SearchResponse:
         if self.text_backend is None:
             return SearchResponse("text_search", error="text search is not configured (search_options 'text')")
-        return self.text_backend.text_search(request)
+        return call_search(self.text_backend, "text_search", request, raise_errors=True)
+
+    def reset_episode(self, example_id: str | None = None) -> None:
+        if self.text_backend is not None:
+            self.text_backend.reset_episode(example_id)
 
     def close(self) -> None:
         self.store.close()
         if self.text_backend is not None:
-            closer = getattr(self.text_backend, "close", None)
-            if callable(closer):
-                closer()
+            self.text_backend.close()

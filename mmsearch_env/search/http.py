@@ -17,13 +17,12 @@ Everything a live backend downloads goes through :func:`fetch`, because the URLs
   drips one byte a second cannot hold a worker past it.
 * **Size and type.** Bodies are streamed and the fetch aborts past ``max_bytes`` (compressed and
   decompressed); ``accept`` lists the content types the caller can use (``image/*`` style wildcards).
-* **Images.** :func:`decode_image` refuses images over ``max_pixels`` from the header, before decoding.
-
 Failures raise :mod:`mmsearch_env.errors` types: :class:`UnsafeURLError` (a refused target),
-:class:`~mmsearch_env.errors.SearchTransientError` (timeouts, resets, refused connections, 5xx),
-:class:`~mmsearch_env.errors.SearchRateLimitedError` (429, with ``retry_after``) and
-:class:`~mmsearch_env.errors.SearchBackendError` (other 4xx, oversize bodies, wrong content types).
-Error messages show URLs with secret query parameters redacted (see :func:`redact_url`).
+:class:`~mmsearch_env.errors.SearchTransientError` (timeouts, resets, refused connections) and
+:class:`~mmsearch_env.errors.SearchBackendError` (oversize bodies, wrong content types). Any HTTP status
+is returned as is: :func:`mmsearch_env.search.status.check_status` turns one into an error, and
+:mod:`mmsearch_env.search.images` decodes downloaded images.
+Error messages show URLs with secret query parameters redacted (see :func:`~mmsearch_env.search.credentials.redact_url`).
 
 DNS lookups are bounded by ``connect_timeout`` (a slow lookup's thread is abandoned, not killed).
 Environment proxy settings are ignored on purpose: a proxy would connect on our behalf to targets we
@@ -33,7 +32,6 @@ could not check.
 from __future__ import annotations
 
 import contextlib
-import email.utils
 import http.client
 import io
 import ipaddress
@@ -42,40 +40,31 @@ import socket
 import ssl
 import threading
 import time
-import warnings
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
-
-from PIL import Image
+from urllib.parse import urlencode, urljoin, urlsplit
 
 from mmsearch_env.errors import (
     ConfigError,
-    DatasetError,
     SearchBackendError,
-    SearchRateLimitedError,
     SearchTransientError,
 )
-from mmsearch_env.search.credentials import redact
+from mmsearch_env.search.credentials import redact, redact_url
+
+# check_status lives in search.status; re-exported for the modules that still import it from here
+from mmsearch_env.search.status import check_status
 
 __all__ = [
     "FetchPolicy",
     "FetchResult",
     "UnsafeURLError",
     "check_status",
-    "decode_image",
     "fetch",
-    "fetch_image",
     "is_public_address",
-    "parse_retry_after",
-    "redact_url",
 ]
 
-#: Query parameters whose values never appear in messages (SerpAPI puts its key in the query string).
-SECRET_PARAMS = frozenset({"api_key", "apikey", "key", "token", "access_token", "auth", "password", "secret"})
 _REDIRECTS = (301, 302, 303, 307, 308)
 _CHUNK = 65536
 
@@ -191,21 +180,6 @@ class FetchResult:
                 f"{what} returned malformed JSON (HTTP {self.status}, {len(self.content)} bytes, "
                 f"content-type {self.content_type or 'none'!r}): {exc}"
             ) from exc
-
-
-def redact_url(url: str) -> str:
-    """``url`` with the values of secret-looking query parameters (``api_key``, ``token``...) redacted.
-
-    >>> redact_url("https://serpapi.com/search?engine=google&q=x&api_key=abc123")
-    'https://serpapi.com/search?engine=google&q=x&api_key=REDACTED'
-    """
-    try:
-        parts = urlsplit(url)
-        query = [(k, "REDACTED" if k.lower() in SECRET_PARAMS else v) for k, v in parse_qsl(parts.query, True)]
-        netloc = parts.netloc.rpartition("@")[2]  # drop user:password@
-        return redact(urlunsplit((parts.scheme, netloc, parts.path, urlencode(query, safe="/:"), "")))
-    except ValueError:
-        return "<unparseable URL>"
 
 
 def is_public_address(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
@@ -402,7 +376,8 @@ def fetch(
         accept: allowed content types of a 2xx body (``"image/*"`` wildcards); ``None`` accepts any.
         what: how messages name the service ("SerpAPI"); defaults to the redacted URL.
 
-    Any status is returned (callers decide with :func:`check_status`); redirects are followed and re-checked.
+    Any status is returned (callers decide with :func:`~mmsearch_env.search.status.check_status`); redirects
+    are followed and re-checked.
     """
     policy = policy or FetchPolicy()
     if params:
@@ -560,79 +535,3 @@ def _read_body(response: http.client.HTTPResponse, headers: Mapping[str, str], p
         # http.client's read1 returns b"" on an early close instead of raising: catch the cut here
         raise SearchTransientError(f"{name}: connection closed after {raw:,} of {int(declared):,} bytes")
     return out.getvalue()
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP-date; ``None`` if absent/bad.
-
-    >>> parse_retry_after("7"), parse_retry_after(None), parse_retry_after("soon")
-    (7.0, None, None)
-    """
-    if value is None:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-        return max(0.0, seconds) if seconds == seconds else None
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
-
-
-def check_status(result: FetchResult, what: str, detail: str | None = None) -> FetchResult:
-    """Map a non-2xx status to our errors (429 → rate limited, 5xx → transient, else backend error).
-
-    ``detail`` is the service's own error text (e.g. SerpAPI's ``error`` field), shown redacted.
-    """
-    if 200 <= result.status < 300:
-        return result
-    extra = f": {redact(detail)[:300]}" if detail else ""
-    if result.status == 429:
-        retry_after = parse_retry_after(result.headers.get("retry-after"))
-        hint = f"; retry after {retry_after:g} s" if retry_after is not None else ""
-        raise SearchRateLimitedError(f"{what} is rate limiting us (HTTP 429){hint}{extra}", retry_after=retry_after)
-    if result.status >= 500:
-        raise SearchTransientError(f"{what} failed with HTTP {result.status}{extra}")
-    if result.status in _REDIRECTS:
-        raise SearchBackendError(f"{what} answered HTTP {result.status} without a Location header")
-    raise SearchBackendError(f"{what} refused the request with HTTP {result.status}{extra}")
-
-
-#: Thumbnails and page images larger than this many pixels are refused before decoding.
-MAX_THUMBNAIL_PIXELS = 16_000_000
-
-
-def decode_image(data: bytes, *, max_pixels: int = MAX_THUMBNAIL_PIXELS, what: str = "image") -> Image.Image:
-    """Decode image bytes to RGB, refusing decompression bombs from the header, before any pixel is decoded."""
-    from mmsearch_env.data.schema import load_image
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as probe:
-                width, height = probe.size
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise SearchBackendError(f"{what}: refused a decompression bomb ({exc})") from exc
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise SearchBackendError(f"{what}: not a decodable image ({type(exc).__name__}: {exc})") from exc
-    if width * height > max_pixels:
-        raise SearchBackendError(
-            f"{what}: image is {width}x{height} pixels, over the {max_pixels:,} pixel limit (decompression bomb?)"
-        )
-    try:
-        return load_image(data, where=what)
-    except DatasetError as exc:
-        raise SearchBackendError(str(exc)) from exc
-
-
-def fetch_image(url: str, *, policy: FetchPolicy | None = None, max_pixels: int = MAX_THUMBNAIL_PIXELS) -> Image.Image:
-    """Download and decode one image under the SSRF/size/type rules of :func:`fetch`."""
-    shown = redact_url(url)
-    result = check_status(fetch(url, policy=policy, accept=("image/*",), what=f"image {shown!r}"), f"image {shown!r}")
-    return decode_image(result.content, max_pixels=max_pixels, what=f"image {shown!r}")

@@ -20,8 +20,10 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from mmsearch_env.errors import ConfigError, SearchBackendError, did_you_mean
-from mmsearch_env.search.credentials import get_secret
-from mmsearch_env.search.http import FetchPolicy, UnsafeURLError, check_status, fetch, redact_url
+from mmsearch_env.search.credentials import get_secret, redact_url
+from mmsearch_env.search.extras import require
+from mmsearch_env.search.http import FetchPolicy, UnsafeURLError, fetch
+from mmsearch_env.search.status import check_status
 
 __all__ = ["JinaReader", "LocalReader", "PageReader", "PageText", "make_reader"]
 
@@ -45,14 +47,9 @@ class PageReader(Protocol):
 
 
 def _trafilatura() -> Any:
-    try:
-        import trafilatura
-    except ImportError as exc:
-        raise ConfigError(
-            "the local page reader needs trafilatura: pip install 'mmsearch-env[live]' "
-            f"(or use reader={{'kind': 'jina'}}); import failed with: {exc}"
-        ) from exc
-    return trafilatura
+    return require(
+        "trafilatura", extra="live", purpose="the local page reader", alternative=" or reader={'kind': 'jina'}"
+    )
 
 
 class LocalReader:

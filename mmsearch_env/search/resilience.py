@@ -4,7 +4,7 @@
 
     budget check → circuit breaker → rate limiter → call (with timeout) → retry transient failures
 
-* **Retries** (:class:`~mmsearch_env.errors.SearchTransientError`: timeouts, resets, 5xx): up to
+* **Retries** (``tenacity``; :class:`~mmsearch_env.errors.SearchTransientError`: timeouts, resets, 5xx): up to
   ``max_attempts`` attempts; between them exponential backoff ``min(max_delay_s, base_delay_s · 2^n)``
   with equal jitter (half fixed, half uniform, from the wrapper's seeded generator); a 429's
   ``retry_after`` replaces the backoff, capped at ``max_retry_after_s``. Permanent errors are not retried.
@@ -38,16 +38,12 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 import gymnasium as gym
+from tenacity import RetryCallState, RetryError, Retrying, retry_if_exception_type, stop_after_attempt
 
 from mmsearch_env.errors import ConfigError, SearchBackendError, SearchRateLimitedError, SearchTransientError
-from mmsearch_env.search.base import (
-    ImageSearchRequest,
-    SearchBackendBase,
-    SearchResponse,
-    TextSearchRequest,
-    ToolName,
-)
-from mmsearch_env.search.cache import invoke
+from mmsearch_env.search.base import ImageSearchRequest, SearchResponse, SearchWrapper, TextSearchRequest, ToolName
+from mmsearch_env.search.calls import call_search
+from mmsearch_env.search.extras import require
 
 __all__ = [
     "CircuitBreaker",
@@ -176,6 +172,15 @@ class CircuitBreaker:
             self._probing = False
 
 
+# Both rate limiters (in-process and Redis) stay ours rather than the ``limits`` package's. Measured with
+# limits 5.8: its rate items count whole granularity units (``RateLimitItemPerSecond(1, 0.25).get_expiry()
+# == 0``), whatever the storage, so "4 calls a second, burst 1" cannot be written; "4 per 1 second" let 4 of
+# 10 back-to-back calls through at once under each of its moving, fixed and sliding-window strategies, where
+# this bucket lets 1 through and paces the rest 0.25 s apart. Its strategies only answer "allowed now?" (we
+# would still write the waiting loop), and its memory storage reads the wall clock, where this bucket takes
+# the injectable clock the tests use.
+
+
 class TokenBucket:
     """In-process token bucket: ``rate_per_s`` tokens a second, at most ``burst`` stored; thread-safe."""
 
@@ -253,10 +258,7 @@ class RedisTokenBucket:
         key: str = "mmsearch:ratelimit",
         sleep: Callable[[float], None] = time.sleep,
     ):
-        try:
-            import redis
-        except ImportError as exc:  # pragma: no cover - declared extra
-            raise ConfigError("a shared rate limit needs the redis client: pip install 'mmsearch-env[redis]'") from exc
+        redis = require("redis", extra="redis", purpose="a shared rate limit")
         self.rate = float(rate_per_s)
         self.burst = int(burst)
         self.key = key
@@ -275,7 +277,7 @@ class RedisTokenBucket:
         self._client.close()
 
 
-class ResilientSearch(SearchBackendBase):
+class ResilientSearch(SearchWrapper):
     """Wrap ``backend`` with retries, a circuit breaker, a rate limiter, timeouts and budgets.
 
     Args:
@@ -303,12 +305,8 @@ class ResilientSearch(SearchBackendBase):
             if unknown:
                 raise ConfigError(f"unknown resilience option(s) {unknown}; expected some of {sorted(known)}")
             config = ResilienceConfig(**options)
+        super().__init__(backend)
         self.config = config
-        self.backend = backend
-        self.name = getattr(backend, "name", "backend")
-        self.price_per_call = float(getattr(backend, "price_per_call", 0.0) or 0.0)
-        self.cache_options = getattr(backend, "cache_options", None)
-        self.question_aware = bool(getattr(backend, "question_aware", False))
         self.breaker = CircuitBreaker(config.breaker_threshold, config.breaker_cooldown_s, clock)
         self.limiter: TokenBucket | RedisTokenBucket | None = None
         if config.rate_per_s is not None:
@@ -341,9 +339,7 @@ class ResilientSearch(SearchBackendBase):
                 self._episode_spent.clear()
             else:
                 self._episode_spent.pop(example_id, None)
-        inner = getattr(self.backend, "reset_episode", None)
-        if callable(inner):
-            inner(example_id)
+        super().reset_episode(example_id)
 
     def backoff_s(self, attempt: int, retry_after: float | None = None) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (0-based)."""
@@ -390,62 +386,61 @@ class ResilientSearch(SearchBackendBase):
             self.spent_usd += cost
             self._episode_spent[example_id] = self._episode_spent.get(example_id, 0.0) + cost
 
-    def _attempt(self, tool: ToolName, request: ImageSearchRequest | TextSearchRequest) -> Any:
-        timeout = self.config.timeout_s
-        if timeout is None:
-            return invoke(self.backend, tool, request)
-        box: dict[str, Any] = {}
+    def _attempt(self, tool: ToolName, request: ImageSearchRequest | TextSearchRequest, number: int) -> SearchResponse:
+        """Attempt ``number`` (1-based): breaker, limiter, then the call; tells the breaker what happened."""
+        self.breaker.before_call()
+        if self.limiter is not None:
+            self.limiter.acquire()
+        with self._lock:
+            self.stats["attempts"] += 1
+            if number > 1:
+                self.stats["retries"] += 1
+        try:
+            response = call_search(self.backend, tool, request, timeout=self.config.timeout_s, raise_errors=True)
+        except SearchRateLimitedError:
+            self.breaker.record_neutral()  # the backend answered; throttling is not ill health
+            raise
+        except SearchTransientError:
+            self.breaker.record_failure()
+            raise
+        except BaseException:
+            self.breaker.record_neutral()  # permanent errors and bugs: not retried, not counted
+            raise
+        self.breaker.record_success()
+        return response
 
-        def work() -> None:
-            try:
-                box["response"] = invoke(self.backend, tool, request)
-            except BaseException as exc:
-                box["error"] = exc
-
-        worker = threading.Thread(target=work, name=f"mmsearch-resilient-{tool}", daemon=True)
-        worker.start()
-        worker.join(timeout)
-        if worker.is_alive():
-            raise SearchTransientError(f"{tool} timed out after {timeout:g} s")
-        if "error" in box:
-            raise box["error"]
-        return box["response"]
+    def _wait(self, state: RetryCallState) -> float:
+        error = state.outcome.exception() if state.outcome is not None else None
+        retry_after = error.retry_after if isinstance(error, SearchRateLimitedError) else None
+        return self.backoff_s(state.attempt_number - 1, retry_after)
 
     def _call(self, tool: ToolName, request: ImageSearchRequest | TextSearchRequest) -> SearchResponse:
         example_id = request.example_id
         reserved = self._reserve(example_id)
         cost = 0.0
+        retrying = Retrying(
+            stop=stop_after_attempt(self.config.max_attempts),
+            retry=retry_if_exception_type(SearchTransientError),
+            wait=self._wait,
+            sleep=self._sleep,
+            before_sleep=lambda state: logger.info(
+                "%s attempt %d failed (%s); retrying in %.2f s",
+                tool,
+                state.attempt_number,
+                state.outcome.exception() if state.outcome is not None else None,
+                state.upcoming_sleep,
+            ),
+        )
         try:
-            last: SearchTransientError | None = None
-            for attempt in range(self.config.max_attempts):
-                self.breaker.before_call()
-                if self.limiter is not None:
-                    self.limiter.acquire()
-                with self._lock:
-                    self.stats["attempts"] += 1
-                    if attempt:
-                        self.stats["retries"] += 1
-                try:
-                    response = self._attempt(tool, request)
-                except SearchRateLimitedError as exc:
-                    self.breaker.record_neutral()  # the backend answered; throttling is not ill health
-                    last, delay = exc, self.backoff_s(attempt, exc.retry_after)
-                except SearchTransientError as exc:
-                    self.breaker.record_failure()
-                    last, delay = exc, self.backoff_s(attempt)
-                except BaseException:
-                    self.breaker.record_neutral()  # permanent errors and bugs: not retried, not counted
-                    raise
-                else:
-                    self.breaker.record_success()
-                    cost = float(getattr(response, "cost_usd", 0.0) or 0.0)
-                    return response
-                if attempt + 1 < self.config.max_attempts:
-                    logger.info("%s attempt %d failed (%s); retrying in %.2f s", tool, attempt + 1, last, delay)
-                    self._sleep(delay)
+            for attempt in retrying:
+                with attempt:
+                    response = self._attempt(tool, request, attempt.retry_state.attempt_number)
+            cost = response.cost_usd
+            return response
+        except RetryError as gave_up:
             with self._lock:
                 self.stats["failures"] += 1
-            assert last is not None
+            last = gave_up.last_attempt.exception()
             raise SearchTransientError(
                 f"{tool} failed after {self.config.max_attempts} attempt(s); last error: {last}"
             ) from last
@@ -459,9 +454,7 @@ class ResilientSearch(SearchBackendBase):
     def close(self) -> None:
         if isinstance(self.limiter, RedisTokenBucket):
             self.limiter.close()
-        closer = getattr(self.backend, "close", None)
-        if callable(closer):
-            closer()
+        super().close()
 
 
 class ResetSearchEpisodes(gym.Wrapper):
@@ -473,7 +466,5 @@ class ResetSearchEpisodes(gym.Wrapper):
 
     def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
         observation, info = self.env.reset(**kwargs)
-        hook = getattr(self.env.unwrapped.search, "reset_episode", None)
-        if callable(hook):
-            hook(info.get("example_id"))
+        self.env.unwrapped.search.reset_episode(info.get("example_id"))
         return observation, info

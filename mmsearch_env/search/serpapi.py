@@ -37,17 +37,11 @@ from mmsearch_env.search.base import (
     TextSearchRequest,
 )
 from mmsearch_env.search.credentials import get_secret, redact
-from mmsearch_env.search.http import (
-    MAX_THUMBNAIL_PIXELS,
-    FetchPolicy,
-    FetchResult,
-    check_status,
-    decode_image,
-    fetch,
-    fetch_image,
-)
+from mmsearch_env.search.http import FetchPolicy, FetchResult, fetch
+from mmsearch_env.search.images import MAX_THUMBNAIL_PIXELS, decode_image, fetch_image
 from mmsearch_env.search.pipeline import Candidate, TextPipeline, fill_parallel
 from mmsearch_env.search.reader import make_reader
+from mmsearch_env.search.status import check_status
 from mmsearch_env.search.summarize import ChatSummarizer
 
 __all__ = ["SERPAPI_PRICE_PER_SEARCH", "ImageHost", "SerpAPISearch", "make_text_pipeline"]

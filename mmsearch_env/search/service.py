@@ -35,14 +35,14 @@ from collections import deque
 from typing import Any
 
 from mmsearch_env.errors import ConfigError, SearchBackendError, SearchRateLimitedError, SearchTransientError
-from mmsearch_env.search.base import (
-    ImageSearchRequest,
-    SearchBackendBase,
-    SearchResponse,
-    TextSearchRequest,
-    ToolName,
-)
-from mmsearch_env.search.codec import request_from_json, request_to_json, response_from_json, response_to_json
+from mmsearch_env.search import make_search
+from mmsearch_env.search.base import TOOLS, SearchBackendBase, SearchResponse, SearchWrapper, ToolName
+from mmsearch_env.search.cache import CachedSearch
+from mmsearch_env.search.calls import call_search
+from mmsearch_env.search.codec import request_from_json, response_to_json
+from mmsearch_env.search.extras import require
+from mmsearch_env.search.resilience import ResilientSearch
+from mmsearch_env.search.service_client import TOKEN_ENV, ServiceSearch
 
 __all__ = [
     "TOKEN_ENV",
@@ -57,10 +57,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Environment variable holding the service's bearer token (server and client).
-TOKEN_ENV = "MMSEARCH_SERVICE_TOKEN"
-_TOOLS: tuple[ToolName, ...] = ("image_search", "text_search")
-
 
 class ServiceMetrics:
     """Per-tool counters and a window of recent latencies (thread-safe)."""
@@ -68,8 +64,8 @@ class ServiceMetrics:
     def __init__(self, window: int = 10_000):
         self._lock = threading.Lock()
         self._started = time.time()
-        self._counts = {tool: {"calls": 0, "hits": 0, "failures": 0} for tool in _TOOLS}
-        self._latency = {tool: deque(maxlen=window) for tool in _TOOLS}
+        self._counts = {tool: {"calls": 0, "hits": 0, "failures": 0} for tool in TOOLS}
+        self._latency = {tool: deque(maxlen=window) for tool in TOOLS}
 
     def record(self, tool: ToolName, latency_s: float, *, ok: bool, cached: bool) -> None:
         with self._lock:
@@ -83,7 +79,7 @@ class ServiceMetrics:
         """``{"uptime_s", "tools": {tool: {calls, hits, failures, hit_ratio, latency_ms: {p50, p90, p99, max}}}}``."""
         with self._lock:
             tools: dict[str, Any] = {}
-            for tool in _TOOLS:
+            for tool in TOOLS:
                 counts = dict(self._counts[tool])
                 samples = sorted(self._latency[tool])
                 counts["hit_ratio"] = counts["hits"] / counts["calls"] if counts["calls"] else 0.0
@@ -113,17 +109,22 @@ def _error_body(tool: ToolName, exc: BaseException, latency_s: float) -> dict[st
     return body
 
 
-def create_app(backend: Any, *, token: str | None, metrics: ServiceMetrics | None = None) -> Any:
+def _server_modules() -> tuple[Any, Any]:
+    """``(fastapi, uvicorn)``, or a :class:`ConfigError` naming the extra that installs them."""
+    purpose = "the search service (mmsearch serve)"
+    for module in ("fastapi", "fastapi.concurrency", "fastapi.responses"):
+        require(module, extra="serve", purpose=purpose)
+    return require("fastapi", extra="serve", purpose=purpose), require("uvicorn", extra="serve", purpose=purpose)
+
+
+def create_app(backend: SearchBackendBase, *, token: str | None, metrics: ServiceMetrics | None = None) -> Any:
     """The FastAPI app serving ``backend`` (already wrapped in cache/resilience as wanted).
 
     ``token=None`` disables authentication (only for tests on loopback; ``mmsearch serve`` always sets one).
     """
-    try:
-        from fastapi import FastAPI, HTTPException, Request
-        from fastapi.concurrency import run_in_threadpool
-        from fastapi.responses import JSONResponse
-    except ImportError as exc:  # pragma: no cover - declared extra
-        raise ConfigError("the search service needs FastAPI and uvicorn: pip install 'mmsearch-env[serve]'") from exc
+    fastapi, _ = _server_modules()
+    FastAPI, HTTPException, Request = fastapi.FastAPI, fastapi.HTTPException, fastapi.Request
+    run_in_threadpool, JSONResponse = fastapi.concurrency.run_in_threadpool, fastapi.responses.JSONResponse
 
     metrics = metrics or ServiceMetrics()
     app = FastAPI(title="mmsearch search service", docs_url=None, redoc_url=None, openapi_url=None)
@@ -155,10 +156,9 @@ def create_app(backend: Any, *, token: str | None, metrics: ServiceMetrics | Non
                 status_code=400, detail=f"bad {tool} request body: {type(exc).__name__}: {exc}"
             ) from exc
         started = time.perf_counter()
-        lookup = getattr(backend, "lookup_json", None)
-        if callable(lookup):  # a cache hit goes out as stored: no thumbnail decode/re-encode
+        if isinstance(backend, CachedSearch):  # a cache hit goes out as stored: no thumbnail decode/re-encode
             try:
-                document = await run_in_threadpool(lookup, tool, search_request)
+                document = await run_in_threadpool(backend.lookup_json, tool, search_request)
             except SearchBackendError:
                 document = None
             if document is not None:
@@ -167,9 +167,8 @@ def create_app(backend: Any, *, token: str | None, metrics: ServiceMetrics | Non
                 document.update(error_type=None, retry_after=None, latency_s=latency)
                 return JSONResponse(document)
         try:
-            response = await run_in_threadpool(getattr(backend, tool), search_request)
-            if not isinstance(response, SearchResponse):
-                raise SearchBackendError(f"backend returned {type(response).__name__}, expected a SearchResponse")
+            # raise_errors: the failure's kind (transient, rate limited) travels to the client as error_type
+            response = await run_in_threadpool(call_search, backend, tool, search_request, raise_errors=True)
         except Exception as exc:
             latency = time.perf_counter() - started
             metrics.record(tool, latency, ok=False, cached=False)
@@ -192,20 +191,15 @@ def create_app(backend: Any, *, token: str | None, metrics: ServiceMetrics | Non
     async def get_metrics(request: Request) -> dict[str, Any]:
         authorize(request)
         snapshot = metrics.snapshot()
-        layer, depth = backend, 0
-        while layer is not None and depth < 8:  # walk the wrapper chain (cache → resilience → backend)
-            stats = getattr(layer, "stats", None)
-            if hasattr(stats, "as_dict") and "cache" not in snapshot:
-                snapshot["cache"] = stats.as_dict()
-            if hasattr(layer, "spent_usd") and "resilience" not in snapshot:
-                breaker = getattr(layer, "breaker", None)
-                snapshot["resilience"] = {
-                    **dict(stats or {}),
-                    "spent_usd": layer.spent_usd,
-                    "breaker": getattr(breaker, "state", None),
-                }
-            layer, depth = getattr(layer, "backend", None), depth + 1
-        return snapshot
+        layer: SearchBackendBase = backend
+        while True:  # walk the wrapper chain (cache → resilience → backend)
+            if isinstance(layer, CachedSearch) and "cache" not in snapshot:
+                snapshot["cache"] = layer.stats.as_dict()
+            if isinstance(layer, ResilientSearch) and "resilience" not in snapshot:
+                snapshot["resilience"] = {**layer.stats, "spent_usd": layer.spent_usd, "breaker": layer.breaker.state}
+            if not isinstance(layer, SearchWrapper):
+                return snapshot
+            layer = layer.backend
 
     # FastAPI reads parameter types from annotations, which this module's `from __future__ import
     # annotations` leaves as strings naming a locally imported class: give it the class itself.
@@ -226,8 +220,7 @@ class BackgroundServer:
     """
 
     def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0, *, start_timeout_s: float = 20.0):
-        import uvicorn
-
+        _, uvicorn = _server_modules()
         self._server = uvicorn.Server(
             uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off")
         )
@@ -262,106 +255,6 @@ class BackgroundServer:
         self.stop()
 
 
-class ServiceSearch(SearchBackendBase):
-    """The environment's client of ``mmsearch serve``.
-
-    Args:
-        url: the service's base URL (``http://127.0.0.1:8765``).
-        token: bearer token; default ``$MMSEARCH_SERVICE_TOKEN``.
-        timeout_s: HTTP timeout per call.
-
-    Errors come back typed: the service's transient / rate-limited / permanent backend failures raise
-    :class:`~mmsearch_env.errors.SearchTransientError` / :class:`~mmsearch_env.errors.SearchRateLimitedError` /
-    :class:`~mmsearch_env.errors.SearchBackendError`; an unreachable service or HTTP 5xx is transient; HTTP 401
-    is a :class:`~mmsearch_env.errors.SearchBackendError` saying the token was rejected. The env turns all of
-    them into tool-error turns.
-    """
-
-    name = "service"
-    price_per_call = 0.0  # the server's backend reports the real cost per response
-
-    def __init__(self, url: str = "http://127.0.0.1:8765", token: str | None = None, timeout_s: float = 60.0):
-        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-            raise ConfigError(f"service url must start with http:// or https://, got {url!r}")
-        self.url = url.rstrip("/")
-        self._token = token if token is not None else os.environ.get(TOKEN_ENV)
-        self.timeout_s = float(timeout_s)
-        self.cache_options = {"url": self.url}
-        self._local = threading.local()
-
-    def _session(self) -> Any:
-        import requests
-
-        session = getattr(self._local, "session", None)
-        if session is None:
-            session = requests.Session()
-            if self._token:
-                session.headers["Authorization"] = f"Bearer {self._token}"
-            self._local.session = session
-        return session
-
-    def _post(self, tool: ToolName, body: dict[str, Any]) -> SearchResponse:
-        import requests
-
-        try:
-            reply = self._session().post(f"{self.url}/v1/{tool}", json=body, timeout=self.timeout_s)
-        except requests.RequestException as exc:
-            raise SearchTransientError(f"search service at {self.url} unreachable: {type(exc).__name__}") from exc
-        if reply.status_code == 401:
-            hint = "no token was given" if not self._token else "the token was rejected"
-            raise SearchBackendError(
-                f"search service at {self.url} answered HTTP 401 Unauthorized ({hint}): set ${TOKEN_ENV} to the "
-                "token `mmsearch serve` printed at start-up"
-            )
-        if reply.status_code == 429:
-            raise SearchRateLimitedError(f"search service at {self.url}: HTTP 429", _retry_after(reply))
-        if reply.status_code >= 500:
-            raise SearchTransientError(f"search service at {self.url}: HTTP {reply.status_code}")
-        if reply.status_code != 200:
-            raise SearchBackendError(f"search service at {self.url}: HTTP {reply.status_code}: {reply.text[:300]}")
-        try:
-            data = reply.json()
-        except ValueError as exc:
-            raise SearchTransientError(f"search service at {self.url} sent malformed JSON") from exc
-        kind = data.get("error_type") if isinstance(data, dict) else None
-        if kind == "rate_limited":
-            raise SearchRateLimitedError(str(data.get("error")), data.get("retry_after"))
-        if kind == "transient":
-            raise SearchTransientError(str(data.get("error")))
-        if kind == "backend":
-            raise SearchBackendError(str(data.get("error")))
-        return response_from_json(data)
-
-    def image_search(self, request: ImageSearchRequest) -> SearchResponse:
-        return self._post("image_search", request_to_json(request))
-
-    def text_search(self, request: TextSearchRequest) -> SearchResponse:
-        return self._post("text_search", request_to_json(request))
-
-    def metrics(self) -> dict[str, Any]:
-        """The service's ``/metrics`` document."""
-        reply = self._session().get(f"{self.url}/metrics", timeout=self.timeout_s)
-        if reply.status_code == 401:
-            raise SearchBackendError(f"search service at {self.url} rejected the token (HTTP 401)")
-        reply.raise_for_status()
-        return reply.json()
-
-    def close(self) -> None:
-        session = getattr(self._local, "session", None)
-        if session is not None:
-            session.close()
-
-    def __repr__(self) -> str:
-        return f"ServiceSearch({self.url!r})"  # never the token
-
-
-def _retry_after(reply: Any) -> float | None:
-    try:
-        return float(reply.headers.get("Retry-After"))
-    except (TypeError, ValueError):
-        return None
-
-
 def build_service_backend(
     backend: str,
     options: dict[str, Any] | None = None,
@@ -369,17 +262,13 @@ def build_service_backend(
     cache: str | None = "mmsearch-cache.sqlite",
     cache_mode: str = "read-through",
     resilience: dict[str, Any] | None = None,
-) -> Any:
+) -> SearchBackendBase:
     """``make_search(backend, options)`` wrapped in :class:`ResilientSearch` and then :class:`CachedSearch`.
 
     The cache is outermost so hits skip the rate limiter and the budget (they are free).
     """
-    from mmsearch_env.search import make_search
-    from mmsearch_env.search.cache import CachedSearch
-    from mmsearch_env.search.resilience import ResilientSearch
-
     inner = make_search(backend, options)
-    wrapped: Any = ResilientSearch(inner, **(resilience or {}))
+    wrapped: SearchBackendBase = ResilientSearch(inner, **(resilience or {}))
     if cache:
         # keyed like search="cached" with the same name and options, so either can replay the other's recording
         wrapped = CachedSearch(wrapped, cache, mode=cache_mode, options=options, backend_name=backend)  # type: ignore[arg-type]
@@ -429,10 +318,7 @@ def serve_main(args: argparse.Namespace) -> int:
             f"refusing to bind {args.host!r}: the service is loopback-only by default; pass --allow-remote "
             "(and put TLS in front of it) to expose it"
         )
-    try:
-        import uvicorn
-    except ImportError as exc:
-        raise ConfigError("mmsearch serve needs FastAPI and uvicorn: pip install 'mmsearch-env[serve]'") from exc
+    _, uvicorn = _server_modules()
     backend = build_service_backend(
         args.backend,
         _json_option(args.options, "--options"),
@@ -458,7 +344,5 @@ def serve_main(args: argparse.Namespace) -> int:
         )
         asyncio.run(uvicorn.Server(config).serve())
     finally:
-        closer = getattr(backend, "close", None)
-        if callable(closer):
-            closer()
+        backend.close()
     return 0
