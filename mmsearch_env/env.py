@@ -379,9 +379,7 @@ class MMSearchEnv(gym.Env[dict[str, Any], str]):
 
     def close(self) -> None:
         if self._owns_search:
-            closer = getattr(self.search, "close", None)
-            if callable(closer):
-                closer()
+            self.search.close()
         super().close()
 
     # -- the state machine -----------------------------------------------------------------------------

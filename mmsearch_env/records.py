@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from mmsearch_env.errors import DatasetError
+from mmsearch_env.text import valid_unicode
 
 __all__ = [
     "RECORD_VERSION",
@@ -39,8 +39,6 @@ __all__ = [
     "jsonable",
     "upgrade_layout",
 ]
-
-_SURROGATE_RE = re.compile("[\ud800-\udfff]")
 
 #: Version of the JSON layout written by :meth:`EpisodeRecord.to_dict`.
 RECORD_VERSION = 2
@@ -230,7 +228,7 @@ def jsonable(value: Any) -> Any:
     if value is None or isinstance(value, (bool, int)):
         return value
     if isinstance(value, str):
-        return value if value.isascii() else _SURROGATE_RE.sub("\ufffd", value)
+        return valid_unicode(value)
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, Mapping):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import html
 import re
 
-__all__ = ["PROTOCOL_TAG_RE", "clean_text", "escape_external", "strip_tags"]
+__all__ = ["PROTOCOL_TAG_RE", "clean_text", "escape_external", "strip_tags", "valid_unicode"]
 
 # Every tag either protocol gives meaning to; stripped from queries and answers so that a tag typed
 # inside them cannot change how the turn is read.
@@ -33,15 +33,26 @@ _CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 _SURROGATE_RE = re.compile("[\ud800-\udfff]")
 
 
+def valid_unicode(text: str) -> str:
+    """``text`` encodable as UTF-8: lone surrogates (``"\\ud83d"``, which ``json.loads`` produces from a
+    ``"\\ud83d"`` escape) become U+FFFD; a surrogate *pair* spelled as two code points is joined into the
+    character it spells. The one place text from outside (web results, datasets, agent turns) is made valid.
+
+    >>> valid_unicode("ok \\ud83d"), valid_unicode("\\ud83d\\ude00") == "\\U0001f600"
+    ('ok \\ufffd', True)
+    """
+    if text.isascii() or not _SURROGATE_RE.search(text):
+        return text
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+
+
 def clean_text(text: str) -> str:
-    """Replace lone surrogates with U+FFFD and drop control characters (tabs and newlines stay).
+    """:func:`valid_unicode`, and control characters dropped (tabs and newlines stay).
 
     >>> clean_text("ok\\ud800\\x00!")
     'ok\\ufffd!'
     """
-    if text.isascii():
-        return _CONTROL_RE.sub("", text)
-    return _CONTROL_RE.sub("", _SURROGATE_RE.sub("\ufffd", text))
+    return _CONTROL_RE.sub("", valid_unicode(text))
 
 
 def strip_tags(text: str) -> str:

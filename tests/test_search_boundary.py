@@ -24,9 +24,9 @@ from mmsearch_env.search import (
     TextSearchRequest,
     acall_search,
     call_search,
-    clean_text,
     sanitize_response,
 )
+from mmsearch_env.text import valid_unicode
 
 IMG = "<reason>I do not know this flag.</reason><search><img></search>"
 TXT = "<reason>I need the capital.</reason><text_search>capital of Arvenia</text_search>"
@@ -156,7 +156,7 @@ def test_env_turns_every_case_into_a_tool_error_or_clipped_results(make, expecte
             assert "search_error" not in info
         text = json.dumps(obs["messages"][-1]["content"], default=str, ensure_ascii=False)
         text.encode("utf-8")
-    record = env.unwrapped.episode_record()
+    record = env.unwrapped.episode_record().to_dict()
     json.dumps(record, allow_nan=False, ensure_ascii=False).encode("utf-8")
     searches = record["searches"]
     assert [s["tool"] for s in searches] == ["image_search", "text_search"]
@@ -166,8 +166,8 @@ def test_env_turns_every_case_into_a_tool_error_or_clipped_results(make, expecte
 
 
 def test_sanitize_response_and_clean_text_directly():
-    assert clean_text("plain") == "plain" and clean_text("a\ud83d") == "a\ufffd"
-    assert clean_text("\ud83d\ude00") == "\U0001f600"  # a pair spelled as two code points is joined
+    assert valid_unicode("plain") == "plain" and valid_unicode("a\ud83d") == "a\ufffd"
+    assert valid_unicode("\ud83d\ude00") == "\U0001f600"  # a pair spelled as two code points is joined
     got = sanitize_response("text_search", SearchResponse("text_search", [result()], cost_usd=1))
     assert got.ok and isinstance(got.results, tuple) and got.cost_usd == 1.0 and isinstance(got.cost_usd, float)
     # a failure keeps a valid cost (a paid call that failed was still paid for)

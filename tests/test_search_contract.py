@@ -77,14 +77,14 @@ def test_wrapped_in_a_cache_a_replay_hits_and_never_calls_the_backend(tmp_path):
     env = gym.make("MMSearch-v0", dataset="sample", search=CachedSearch(backend, path))
     env.reset(seed=0, options=ARVENIA)
     first, *_ = env.step(TXT)
-    assert backend.calls == 1 and not env.unwrapped.episode_record()["searches"][0]["cached"]
+    assert backend.calls == 1 and not env.unwrapped.episode_record().to_dict()["searches"][0]["cached"]
     env.close()
 
     replay = CachedSearch(None, path, mode="replay", backend_name="almanac")
     env = gym.make("MMSearch-v0", dataset="sample", search=replay)
     env.reset(seed=0, options=ARVENIA)
     again, *_ = env.step(TXT)
-    search = env.unwrapped.episode_record()["searches"][0]
+    search = env.unwrapped.episode_record().to_dict()["searches"][0]
     assert search["cached"] and search["cost_usd"] == 0.0 and backend.calls == 1
     assert tool_text(again) == tool_text(first) and replay.stats.hits == 1
     env.close()

@@ -21,7 +21,6 @@ from mmsearch_env.search.base import (
     TextSearchRequest,
     ToolName,
     as_backend,
-    clean_text,
 )
 from mmsearch_env.search.cache import CachedSearch
 from mmsearch_env.search.calls import acall_search, call_search, sanitize_response
@@ -53,7 +52,6 @@ __all__ = [
     "acall_search",
     "as_backend",
     "call_search",
-    "clean_text",
     "load_pages",
     "make_search",
     "sanitize_response",

@@ -25,7 +25,7 @@ Failures are values: a backend reports a failure by returning ``SearchResponse(e
 :func:`~mmsearch_env.search.calls.call_search` / :func:`~mmsearch_env.search.calls.acall_search` turn
 anything else that goes wrong — an exception, a timeout, a malformed return — into such a response.
 Every response passes :func:`~mmsearch_env.search.calls.sanitize_response` on the way out: at most
-:data:`MAX_RESULTS` results, only ``str`` text without lone surrogates (:func:`clean_text`), a finite cost.
+:data:`MAX_RESULTS` results, only ``str`` text without lone surrogates (:func:`valid_unicode`), a finite cost.
 """
 
 from __future__ import annotations
@@ -38,6 +38,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from PIL import Image
+
+from mmsearch_env.text import valid_unicode
 
 __all__ = [
     "MAX_RESULTS",
@@ -52,7 +54,6 @@ __all__ = [
     "TextSearchRequest",
     "ToolName",
     "as_backend",
-    "clean_text",
     "is_cost",
     "run_coroutine",
     "safe_text",
@@ -285,7 +286,7 @@ class _DuckTyped(SearchBackendBase):
 
     def __init__(self, obj: Any) -> None:
         self.obj = obj
-        self.name = clean_text(safe_text(lambda: str(getattr(obj, "name", type(obj).__name__))))
+        self.name = valid_unicode(safe_text(lambda: str(getattr(obj, "name", type(obj).__name__))))
         price = getattr(obj, "price_per_call", 0.0)
         self.price_per_call = float(price) if is_cost(price) else 0.0
         options = getattr(obj, "cache_options", None)
@@ -357,21 +358,6 @@ def as_backend(obj: Any) -> SearchBackendBase:
 
 
 # -- text and numbers from foreign objects --------------------------------------------------------------
-
-
-def clean_text(text: str) -> str:
-    """``text`` as valid Unicode: lone surrogates (``"\\ud83d"``, unencodable as UTF-8) become U+FFFD.
-
-    A surrogate *pair* written as two code points is joined into the character it spells.
-
-    >>> clean_text("ok \\ud83d"), clean_text("\\ud83d\\ude00") == "\\U0001f600"
-    ('ok \\ufffd', True)
-    """
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
-    return text
 
 
 def safe_text(make: Callable[[], str], fallback: str = "<unprintable>") -> str:

@@ -23,11 +23,11 @@ from mmsearch_env.search.base import (
     SearchResult,
     TextSearchRequest,
     ToolName,
-    clean_text,
     is_cost,
     run_coroutine,
     safe_text,
 )
+from mmsearch_env.text import valid_unicode
 
 __all__ = ["acall_search", "call_search", "sanitize_response"]
 
@@ -48,8 +48,8 @@ def _result_problem(index: int, result: Any) -> str | None:
 
 
 def _clean_result(result: SearchResult) -> SearchResult:
-    summary = None if result.summary is None else clean_text(result.summary)
-    return SearchResult(clean_text(result.title), clean_text(result.url), result.thumbnail, summary)
+    summary = None if result.summary is None else valid_unicode(result.summary)
+    return SearchResult(valid_unicode(result.title), valid_unicode(result.url), result.thumbnail, summary)
 
 
 def sanitize_response(tool: ToolName, response: Any, *, backend_name: str = "backend") -> SearchResponse:
@@ -60,7 +60,7 @@ def sanitize_response(tool: ToolName, response: Any, *, backend_name: str = "bac
       PIL image/``None``, an ``error`` that is not ``str``/``None``, a ``cost_usd`` that is not a finite
       number ``>= 0`` → an error response naming the problem (the cost is kept when it is valid);
     * more than :data:`MAX_RESULTS` results → the first :data:`MAX_RESULTS`;
-    * lone surrogates in any text → U+FFFD (:func:`clean_text`);
+    * lone surrogates in any text → U+FFFD (:func:`valid_unicode`);
     * an error response carries no results.
 
     ``latency_s`` is kept; never raises.
@@ -98,7 +98,7 @@ def _sanitize(tool: ToolName, response: Any, backend_name: str) -> SearchRespons
             tool, error=f"backend returned a malformed SearchResponse ({problem})", latency_s=latency, cost_usd=cost
         )
     if error is not None:
-        return SearchResponse(tool, error=clean_text(error), latency_s=latency, cost_usd=cost)
+        return SearchResponse(tool, error=valid_unicode(error), latency_s=latency, cost_usd=cost)
     return SearchResponse(
         tool,
         tuple(_clean_result(r) for r in results[:MAX_RESULTS]),
@@ -109,7 +109,7 @@ def _sanitize(tool: ToolName, response: Any, backend_name: str) -> SearchRespons
 
 
 def _backend_name(backend: Any) -> str:
-    return clean_text(safe_text(lambda: str(getattr(backend, "name", None) or type(backend).__name__)))
+    return valid_unicode(safe_text(lambda: str(getattr(backend, "name", None) or type(backend).__name__)))
 
 
 def _method(backend: Any, tool: ToolName, asynchronous: bool) -> Any:
@@ -135,7 +135,7 @@ def _with_latency(response: SearchResponse, started: float) -> SearchResponse:
 
 def _failure(tool: ToolName, exc: BaseException, started: float) -> SearchResponse:
     message = safe_text(lambda: str(exc), "<the exception's message could not be read>") or "no message"
-    error = clean_text(f"{type(exc).__name__}: {message}")
+    error = valid_unicode(f"{type(exc).__name__}: {message}")
     return _with_latency(SearchResponse(tool, error=error), started)
 
 
