@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from gymnasium.envs.registration import register, registry
 
+from mmsearch_env.config import EnvConfig
 from mmsearch_env.data import Example, load_dataset
 from mmsearch_env.env import MMSearchEnv
 from mmsearch_env.errors import (
@@ -23,6 +24,7 @@ from mmsearch_env.errors import (
     SearchBackendError,
 )
 from mmsearch_env.protocol import Action, get_protocol
+from mmsearch_env.records import EpisodeRecord
 from mmsearch_env.reward import RewardBreakdown, normalize_answer, score_trajectory
 from mmsearch_env.wrappers import StructuredActions
 
@@ -32,6 +34,8 @@ __all__ = [
     "Action",
     "ConfigError",
     "DatasetError",
+    "EnvConfig",
+    "EpisodeRecord",
     "Example",
     "InvalidActionError",
     "MMSearchEnv",
