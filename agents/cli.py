@@ -77,7 +77,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 # -- eval ----------------------------------------------------------------------------------------------
 def _eval(args: argparse.Namespace) -> int:
-    config = env_config_from_args(args, split="test")
+    config = env_config_from_args(args)
     report = evaluate(
         args.policy,
         split=config.split,
@@ -98,7 +98,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 # -- curate --------------------------------------------------------------------------------------------
 def _curate(args: argparse.Namespace) -> int:
-    config = env_config_from_args(args, split="train")
+    config = env_config_from_args(args)
     result = curate(
         args.policy,
         split=config.split,
@@ -168,7 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--no-plot", action="store_true", help="do not write the PNG plot")
     ev.add_argument("--quiet", action="store_true", help="no progress bars")
-    add_env_arguments(ev)  # --split defaults to test here (the command's own default)
+    # Evaluation's own default split is test; every other setting is the environment's default.
+    ev.add_argument("--split", dest="env_split", default="test", help="dataset split, or 'all' (default: test)")
+    add_env_arguments(ev, skip=("split",))
     ev.set_defaults(func=_eval)
 
     cu = sub.add_parser("curate", help="label questions search-free / search-required and write a balanced subset")
@@ -187,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--temperature", type=float, default=1.0, help="sampling temperature of hf:/openai: policies (default: 1.0)"
     )
     cu.add_argument("--quiet", action="store_true", help="no progress bars")
-    add_env_arguments(cu)  # --split defaults to train here; --search is the search-enabled pass's backend
+    add_env_arguments(cu)  # --search is the search-enabled pass's backend; the other pass has none
     cu.set_defaults(func=_curate)
 
     view = sub.add_parser("view", help="write a self-contained HTML viewer for a trajectory JSONL file")

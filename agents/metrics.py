@@ -291,9 +291,9 @@ def failure_counts(episodes: Iterable[Episode]) -> dict[str, int]:
 def training_metrics(episodes: Iterable[Episode]) -> dict[str, float]:
     """Per-batch means for a trainer's log (each under ``mmsearch/<name>`` in the GRPO logs).
 
-    ``accuracy``, ``format``, ``reward``, ``search_ratio`` (episodes that searched),
-    ``image_search_ratio`` / ``text_search_ratio`` (episodes that ran that search), ``searches``,
-    ``tool_failures`` and ``turns`` per episode. Empty input gives ``{}``.
+    ``accuracy``, ``format``, ``search_ratio`` (episodes that searched), ``image_search_ratio`` /
+    ``text_search_ratio`` (episodes that ran that search), ``searches``, ``tool_failures`` and
+    ``turns`` per episode (the trainer logs the reward itself). Empty input gives ``{}``.
 
     >>> breakdown = RewardBreakdown(0.91, 1.0, 1.0, 0.9, "Paris", 1, 0, "IA")
     >>> training_metrics([Outcome.from_reward(breakdown, {"turn": 2, "search_failures": 0})])["search_ratio"]
@@ -307,7 +307,6 @@ def training_metrics(episodes: Iterable[Episode]) -> dict[str, float]:
     return {
         "accuracy": summary.accuracy,
         "format": summary.format_rate,
-        "reward": summary.mean_reward,
         "search_ratio": summary.search_ratio_episodes,
         "image_search_ratio": sum(o.image_searches > 0 for o in outcomes) / n,
         "text_search_ratio": sum(o.text_searches > 0 for o in outcomes) / n,

@@ -1,8 +1,8 @@
 """Run policies over MMSearch-v0 episodes: many at once, streamed to disk, resumable.
 
-:func:`rollout` is the engine the evaluation harness uses. It keeps a pool of ``concurrency`` environment
-copies (one ``gym.make`` per slot; the dataset and the search backend object are built once and
-shared, so a large corpus is indexed once), and
+:func:`rollout` is the engine the evaluation harness and curation use. It runs on a pool of
+``concurrency`` environment copies (:func:`agents.pool.make_env_pool`: the dataset and the search
+backend are built once and shared, so a large corpus is indexed once; or your own ``envs=``), and
 
 * calls the policy with **one batch of every episode waiting for a turn** (a policy call waits for
   stragglers at most ``batch_wait_s``, and never longer than recent policy calls took; policy calls
@@ -15,7 +15,7 @@ shared, so a large corpus is indexed once), and
   output file skips the ``(policy, split, index)`` episodes already written (when the line's
   ``example_id`` still matches that index's question), so an interrupted run loses
   no finished episode;
-* shows a progress bar with live accuracy and search ratio.
+* shows a progress bar with live accuracy and search ratio (:class:`agents.metrics.RunningMetrics`).
 
 Trajectory record (what the HTML viewer, the evaluator and curation read; see :func:`read_trajectories`):
 an :class:`~mmsearch_env.records.EpisodeRecord` from ``env.unwrapped.episode_record()`` with the
@@ -23,7 +23,8 @@ rollout's fields set: ``policy`` (name), ``index`` (dataset index), ``split``, `
 (terminal info, JSON values only), ``image`` (``"<sha256>.png"``, the question image), ``usage``
 (``{"prompt_tokens", "completion_tokens"}`` summed over the episode's turns, or ``None`` when the policy
 does not report usage), ``latency_s`` (wall time of the episode); every search result gets
-``thumbnail``: ``"<sha256>.png"`` or ``None``. One record is one JSON line (:meth:`EpisodeRecord.to_json`).
+``thumbnail``: ``"<sha256>.png"`` or ``None``. One record is one JSON line (:meth:`EpisodeRecord.to_json`;
+files: :mod:`agents.trajectories`).
 
 The policy gets the env's own ``info``, whose ``can_image_search`` / ``can_text_search`` say which
 searches the turn being written may make, so workflow policies respect a run with search disabled.

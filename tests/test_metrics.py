@@ -157,7 +157,6 @@ def test_training_metrics_from_reward_breakdowns():
         {
             "accuracy": 0.5,
             "format": 0.75,
-            "reward": (0.91 + 0.1 + 0.0 + 1.0) / 4,
             "search_ratio": 0.5,
             "image_search_ratio": 0.25,
             "text_search_ratio": 0.25,
