@@ -75,7 +75,7 @@ class EnvPool(Sequence[gym.Env]):
 
     def _derive(self, config: EnvConfig, size: int | None) -> EnvPool:
         size = len(self) if size is None else _check_size(size)
-        return EnvPool([gym.make("MMSearch-v0", config=config) for _ in range(size)], config)
+        return EnvPool(_make_envs(config, size), config)
 
     def close(self) -> None:
         for env in reversed(self._envs):  # the first env, owner of a backend it built, closes last
@@ -86,6 +86,19 @@ class EnvPool(Sequence[gym.Env]):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _make_envs(config: EnvConfig, count: int, built: list[gym.Env] | None = None) -> list[gym.Env]:
+    """``built`` plus ``count`` new envs; when one fails to build, the ones built are closed (last first)."""
+    envs = list(built or [])
+    try:
+        for _ in range(count):
+            envs.append(gym.make("MMSearch-v0", config=config))
+    except BaseException:
+        for env in reversed(envs):
+            env.close()
+        raise
+    return envs
 
 
 def _check_size(size: Any) -> int:
@@ -106,5 +119,9 @@ def make_env_pool(config: EnvConfig | Mapping[str, Any] | None = None, size: int
     config = EnvConfig.coerce(config)
     first = gym.make("MMSearch-v0", config=config)
     base = first.unwrapped
-    shared = config.replace(dataset=base.examples, search=base.search, search_options=None)
-    return EnvPool([first] + [gym.make("MMSearch-v0", config=shared) for _ in range(size - 1)], shared)
+    try:
+        shared = config.replace(dataset=base.examples, search=base.search, search_options=None)
+    except BaseException:
+        first.close()
+        raise
+    return EnvPool(_make_envs(shared, size - 1, [first]), shared)

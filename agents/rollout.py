@@ -69,6 +69,7 @@ __all__ = [
     "TextPolicy",
     "TrajectoryWriter",
     "arollout",
+    "env_config_argument",
     "make_env_pool",
     "read_trajectories",
     "rollout",
