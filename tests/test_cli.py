@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import configparser
 import json
+import os
 import subprocess
 import sys
 import types
@@ -76,9 +77,6 @@ def test_bad_arguments_exit_with_usage():
 
 
 def test_quickstart_example_runs():
-    import os
-    from pathlib import Path
-
     root = Path(__file__).resolve().parents[1]
     script = root / "examples" / "quickstart.py"
     env = {**os.environ, "PYTHONPATH": str(root)}  # this checkout's package, not an installed one
@@ -151,3 +149,15 @@ def test_the_console_script_is_agents_cli():
     config.read(Path(__file__).resolve().parents[1] / "setup.cfg")
     scripts = config["options.entry_points"]["console_scripts"].split()
     assert scripts == ["mmsearch", "=", "agents.cli:main"]
+
+
+def test_the_command_line_imports_no_heavy_dependency():
+    code = (
+        "import sys, agents.cli; "
+        "print(sorted(m for m in ('fastapi', 'uvicorn', 'redis', 'torch', 'transformers', 'matplotlib') "
+        "if m in sys.modules))"
+    )
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    assert out.stdout.strip() == "[]"  # `mmsearch --help` stays fast; optional extras load on use
