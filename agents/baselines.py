@@ -9,7 +9,7 @@ A model-free "direct answer" has read nothing and answers ``"unknown"``: the flo
 
 Every policy writes turns through the environment's protocol (``get_protocol(...).format_action``),
 so they work with ``protocol="tags"`` and ``"tool_calls"`` alike, and respect the limits the rollout
-engine adds to ``info`` (``can_image_search`` / ``can_text_search``): with search disabled they answer.
+env puts in ``info`` (``can_image_search`` / ``can_text_search``): with search disabled they answer.
 """
 
 from __future__ import annotations

@@ -38,7 +38,6 @@ use); ``oracle``, ``direct`` and ``rag`` are deterministic (``K`` identical roll
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
@@ -51,21 +50,26 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-import gymnasium as gym
-
-import mmsearch_env  # noqa: F401  (registers MMSearch-v0)
+from agents.evaluate import resolve_policy
+from agents.metrics import Episode, outcome
+from agents.pool import make_env_pool
+from agents.rollout import env_config_argument, rollout
+from mmsearch_env.config import EnvConfig
 from mmsearch_env.data import Example
+from mmsearch_env.data.loaders import write_parquet
 from mmsearch_env.data.schema import image_source
 from mmsearch_env.errors import ConfigError, DatasetError
+from mmsearch_env.records import EpisodeRecord
 
 __all__ = [
     "LABELS",
     "SEARCH_TYPES",
+    "SHORTFALL",
     "CurationResult",
-    "add_curate_subparser",
     "balance",
     "curate",
     "label_question",
+    "report_markdown",
 ]
 
 logger = logging.getLogger(__name__)
@@ -75,17 +79,21 @@ SEARCH_TYPES = ("none", "image", "text", "image+text", "unknown")
 SHORTFALL = ("shrink", "keep-all")
 
 
-def _kind(info: Mapping[str, Any]) -> str:
-    image, text = info.get("image_searches", 0) > 0, info.get("text_searches", 0) > 0
+def _kind(episode: Episode) -> str:
+    o = outcome(episode)
+    image, text = o.image_searches > 0, o.text_searches > 0
     return {(False, False): "none", (True, False): "image", (False, True): "text", (True, True): "image+text"}[
         (image, text)
     ]
 
 
-def label_question(no_search: Sequence[Mapping[str, Any]], search: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Label one question from the terminal ``info`` of its search-disabled and search-enabled rollouts."""
-    free_ok = sum(bool(i.get("correct")) for i in no_search)
-    kinds = Counter(_kind(i) for i in search if i.get("correct"))
+def label_question(no_search: Sequence[Episode], search: Sequence[Episode]) -> dict[str, Any]:
+    """Label one question from its search-disabled and search-enabled rollouts.
+
+    Each rollout is an :class:`~mmsearch_env.records.EpisodeRecord` (or an :class:`agents.metrics.Outcome`).
+    """
+    free_ok = sum(outcome(e).correct for e in no_search)
+    kinds = Counter(_kind(e) for e in search if outcome(e).correct)
     search_ok = sum(kinds.values())
     if free_ok:
         label, stype = "search_free", "none"
@@ -206,8 +214,6 @@ class CurationResult:
 def _policy_for_rollout(spec: Any, k: int, resolved: Any, examples: Sequence[Any], protocol: Any) -> Any:
     """Rollout ``k``'s policy: ``random[:S]`` gets seed ``S + k``; anything else is the one resolved object."""
     if isinstance(spec, str) and spec.partition(":")[0] == "random":
-        from agents.evaluate import resolve_policy
-
         seed = spec.partition(":")[2] or "0"
         if not seed.isdigit():
             raise ConfigError(f"policy {spec!r}: the seed after 'random:' must be an integer, e.g. 'random:3'")
@@ -223,7 +229,7 @@ def curate(
     out: str | os.PathLike[str],
     rollouts: int = 8,
     ratio: float = 0.68,
-    env_kwargs: Mapping[str, Any] | None = None,
+    env_config: EnvConfig | Mapping[str, Any] | None = None,
     concurrency: int = 16,
     seed: int = 0,
     on_shortfall: str = "shrink",
@@ -232,69 +238,60 @@ def curate(
     temperature: float | None = 1.0,
     plot: bool = True,
     progress: bool = True,
+    env_kwargs: Mapping[str, Any] | None = None,
 ) -> CurationResult:
     """Label ``dataset`` by search need with ``policy`` and write a balanced subset (see the module docstring).
 
     Args:
         policy: a policy object or spec (:func:`agents.evaluate.resolve_policy`).
-        dataset: ``gym.make`` ``dataset`` (``None``: the environment's default).
-        split: dataset split (``None``: all).
+        dataset: the questions (``gym.make``'s ``dataset``); ``None``: ``env_config``'s (by default the
+            embedded data).
+        split: dataset split (``None``: all); it overrides ``env_config``'s.
         out: output folder; rerun with the same folder to resume the rollouts.
         rollouts: ``K``, rollouts per question per pass.
         ratio: search-required share of the subset.
-        env_kwargs: other ``gym.make`` arguments (``search``, ``protocol``, limits, ...).
+        env_config: every other environment setting of the search-enabled pass (``search``,
+            ``protocol``, limits, ...): an :class:`~mmsearch_env.config.EnvConfig` or a dict of ``gym.make``
+            arguments. The search-disabled pass uses :meth:`EnvConfig.search_disabled` of it.
         concurrency: episodes in flight per pass.
         seed: seeds the subset sampling, and the sampling of a model policy given as a spec string
             that takes a seed (``hf:PATH``: the labels then repeat from run to run).
         on_shortfall: ``"shrink"`` (keep the ratio) or ``"keep-all"``.
         max_size: cap on the subset size (the ratio kept).
         limit: only the first ``limit`` questions.
-        temperature: sampling temperature set on a model policy given as a spec string (``None``: leave it).
+        temperature: sampling temperature of a model policy given as a spec string (``None``: its default).
+        env_kwargs: the older name of ``env_config`` (deprecated).
     """
-    from agents.evaluate import resolve_policy, search_disabled_kwargs
-    from agents.rollout import rollout
-    from mmsearch_env.data.loaders import write_parquet
-
     if isinstance(rollouts, bool) or not isinstance(rollouts, int) or rollouts < 1:
         raise ConfigError(f"rollouts must be an int >= 1, got {rollouts!r}")
     if not 0 < ratio < 1:
         raise ConfigError(f"ratio must be the search-required share, strictly between 0 and 1, got {ratio!r}")
     if on_shortfall not in SHORTFALL:
         raise ConfigError(f"on_shortfall must be one of {SHORTFALL}, got {on_shortfall!r}")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ConfigError(f"limit must be a positive number of questions, got {limit!r}")
+    config = env_config_argument(env_config, env_kwargs)
+    config = config.replace(split=split, **({} if dataset is None else {"dataset": dataset}))
     out_dir = Path(out)
     (out_dir / "rollouts").mkdir(parents=True, exist_ok=True)
-    kwargs = dict(env_kwargs or {})
-    if dataset is not None:
-        kwargs["dataset"] = dataset
-    kwargs["split"] = split
-    probe = gym.make("MMSearch-v0", **kwargs)
-    base = probe.unwrapped
-    examples: list[Example] = list(base.examples)
-    shared = {k: v for k, v in kwargs.items() if k not in ("dataset", "search", "search_options")}
-    shared.update(dataset=examples, search=base.search)
-    indices = list(range(len(examples) if limit is None else min(limit, len(examples))))
-    if not indices:
-        probe.close()
-        raise ConfigError(f"limit must be a positive number of questions, got {limit!r}")
-    resolved = resolve_policy(policy, examples=examples, protocol=base.protocol)
-    if isinstance(policy, str) and temperature is not None and hasattr(resolved, "temperature"):
-        if temperature < 0:
-            probe.close()
-            raise ConfigError(f"temperature must be >= 0, got {temperature!r}")
-        resolved.temperature = float(temperature)  # sampled rollouts: K greedy ones would all be the same
-    if isinstance(policy, str) and getattr(resolved, "seed", False) is None:
-        resolved.seed = seed  # a local model's samples then repeat, however its episodes are batched
-    infos: dict[str, dict[int, list[dict[str, Any]]]] = {"no_search": defaultdict(list), "search": defaultdict(list)}
+    runs: dict[str, dict[int, list[EpisodeRecord]]] = {"no_search": defaultdict(list), "search": defaultdict(list)}
     names = set()
-    try:
+    # Both passes share one dataset and (the search pass) one backend, built once and closed once.
+    with make_env_pool(config, concurrency) as pool, pool.search_disabled() as off:
+        examples: Sequence[Example] = pool.examples
+        indices = list(range(len(examples)))[:limit]
+        protocol = pool[0].unwrapped.protocol
+        # Sampled rollouts (temperature): K greedy ones would all be the same. Seeded: a local model's
+        # samples then repeat, however its episodes are batched.
+        resolved = resolve_policy(policy, examples=examples, protocol=protocol, temperature=temperature, seed=seed)
         for k in range(rollouts):
-            agent = _policy_for_rollout(policy, k, resolved, examples, base.protocol)
+            agent = _policy_for_rollout(policy, k, resolved, examples, protocol)
             names.add(agent.name)
-            for mode, env_args in (("no_search", search_disabled_kwargs(shared)), ("search", shared)):
+            for mode, envs in (("no_search", off), ("search", pool)):
                 result = rollout(
                     agent,
                     indices,
-                    env_kwargs=env_args,
+                    envs=envs,
                     out=out_dir / "rollouts" / f"{mode}.r{k}.jsonl",
                     split=split,
                     concurrency=concurrency,
@@ -302,14 +299,12 @@ def curate(
                     desc=f"{agent.name} {mode.replace('_', ' ')} {k + 1}/{rollouts}",
                 )
                 for record in result.records:
-                    infos[mode][record["index"]].append(record["info"])
-    finally:
-        probe.close()
+                    runs[mode][record.index].append(record)
 
     labels = []
     for index in indices:
         example = examples[index]
-        row = label_question(infos["no_search"][index], infos["search"][index])
+        row = label_question(runs["no_search"][index], runs["search"][index])
         labels.append(
             {
                 "index": index,
@@ -331,7 +326,13 @@ def curate(
         max_size=max_size,
     )
     report = _report(
-        labels, selected, selection, by_index, policy_names=sorted(names), config=kwargs, rollouts=rollouts
+        labels,
+        selected,
+        selection,
+        by_index,
+        policy_names=sorted(names),
+        config={"dataset": config.dataset, "split": split},
+        rollouts=rollouts,
     )
     paths = {}
     with (out_dir / "labels.jsonl").open("w", encoding="utf-8") as handle:
@@ -527,55 +528,3 @@ def plot_label_counts(report: Mapping[str, Any], path: str | os.PathLike[str]) -
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
-
-
-# -- command line ------------------------------------------------------------------------------------------
-def add_curate_subparser(sub: Any) -> None:
-    """Add the ``curate`` subcommand to the ``mmsearch`` parser."""
-    p = sub.add_parser("curate", help="label questions search-free / search-required and write a balanced subset")
-    p.add_argument(
-        "--policy", required=True, help="hf:PATH[@ADAPTER] | openai:MODEL@BASE_URL | random[:SEED] | oracle | ..."
-    )
-    p.add_argument("--dataset", default=None, help="built-in name, .parquet/.jsonl path, folder or hf:NAME")
-    p.add_argument("--split", default="train", help="dataset split, or 'all' (default: train)")
-    p.add_argument("--rollouts", type=int, default=8, help="K rollouts per question per pass (default: 8)")
-    p.add_argument("--ratio", type=float, default=0.68, help="search-required share of the subset (default: 0.68)")
-    p.add_argument("--out", default="curate_out", help="output folder; rerun with the same folder to resume")
-    p.add_argument("--concurrency", type=int, default=16, help="episodes in flight at once (default: 16)")
-    p.add_argument("--on-shortfall", choices=SHORTFALL, default="shrink", help="keep the ratio, or keep all")
-    p.add_argument("--max-size", type=int, default=None, help="at most this many questions in the subset")
-    p.add_argument("--limit", type=int, default=None, help="only the first N questions")
-    p.add_argument("--seed", type=int, default=0, help="seed of the subset sampling and of an hf: policy's sampling")
-    p.add_argument(
-        "--temperature", type=float, default=1.0, help="sampling temperature of hf:/openai: policies (default: 1.0)"
-    )
-    p.add_argument("--protocol", default="tags", choices=["tags", "tool_calls"])
-    p.add_argument("--search", default=None, help="search backend for the search-enabled pass (env default)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=_curate_command)
-
-
-def _curate_command(args: argparse.Namespace) -> int:
-    env_kwargs: dict[str, Any] = {"protocol": args.protocol}
-    if args.search is not None:
-        env_kwargs["search"] = args.search
-    result = curate(
-        args.policy,
-        dataset=args.dataset,
-        split=None if args.split == "all" else args.split,
-        out=args.out,
-        rollouts=args.rollouts,
-        ratio=args.ratio,
-        env_kwargs=env_kwargs,
-        concurrency=args.concurrency,
-        seed=args.seed,
-        on_shortfall=args.on_shortfall,
-        max_size=args.max_size,
-        limit=args.limit,
-        temperature=args.temperature,
-        progress=not args.quiet,
-    )
-    print(report_markdown(result.report))
-    for key, path in result.paths.items():
-        print(f"{key}: {path}")
-    return 0

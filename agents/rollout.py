@@ -1,8 +1,8 @@
 """Run policies over MMSearch-v0 episodes: many at once, streamed to disk, resumable.
 
-:func:`rollout` is the engine the evaluation harness uses. It keeps a pool of ``concurrency`` environment
-copies (one ``gym.make`` per slot; the dataset and the search backend object are built once and
-shared, so a large corpus is indexed once), and
+:func:`rollout` is the engine the evaluation harness and curation use. It runs on a pool of
+``concurrency`` environment copies (:func:`agents.pool.make_env_pool`: the dataset and the search
+backend are built once and shared, so a large corpus is indexed once; or your own ``envs=``), and
 
 * calls the policy with **one batch of every episode waiting for a turn** (a policy call waits for
   stragglers at most ``batch_wait_s``, and never longer than recent policy calls took; policy calls
@@ -15,14 +15,16 @@ shared, so a large corpus is indexed once), and
   output file skips the ``(policy, split, index)`` episodes already written (when the line's
   ``example_id`` still matches that index's question), so an interrupted run loses
   no finished episode;
-* shows a progress bar with live accuracy and search ratio.
+* shows a progress bar with live accuracy and search ratio (:class:`agents.metrics.RunningMetrics`).
 
-Trajectory line (what the HTML viewer and the evaluator read; see :func:`read_trajectories`):
-``env.unwrapped.episode_record()`` plus ``policy`` (name), ``index`` (dataset index), ``split``,
-``reward`` (float), ``info`` (terminal info, JSON values only), ``image`` (``"<sha256>.png"``, the
-question image), ``usage`` (``{"prompt_tokens", "completion_tokens"}`` summed over the episode's turns, or
-``None`` when the policy does not report usage), ``latency_s`` (wall time of the episode); every search
-result gets ``thumbnail``: ``"<sha256>.png"`` or ``None``.
+Trajectory record (what the HTML viewer, the evaluator and curation read; see :func:`read_trajectories`):
+an :class:`~mmsearch_env.records.EpisodeRecord` from ``env.unwrapped.episode_record()`` with the
+rollout's fields set: ``policy`` (name), ``index`` (dataset index), ``split``, ``reward``, ``info``
+(terminal info, JSON values only), ``image`` (``"<sha256>.png"``, the question image), ``usage``
+(``{"prompt_tokens", "completion_tokens"}`` summed over the episode's turns, or ``None`` when the policy
+does not report usage), ``latency_s`` (wall time of the episode); every search result gets
+``thumbnail``: ``"<sha256>.png"`` or ``None``. One record is one JSON line (:meth:`EpisodeRecord.to_json`;
+files: :mod:`agents.trajectories`).
 
 The policy gets the env's own ``info``, whose ``can_image_search`` / ``can_text_search`` say which
 searches the turn being written may make, so workflow policies respect a run with search disabled.
@@ -37,9 +39,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import hashlib
-import io
-import json
 import logging
 import os
 import threading
@@ -55,16 +54,22 @@ import gymnasium as gym
 from tqdm.auto import tqdm
 
 import mmsearch_env  # noqa: F401  (registers MMSearch-v0)
-from mmsearch_env.errors import ConfigError, DatasetError
-from mmsearch_env.records import jsonable, upgrade_layout
+from agents.metrics import EpisodeSummary, Outcome, RunningMetrics, summarize
+from agents.pool import EnvPool, make_env_pool
+from agents.trajectories import TrajectoryWriter, build_record, read_trajectories
+from mmsearch_env.config import EnvConfig
+from mmsearch_env.errors import ConfigError
+from mmsearch_env.records import EpisodeRecord
 from mmsearch_env.search import SearchBackendBase
 
 __all__ = [
+    "EnvPool",
     "EpisodeSummary",
     "RolloutResult",
     "TextPolicy",
     "TrajectoryWriter",
     "arollout",
+    "env_config_argument",
     "make_env_pool",
     "read_trajectories",
     "rollout",
@@ -73,9 +78,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-#: Long side, in pixels, of the search-result thumbnails saved next to a trajectory file.
-THUMBNAIL_SAVE_SIZE = 256
 
 
 class TextPolicy(Protocol):
@@ -96,10 +98,12 @@ def run_episodes(
 ) -> list[dict[str, Any]]:
     """One episode per dataset index, one after the other; returns each episode's terminal ``info``.
 
-    The progress bar shows live accuracy and search ratio. For many episodes use :func:`rollout`.
+    The progress bar shows live accuracy and search ratio; :func:`agents.metrics.summarize` reads the
+    returned infos. For many episodes, or for full trajectory records, use :func:`rollout`.
     """
     indices = list(indices)
     finals: list[dict[str, Any]] = []
+    live = RunningMetrics()
     bar = tqdm(indices, desc=policy.name, disable=not progress, leave=False)
     for index in bar:
         observation, info = env.reset(options={"index": index})
@@ -109,190 +113,12 @@ def run_episodes(
             if terminated or truncated:
                 break
         finals.append(info)
-        partial = summarize(finals, env.unwrapped.max_searches_per_episode)
-        bar.set_postfix(acc=f"{partial.accuracy:.2f}", search=f"{partial.search_ratio_episodes:.2f}", refresh=False)
+        live.update(Outcome.from_info(info))
+        bar.set_postfix(live.postfix(), refresh=False)
     return finals
 
 
-@dataclass(frozen=True)
-class EpisodeSummary:
-    """Aggregates over finished episodes.
-
-    Attributes:
-        search_ratio_episodes: share of episodes that made at least one search (paper, def. 1).
-        search_ratio_calls: searches made over the most an episode may make, summed (paper, def. 2).
-    """
-
-    episodes: int
-    accuracy: float
-    mean_reward: float
-    format_rate: float
-    search_ratio_episodes: float
-    search_ratio_calls: float
-    image_searches: int
-    text_searches: int
-    search_failures: int
-
-    def as_row(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-
-def summarize(finals: Sequence[Mapping[str, Any]], max_searches_per_episode: int) -> EpisodeSummary:
-    """Summarise terminal infos (as returned by :func:`run_episodes`, or ``record["info"]``)."""
-    n = len(finals)
-    if n == 0:
-        return EpisodeSummary(0, 0.0, 0.0, 0.0, 0.0, 0.0, 0, 0, 0)
-    searches = [f["image_searches"] + f["text_searches"] for f in finals]
-    return EpisodeSummary(
-        episodes=n,
-        accuracy=sum(bool(f["correct"]) for f in finals) / n,
-        mean_reward=sum(f["reward_parts"]["reward"] for f in finals) / n,
-        format_rate=sum(bool(f["format_ok"]) for f in finals) / n,
-        search_ratio_episodes=sum(s > 0 for s in searches) / n,
-        search_ratio_calls=sum(searches) / (n * max_searches_per_episode) if max_searches_per_episode else 0.0,
-        image_searches=sum(f["image_searches"] for f in finals),
-        text_searches=sum(f["text_searches"] for f in finals),
-        search_failures=sum(f["search_failures"] for f in finals),
-    )
-
-
-# -- trajectory files ----------------------------------------------------------------------------------
-class TrajectoryWriter:
-    """Appends trajectory lines to ``path`` and saves images by content hash in ``path.parent / "images"``.
-
-    Thread-safe. Each line is written with one ``write`` call, flushed and fsync'ed, so a crash leaves
-    at most one truncated last line, which :func:`read_trajectories` drops with a warning.
-    """
-
-    def __init__(self, path: str | os.PathLike[str]):
-        self.path = Path(path)
-        self.images_dir = self.path.parent / "images"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.images_dir.mkdir(exist_ok=True)
-        self._lock = threading.Lock()
-        _repair_tail(self.path)
-
-    def save_image(self, image: Any, *, max_size: int | None = None) -> str | None:
-        """Save a PIL image as ``images/<sha256>.png`` (once) and return that file name; ``None`` if unusable."""
-        try:
-            if max_size is not None and max(image.size) > max_size:
-                image = image.copy()
-                image.thumbnail((max_size, max_size))
-            buffer = io.BytesIO()
-            image.convert("RGB").save(buffer, format="PNG")
-        except (AttributeError, OSError, ValueError):
-            return None
-        data = buffer.getvalue()
-        name = hashlib.sha256(data).hexdigest() + ".png"
-        target = self.images_dir / name
-        if not target.exists():
-            tmp = target.with_suffix(f".{os.getpid()}.{id(data)}.tmp")
-            tmp.write_bytes(data)
-            os.replace(tmp, target)  # atomic: a reader never sees half an image
-        return name
-
-    def write(self, record: Mapping[str, Any]) -> None:
-        line = json.dumps(jsonable(record), ensure_ascii=False, allow_nan=False) + "\n"
-        with self._lock, self.path.open("a", encoding="utf-8") as handle:
-            handle.write(line)
-            handle.flush()
-            os.fsync(handle.fileno())
-
-
-def _repair_tail(path: Path) -> None:
-    """Drop a truncated last line (a crash mid-write) so appending starts on a clean line."""
-    if not path.is_file() or path.stat().st_size == 0:
-        return
-    data = path.read_bytes()
-    cut = data.rfind(b"\n", 0, len(data) - 1) + 1  # start of the last line
-    last = data[cut:]
-    try:
-        json.loads(last)
-    except ValueError:
-        warnings.warn(f"{path}: dropping a truncated last line ({len(last)} bytes; an interrupted run?)", stacklevel=3)
-        with path.open("r+b") as handle:
-            handle.truncate(cut)
-        return
-    if not data.endswith(b"\n"):
-        with path.open("ab") as handle:
-            handle.write(b"\n")
-
-
-def read_trajectories(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """Read a trajectory JSONL file written by :func:`rollout`.
-
-    A truncated *last* line (an interrupted write) is dropped with a warning; any other bad line raises
-    :class:`DatasetError` naming it. A missing file reads as no trajectories.
-    """
-    path = Path(path)
-    if not path.is_file():
-        return []
-    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    records = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except ValueError as exc:
-            if number == len(lines):
-                warnings.warn(f"{path}:{number}: dropping a truncated last line ({exc})", stacklevel=2)
-                break
-            raise DatasetError(f"{path}:{number}: not a JSON trajectory line ({exc}); was the file edited?") from exc
-        if not isinstance(record, dict):
-            raise DatasetError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
-        try:  # one layout for every reader: lines from before versioning are upgraded here
-            records.append(upgrade_layout(record))
-        except DatasetError as exc:
-            raise DatasetError(f"{path}:{number}: {exc}") from exc
-    return records
-
-
-def build_record(
-    env: gym.Env,
-    *,
-    policy: str,
-    index: int,
-    split: str | None,
-    reward: float,
-    info: Mapping[str, Any],
-    usage: dict[str, int] | None,
-    latency_s: float,
-    writer: TrajectoryWriter | None,
-) -> dict[str, Any]:
-    """The trajectory line of the episode that just ended in ``env`` (see the module docstring)."""
-    base = env.unwrapped
-    episode = base.episode_record()
-    episode.policy, episode.index, episode.split = policy, int(index), split
-    episode.reward, episode.info, episode.usage = float(reward), jsonable(info), usage
-    episode.latency_s = round(latency_s, 6)
-    record = episode.to_dict()
-    images = base.episode_images()
-    record["image"] = writer.save_image(images["question"]) if writer else None
-    for search, thumbs in zip(record["searches"], images["thumbnails"], strict=True):
-        for result, thumb in zip(search["results"], thumbs, strict=True):
-            result["thumbnail"] = (
-                writer.save_image(thumb, max_size=THUMBNAIL_SAVE_SIZE) if writer and thumb is not None else None
-            )
-    return record
-
-
-# -- the concurrent engine -----------------------------------------------------------------------------
-def make_env_pool(env_kwargs: Mapping[str, Any] | None, size: int) -> list[gym.Env]:
-    """``size`` environments from ``gym.make("MMSearch-v0", **env_kwargs)``.
-
-    The first one loads the dataset and builds the search backend; the others reuse both objects
-    (datasets are immutable and backends serve concurrent calls), so a corpus is indexed once.
-    """
-    if size < 1:
-        raise ConfigError(f"concurrency must be an int >= 1, got {size!r}")
-    kwargs = dict(env_kwargs or {})
-    first = gym.make("MMSearch-v0", **kwargs)
-    shared = {k: v for k, v in kwargs.items() if k not in ("dataset", "split", "search", "search_options")}
-    shared.update(dataset=first.unwrapped.examples, search=first.unwrapped.search)
-    return [first] + [gym.make("MMSearch-v0", **shared) for _ in range(size - 1)]
-
-
+# -- the concurrent engine ----------------------------------------------------------------------------
 _THREADS: concurrent.futures.ThreadPoolExecutor | None = None
 _THREADS_SIZE = 0
 _THREADS_LOCK = threading.Lock()
@@ -314,14 +140,6 @@ def _thread_pool(size: int) -> concurrent.futures.ThreadPoolExecutor:
         return _THREADS
 
 
-def _close_pool(pool: Sequence[gym.Env]) -> None:
-    """Close a pool from :func:`make_env_pool`. Only the first env owns a backend it built from a name
-    (the others were handed its object), so the shared backend closes once, and one the caller passed
-    in is never closed."""
-    for env in pool:
-        env.close()
-
-
 def _native_async(search: Any) -> bool:
     """True when the backend has real async methods (so ``astep`` on the loop overlaps its calls)."""
     if isinstance(search, SearchBackendBase):
@@ -338,14 +156,14 @@ class RolloutResult:
     """What :func:`rollout` did.
 
     Attributes:
-        records: the trajectory line of every requested episode (resumed ones included), by index.
+        records: the trajectory record of every requested episode (resumed ones included), by index.
         path: the trajectory file (``None`` when not writing one).
         new_episodes: episodes run by this call (the rest were already in the file).
         elapsed_s: wall time of this call.
         max_searches_per_episode: from the environment, for the search-ratio (calls) definition.
     """
 
-    records: list[dict[str, Any]]
+    records: list[EpisodeRecord]
     path: Path | None
     new_episodes: int
     elapsed_s: float
@@ -353,7 +171,7 @@ class RolloutResult:
     policy_calls: int = 0
 
     def summary(self) -> EpisodeSummary:
-        return summarize([r["info"] for r in self.records], self.max_searches_per_episode)
+        return summarize(self.records, self.max_searches_per_episode)
 
 
 class _Batcher:
@@ -442,16 +260,16 @@ class _Batcher:
         return actions, usage
 
 
-def _done_keys(path: Path | None, policy: str, split: str | None, examples: Sequence[Any]) -> dict[int, dict[str, Any]]:
+def _done_keys(path: Path | None, policy: str, split: str | None, examples: Sequence[Any]) -> dict[int, EpisodeRecord]:
     """Episodes of ``policy`` on ``split`` already in the file (a line counts only if its question matches)."""
     if path is None:
         return {}
     done = {}
     for r in read_trajectories(path):
-        index = r.get("index")
-        if r.get("policy") != policy or r.get("split") != split or not isinstance(index, int):
+        index = r.index
+        if r.policy != policy or r.split != split or not isinstance(index, int):
             continue
-        if 0 <= index < len(examples) and r.get("example_id") == examples[index].id:
+        if 0 <= index < len(examples) and r.example_id == examples[index].id:
             done[index] = r
     return done
 
@@ -460,7 +278,7 @@ async def arollout(
     policy: Any,
     indices: Iterable[int] | None = None,
     *,
-    env_kwargs: Mapping[str, Any] | None = None,
+    env_config: EnvConfig | Mapping[str, Any] | None = None,
     envs: Sequence[gym.Env] | None = None,
     concurrency: int = 16,
     out: str | os.PathLike[str] | None = None,
@@ -469,24 +287,53 @@ async def arollout(
     batch_wait_s: float = 0.02,
     max_batch_size: int | None = None,
     desc: str | None = None,
+    env_kwargs: Mapping[str, Any] | None = None,
 ) -> RolloutResult:
     """The async twin of :func:`rollout` (same arguments); run it on your own event loop."""
     started = time.perf_counter()
-    pool = list(envs) if envs is not None else make_env_pool(env_kwargs, concurrency)
+    config = env_config_argument(env_config, env_kwargs)
+    if envs is not None:
+        return await _arollout(policy, indices, envs, out, split, progress, batch_wait_s, max_batch_size, desc, started)
+    with make_env_pool(config, concurrency) as pool:
+        return await _arollout(policy, indices, pool, out, split, progress, batch_wait_s, max_batch_size, desc, started)
+
+
+def env_config_argument(
+    env_config: EnvConfig | Mapping[str, Any] | None, env_kwargs: Mapping[str, Any] | None
+) -> EnvConfig:
+    """The ``EnvConfig`` of an ``env_config=`` argument, or of ``env_kwargs=``, its older name (deprecated)."""
+    if env_kwargs is not None:
+        if env_config is not None:
+            raise ConfigError("give env_config or env_kwargs (its older name), not both")
+        warnings.warn("env_kwargs= is deprecated: pass env_config= (an EnvConfig or a dict)", DeprecationWarning, 3)
+        env_config = env_kwargs
+    return EnvConfig.coerce(env_config)
+
+
+async def _arollout(
+    policy: Any,
+    indices: Iterable[int] | None,
+    pool: Sequence[gym.Env],
+    out: str | os.PathLike[str] | None,
+    split: str | None,
+    progress: bool,
+    batch_wait_s: float,
+    max_batch_size: int | None,
+    desc: str | None,
+    started: float,
+) -> RolloutResult:
     first = pool[0].unwrapped
-    if split is None and envs is None:
-        split = (env_kwargs or {}).get("split", "train")
+    if split is None:
+        split = first.config.split
     all_indices = list(range(len(first.examples)) if indices is None else indices)
     for index in all_indices:
         if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(first.examples):
-            if envs is None:
-                _close_pool(pool)
             raise ConfigError(f"episode index must be an int in [0, {len(first.examples)}), got {index!r}")
     path = Path(out) if out is not None else None
     writer = TrajectoryWriter(path) if path is not None else None
     done = _done_keys(path, policy.name, split, first.examples)
     todo = [i for i in dict.fromkeys(all_indices) if i not in done]
-    finished: dict[int, dict[str, Any]] = {i: done[i] for i in all_indices if i in done}
+    finished: dict[int, EpisodeRecord] = {i: done[i] for i in all_indices if i in done}
     if done and todo:
         logger.info("%s: resuming, %d of %d episodes already in %s", policy.name, len(finished), len(all_indices), path)
 
@@ -499,15 +346,11 @@ async def arollout(
     next_index = iter(todo)
     max_searches = first.max_searches_per_episode
 
-    live = {"n": 0, "correct": 0, "searched": 0}  # running totals: the bar's postfix stays O(1) per episode
+    live = RunningMetrics(max_searches)  # O(1) per episode: the bar's postfix never rescans the records
 
-    def refresh(record: Mapping[str, Any]) -> None:
-        info = record["info"]
-        live["n"] += 1
-        live["correct"] += bool(info.get("correct"))
-        live["searched"] += info.get("image_searches", 0) + info.get("text_searches", 0) > 0
-        n = live["n"]
-        bar.set_postfix(acc=f"{live['correct'] / n:.2f}", search=f"{live['searched'] / n:.2f}", refresh=False)
+    def refresh(record: EpisodeRecord) -> None:
+        live.update(record)
+        bar.set_postfix(live.postfix(), refresh=False)
 
     for record in finished.values():
         refresh(record)
@@ -570,8 +413,6 @@ async def arollout(
         await asyncio.gather(dispatcher, *workers, return_exceptions=True)
         bar.refresh()  # the final numbers reach the log even when the run was faster than a redraw
         bar.close()
-        if envs is None:
-            _close_pool(pool)
     return RolloutResult(
         records=[finished[i] for i in dict.fromkeys(all_indices)],
         path=path,
@@ -586,7 +427,7 @@ def rollout(
     policy: Any,
     indices: Iterable[int] | None = None,
     *,
-    env_kwargs: Mapping[str, Any] | None = None,
+    env_config: EnvConfig | Mapping[str, Any] | None = None,
     envs: Sequence[gym.Env] | None = None,
     concurrency: int = 16,
     out: str | os.PathLike[str] | None = None,
@@ -595,29 +436,35 @@ def rollout(
     batch_wait_s: float = 0.02,
     max_batch_size: int | None = None,
     desc: str | None = None,
+    env_kwargs: Mapping[str, Any] | None = None,
 ) -> RolloutResult:
     """Run ``policy`` on the episodes ``indices`` (default: the whole dataset), many at once.
 
     Args:
         policy: a :class:`agents.policy.Policy` (``name`` and ``act_batch``; ``aact_batch`` when async).
         indices: dataset indices, one episode each (duplicates run once).
-        env_kwargs: keyword arguments of ``gym.make("MMSearch-v0", ...)`` (ignored when ``envs`` is given).
-        envs: your own pool of environments instead (one episode at a time per env; all must share
-            the dataset). They are not closed.
+        env_config: the environment's settings, an :class:`~mmsearch_env.config.EnvConfig` or a dict of
+            ``gym.make("MMSearch-v0", ...)`` arguments (ignored when ``envs`` is given). The engine builds
+            ``concurrency`` envs sharing one dataset and backend (:func:`make_env_pool`) and closes them.
+        envs: your own environments instead, e.g. an :class:`EnvPool` (one episode at a time per env; all
+            must share the dataset). They are not closed.
         concurrency: environment copies, i.e. episodes in flight at once.
         out: trajectory JSONL file to append to (images go to ``images/`` beside it); episodes of this
             policy and split already in it are skipped (resume).
-        split: recorded in each line (default: ``env_kwargs["split"]``, else ``"train"``).
+        split: recorded in each record (default: the environments' ``config.split``).
         batch_wait_s: the longest a policy call waits for other episodes to join its batch (never longer
             than the policy's recent calls took: a cheap policy is not held back).
         max_batch_size: largest batch per policy call (default: ``concurrency``).
+        env_kwargs: the older name of ``env_config`` (deprecated).
 
     Returns:
-        A :class:`RolloutResult` with every requested episode's trajectory line.
+        A :class:`RolloutResult` with every requested episode's :class:`EpisodeRecord`.
 
     Policy exceptions stop the run and propagate; the episodes finished so far are already on disk.
     Works from inside a running event loop too (notebooks): the engine then runs in a worker thread.
     """
+
+    config = env_config_argument(env_config, env_kwargs)
 
     async def main() -> RolloutResult:
         # Sync backends called through astep's worker threads need as many threads as episodes.
@@ -627,7 +474,7 @@ def rollout(
         return await arollout(
             policy,
             indices,
-            env_kwargs=env_kwargs,
+            env_config=config,
             envs=envs,
             concurrency=concurrency,
             out=out,

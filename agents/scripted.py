@@ -57,7 +57,7 @@ class OraclePolicy(PolicyBase):
         example = self.examples[info["example_id"]]
         plan = PLANS.get(example.search_need or "", ()) if self.use_search else ()
         step = int(info["turn"])
-        if step < len(plan) and info.get(f"can_{plan[step]}", True):  # the rollout engine says what is allowed
+        if step < len(plan) and info.get(f"can_{plan[step]}", True):  # the env says what the turn may do
             tool = plan[step]
             query = self._query(example, observation) if tool == "text_search" else None
             return self.protocol.format_action(tool, query, reason=f"The plan's step {step + 1} is {tool}.")

@@ -74,12 +74,12 @@ def timed(backend: SearchBackendBase, episodes: int, concurrency: int) -> float:
     result = rollout(
         RAGWorkflowPolicy(),
         range(episodes),
-        env_kwargs={"split": None, "search": backend},
+        env_config={"split": None, "search": backend},
         concurrency=concurrency,
         progress=False,
     )
     elapsed = time.perf_counter() - started
-    assert len(result.records) == episodes and all(len(r["searches"]) == 2 for r in result.records)
+    assert len(result.records) == episodes and all(r.num_searches == 2 for r in result.records)
     return elapsed
 
 

@@ -154,7 +154,7 @@ def service_throughput(clients: list[int], requests_per_client: int, tmp: Path) 
         [
             sys.executable,
             "-m",
-            "mmsearch_env.cli",
+            "agents.cli",
             "serve",
             "--port",
             str(port),

@@ -4,7 +4,8 @@ Evaluate policies side by side on MMSearch-v0, like the paper's Table 1: exact-m
 LLM-judge accuracy with --judge), both search ratios, search utility (needed / wasted / missed),
 tokens, latency and cost. Writes eval_out/report.md, report.json, accuracy_vs_search.png and the
 trajectories (rerun to resume). Policies: direct, rag, random[:SEED], oracle,
-openai:MODEL@BASE_URL (e.g. a vLLM server), hf:PATH (a local transformers model).
+openai:MODEL@BASE_URL (e.g. a vLLM server), hf:PATH (a local transformers model). Every environment
+setting is a flag too (--dataset, --split, --max-turns, --search, --search-penalty, ...).
 
 Same as: mmsearch eval --policy direct --policy rag --policy random --policy oracle --out eval_out
 """
@@ -16,14 +17,13 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from agents.evaluate import evaluate
+from mmsearch_env.config import EnvConfig, add_env_arguments, env_config_from_args
 
 
 @dataclass
 class Args:
     # Parameters that choose what is evaluated
     policies: str = field(default="direct,rag,random,oracle", metadata={"help": "comma-separated policy specs"})
-    dataset: str | None = field(default=None, metadata={"help": "built-in name or .jsonl path (default: embedded)"})
-    split: str = field(default="test", metadata={"help": "dataset split, or 'all'"})
     limit: int | None = field(default=None, metadata={"help": "only the first N questions"})
     # Parameters that control how
     judge: str | None = field(default=None, metadata={"help": "LLM judge, openai:MODEL@BASE_URL"})
@@ -34,22 +34,25 @@ class Args:
     out: str = field(default="eval_out", metadata={"help": "output folder"})
 
 
-def parse_args() -> Args:
+def parse_args() -> tuple[Args, EnvConfig]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[2])
     for f in dataclasses.fields(Args):
         kind = int if f.name in ("limit", "concurrency") else str
         parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=f.default, help=f.metadata["help"])
-    return Args(**vars(parser.parse_args()))
+    add_env_arguments(parser)  # one flag per environment setting
+    namespace = parser.parse_args()
+    args = Args(**{f.name: getattr(namespace, f.name) for f in dataclasses.fields(Args)})
+    return args, env_config_from_args(namespace, split="test")
 
 
 def main() -> None:
-    args = parse_args()
+    args, env_config = parse_args()
 
     # ---- run every policy (plus the search-disabled / forced-search reruns) ---------------------------
     report = evaluate(
         args.policies.split(","),
-        dataset=args.dataset,
-        split=None if args.split == "all" else args.split,
+        split=env_config.split,
+        env_config=env_config,
         limit=args.limit,
         judge=args.judge,
         search_utility_runs={"auto": None, "on": True, "off": False}[args.search_utility],

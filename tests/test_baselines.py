@@ -19,7 +19,7 @@ def run(policy, protocol="tags", n=8, **env):
     return rollout(
         policy,
         range(n),
-        env_kwargs={"dataset": "sample", "split": None, "protocol": protocol, **env},
+        env_config={"dataset": "sample", "split": None, "protocol": protocol, **env},
         concurrency=8,
         progress=False,
     )
@@ -37,12 +37,9 @@ def test_each_baseline_is_a_policy_writing_well_formed_turns(protocol):
         result = run(policy, protocol, n=16)
         p = get_protocol(protocol)
         for record in result.records:
-            assert record["info"]["reward_parts"]["shape"] in expected_shapes[policy.name], (
-                policy.name,
-                record["turns"],
-            )
-            assert all(p.parse(t).well_formed for t in record["turns"]), record["turns"]
-            assert record["end_reason"] == "answer"
+            assert record.reward_parts["shape"] in expected_shapes[policy.name], (policy.name, record.turns)
+            assert all(p.parse(t).well_formed for t in record.turns), record.turns
+            assert record.end_reason == "answer"
 
 
 def test_the_oracle_is_a_policy():
@@ -60,20 +57,20 @@ def test_direct_never_searches_and_rag_always_does():
 @pytest.mark.parametrize("policy", [RAGWorkflowPolicy(), RandomPolicy(), OraclePolicy(EXAMPLES)], ids=lambda p: p.name)
 def test_with_search_disabled_every_policy_answers_at_once(policy):
     result = run(policy, n=16, max_image_searches=0, max_text_searches=0, search="disabled")
-    assert all(r["info"]["reward_parts"]["shape"] == "A" for r in result.records)
+    assert all(r.reward_parts["shape"] == "A" for r in result.records)
 
 
 def test_random_depends_only_on_seed_example_and_turn():
-    first = [r["turns"] for r in run(RandomPolicy(seed=3), n=16).records]
+    first = [r.turns for r in run(RandomPolicy(seed=3), n=16).records]
     again = rollout(
         RandomPolicy(seed=3),
         list(reversed(range(16))),
-        env_kwargs={"dataset": "sample", "split": None},
+        env_config={"dataset": "sample", "split": None},
         concurrency=3,
         progress=False,
     )
-    assert [r["turns"] for r in sorted(again.records, key=lambda r: r["index"])] == first
-    other = [r["turns"] for r in run(RandomPolicy(seed=4), n=16).records]
+    assert [r.turns for r in sorted(again.records, key=lambda r: r.index)] == first
+    other = [r.turns for r in run(RandomPolicy(seed=4), n=16).records]
     assert other != first and RandomPolicy(seed=4).name == "random-4"
 
 
@@ -96,19 +93,19 @@ def test_workflows_around_a_model():
     model = Answerer()
     result = run(RAGWorkflowPolicy(model), n=4)
     assert model.seen_turns == [2, 2, 2, 2]  # the model only writes the answer turn
-    assert {r["info"]["answer"] for r in result.records} == {"Velmont"}
-    assert all(r["usage"] == {"prompt_tokens": 7, "completion_tokens": 1} for r in result.records)
+    assert {r.answer for r in result.records} == {"Velmont"}
+    assert all(r.usage == {"prompt_tokens": 7, "completion_tokens": 1} for r in result.records)
     assert RAGWorkflowPolicy(model).name == "rag[stub-model]"
     # A direct-answer workflow keeps the model out of searching: its search turn becomes an answer.
     result = run(DirectAnswerPolicy(Answerer(search=True)), n=4)
-    assert all(r["info"]["reward_parts"]["shape"] == "A" for r in result.records)
+    assert all(r.reward_parts["shape"] == "A" for r in result.records)
 
 
 def test_forced_search_hands_the_rest_to_the_inner_policy():
     model = Answerer(search=True)  # would search again, and forced search keeps its turn as written
     result = run(ForcedSearchPolicy(model), n=2)
     assert model.seen_turns == [2, 2]
-    assert all(r["end_reason"] == "search_on_last_turn" for r in result.records)
+    assert all(r.end_reason == "search_on_last_turn" for r in result.records)
     oracle = run(ForcedSearchPolicy(OraclePolicy(EXAMPLES)), n=16).summary()
     assert oracle.accuracy == 1.0 and oracle.search_ratio_calls == 1.0
 

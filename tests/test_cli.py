@@ -1,14 +1,23 @@
-"""The `mmsearch demo` command: the README's first command, run in-process and as a subprocess."""
+"""The `mmsearch` command line: the demo (the README's first command, in-process and as a subprocess), the
+subcommands' wiring, the entry point, and the layering (the env package never imports agents)."""
 
 from __future__ import annotations
 
+import ast
+import configparser
 import json
+import os
 import subprocess
 import sys
+import types
+from dataclasses import fields
+from pathlib import Path
 
 import pytest
 
-from mmsearch_env.cli import main
+from agents.cli import build_parser, main
+from mmsearch_env.config import EnvConfig, env_config_from_args
+from mmsearch_env.search.service import serve_main
 
 
 def test_demo_oracle_solves_sample_and_no_search_cannot(tmp_path, capsys):
@@ -52,7 +61,7 @@ def test_demo_tool_calls_protocol_and_split(tmp_path):
 
 def test_console_script_entry_point():
     result = subprocess.run(
-        [sys.executable, "-m", "mmsearch_env.cli", "demo", "--quiet", "--episodes", "4"],
+        [sys.executable, "-m", "agents.cli", "demo", "--quiet", "--episodes", "4"],
         capture_output=True,
         text=True,
         check=False,
@@ -68,9 +77,6 @@ def test_bad_arguments_exit_with_usage():
 
 
 def test_quickstart_example_runs():
-    import os
-    from pathlib import Path
-
     root = Path(__file__).resolve().parents[1]
     script = root / "examples" / "quickstart.py"
     env = {**os.environ, "PYTHONPATH": str(root)}  # this checkout's package, not an installed one
@@ -78,3 +84,80 @@ def test_quickstart_example_runs():
     assert result.returncode == 0, result.stderr
     assert "reward: 0.91" in result.stdout
     assert "oracle-plan: accuracy 1.00, search ratio 0.82" in result.stdout
+
+
+#: A value for every EnvConfig field a command line can set (a new field must be added here).
+ENV_FLAG_VALUES = {
+    "dataset": ("sample", "sample"),
+    "split": ("validation", "validation"),
+    "search": ("sample", "sample"),
+    "search_options": ('{"max_results": 3}', {"max_results": 3}),
+    "search_timeout": ("5", 5.0),
+    "thumbnail_size": ("64", 64),
+    "protocol": ("tool_calls", "tool_calls"),
+    "prompts": ("prompts.json", "prompts.json"),
+    "image_position": ("last", "last"),
+    "max_turns": ("4", 4),
+    "max_image_searches": ("2", 2),
+    "max_text_searches": ("1", 1),
+    "search_penalty": ("0.2", 0.2),
+    "format_weight": ("0.3", 0.3),
+}
+
+
+@pytest.mark.parametrize("command", ["eval", "curate"])
+def test_every_env_setting_is_a_flag_of_eval_and_curate(command):
+    names = [f.name for f in fields(EnvConfig) if f.name != "render_mode"]
+    argv = [command, "--policy", "oracle"]
+    for name in names:
+        argv += ["--" + name.replace("_", "-"), ENV_FLAG_VALUES[name][0]]
+    config = env_config_from_args(build_parser().parse_args(argv))
+    assert {name: getattr(config, name) for name in names} == {name: ENV_FLAG_VALUES[name][1] for name in names}
+
+
+def test_view_calls_the_viewer_with_its_signature(tmp_path, monkeypatch, capsys):
+    calls = []
+
+    def write_viewer(trajectories, out, *, images_dir=None, max_episodes=None):
+        calls.append((trajectories, out, images_dir, max_episodes))
+        Path(out).write_text("<html></html>")
+        return Path(out)
+
+    monkeypatch.setitem(sys.modules, "agents.viewer", types.SimpleNamespace(write_viewer=write_viewer))
+    out = tmp_path / "v.html"
+    assert main(["view", "t.jsonl", "--out", str(out), "--images", "imgs", "--max-episodes", "3"]) == 0
+    assert calls == [("t.jsonl", str(out), "imgs", 3)] and f"wrote {out}" in capsys.readouterr().out
+
+
+def test_serve_uses_the_service_arguments():
+    args = build_parser().parse_args(["serve", "--backend", "sample", "--cache", "none"])
+    assert args.func is serve_main and args.backend == "sample"
+
+
+def test_the_env_package_never_imports_agents():
+    root = Path(__file__).resolve().parents[1] / "mmsearch_env"
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            assert not any(n == "agents" or n.startswith("agents.") for n in names), path
+
+
+def test_the_console_script_is_agents_cli():
+    config = configparser.ConfigParser()
+    config.read(Path(__file__).resolve().parents[1] / "setup.cfg")
+    scripts = config["options.entry_points"]["console_scripts"].split()
+    assert scripts == ["mmsearch", "=", "agents.cli:main"]
+
+
+def test_the_command_line_imports_no_heavy_dependency():
+    code = (
+        "import sys, agents.cli; "
+        "print(sorted(m for m in ('fastapi', 'uvicorn', 'redis', 'torch', 'transformers', 'matplotlib') "
+        "if m in sys.modules))"
+    )
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    assert out.stdout.strip() == "[]"  # `mmsearch --help` stays fast; optional extras load on use

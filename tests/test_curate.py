@@ -11,9 +11,10 @@ import pytest
 from fake_openai import FakeOpenAI
 
 import mmsearch_env  # noqa: F401
+from agents.cli import main
 from agents.curate import balance, curate, label_question
+from agents.metrics import Outcome
 from agents.rollout import read_trajectories
-from mmsearch_env.cli import main
 from mmsearch_env.data import load_dataset
 from mmsearch_env.errors import ConfigError, DatasetError
 
@@ -86,7 +87,7 @@ def test_random_policy_labels_follow_the_rollout_files_and_resume(tmp_path):
     for mode in correct:
         for k in range(3):
             for record in read_trajectories(tmp_path / "rollouts" / f"{mode}.r{k}.jsonl"):
-                correct[mode][record["example_id"]] += bool(record["info"]["correct"])
+                correct[mode][record.example_id] += record.correct
     labels = [json.loads(line) for line in (tmp_path / "labels.jsonl").read_text().splitlines()]
     assert len(labels) == 8
     for row in labels:
@@ -123,24 +124,19 @@ def test_balance_by_hand():
         balance(labels, cats, on_shortfall="pad")
 
 
+def outcome(correct, image=0, text=0):
+    return Outcome(correct=correct, format_ok=True, reward=float(correct), image_searches=image, text_searches=text)
+
+
 def test_label_question_search_type():
-    right = {"correct": True}
-    assert label_question([{"correct": False}], [])["label"] == "dropped"
+    right = outcome(True)
+    assert label_question([outcome(False)], [])["label"] == "dropped"
     assert label_question([right], [])["label"] == "search_free"
-    row = label_question(
-        [{"correct": False}],
-        [
-            {**right, "image_searches": 1, "text_searches": 0},
-            {**right, "image_searches": 0, "text_searches": 1},
-            {"correct": False, "image_searches": 1, "text_searches": 1},
-        ],
-    )
+    row = label_question([outcome(False)], [outcome(True, image=1), outcome(True, text=1), outcome(False, 1, 1)])
     assert row["label"] == "search_required" and row["search_type"] == "image"  # a tie goes to the cheaper kind
-    both = label_question(
-        [{}], [{**right, "image_searches": 1, "text_searches": 2}] * 2 + [{**right, "text_searches": 1}]
-    )
+    both = label_question([outcome(False)], [outcome(True, 1, 2)] * 2 + [outcome(True, text=1)])
     assert both["search_type"] == "image+text" and both["correct_search_by_type"] == {"image+text": 2, "text": 1}
-    assert label_question([{}], [{**right, "image_searches": 0, "text_searches": 0}])["search_type"] == "unknown"
+    assert label_question([outcome(False)], [right])["search_type"] == "unknown"
 
 
 def test_cli_curate(tmp_path, capsys):
@@ -151,6 +147,17 @@ def test_cli_curate(tmp_path, capsys):
     assert "kept 2 search-required + 2 search-free = 4" in out  # 2 free, 6 required -> 2 + 2 at 50%
     assert re.search(r"curated: .*curated\.parquet", out)
     assert main(["curate", "--policy", "oracle", "--ratio", "1.5", "--out", str(tmp_path / "x"), "--quiet"]) == 2
+
+
+def test_cli_curate_takes_every_env_setting(tmp_path, capsys):
+    # One turn: no search is possible, so only the questions answerable from the image survive (2 of 8).
+    args = ["curate", "--policy", "oracle", "--dataset", "sample", "--split", "validation", "--rollouts", "1"]
+    code = main([*args, "--max-turns", "1", "--on-shortfall", "keep-all", "--out", str(tmp_path), "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    labels = json.loads((tmp_path / "report.json").read_text())["all"]["labels"]
+    assert labels == {"search_free": 2, "search_required": 0, "dropped": 6}
+    records = read_trajectories(tmp_path / "rollouts" / "search.r0.jsonl")
+    assert len(records) == 8 and all(len(r.turns) == 1 and r.split == "validation" for r in records)
 
 
 def test_model_policy_spec_samples_at_the_curation_temperature(tmp_path, monkeypatch):

@@ -11,35 +11,36 @@ import pytest
 from fake_openai import FakeOpenAI
 from PIL import Image
 
+from agents.cli import main
 from agents.evaluate import evaluate, policy_metrics, resolve_policy, search_utility
 from agents.judge import JudgeItem, LLMJudge, parse_verdict
 from agents.openai_policy import EndpointError, OpenAIPolicy
+from agents.rollout import read_trajectories
 from agents.scripted import PLANS
-from mmsearch_env.cli import main
+from mmsearch_env.config import EnvConfig
 from mmsearch_env.data import load_dataset
 from mmsearch_env.errors import ConfigError
+from mmsearch_env.records import EpisodeRecord, SearchRecord
 
 
 def rec(index, correct, image=0, text=0, *, end="answer", failures=0, cost=0.0, category="c", need="image", usage=None):
-    info = {
-        "correct": correct,
-        "image_searches": image,
-        "text_searches": text,
-        "search_failures": failures,
-        "end_reason": end,
-        "format_ok": end == "answer",
-        "search_cost_usd": cost,
-        "answer": "x",
-    }
-    return {
-        "index": index,
-        "info": info,
-        "reward": 1.0 if correct else 0.1,
-        "category": category,
-        "search_need": need,
-        "usage": usage,
-        "latency_s": 0.5,
-    }
+    """A trajectory record: ``image`` / ``text`` searches (the first ``failures`` of them failed)."""
+    tools = ["image_search"] * image + ["text_search"] * text
+    searches = [SearchRecord(tool, ok=k >= failures, cost_usd=cost if k == 0 else 0.0) for k, tool in enumerate(tools)]
+    return EpisodeRecord(
+        example_id=f"q{index}",
+        question="?",
+        ground_truth="x",
+        index=index,
+        searches=searches,
+        end_reason=end,
+        reward=1.0 if correct else 0.1,
+        reward_parts={"accuracy": float(correct), "format": float(end == "answer"), "answer": "x"},
+        category=category,
+        search_need=need,
+        usage=usage,
+        latency_s=0.5,
+    )
 
 
 def test_policy_metrics_names_both_search_ratios():
@@ -165,8 +166,8 @@ def test_resolve_policy_names_and_errors(monkeypatch):
     built = []
 
     class HFPolicy:
-        def __init__(self, model_path, protocol="tags", adapter=None, max_new_tokens=256, batch_size=8):
-            built.append((model_path, adapter, protocol))
+        def __init__(self, model_path, protocol="tags", adapter=None, temperature=0.0, seed=None):
+            built.append((model_path, adapter, protocol, temperature, seed))
             self.name = f"hf:{model_path}"
 
         def act_batch(self, observations, infos):
@@ -174,7 +175,13 @@ def test_resolve_policy_names_and_errors(monkeypatch):
 
     monkeypatch.setitem(sys.modules, "agents.hf_policy", types.SimpleNamespace(HFPolicy=HFPolicy))
     resolve_policy("hf:/models/tiny@/adapters/lora", protocol="tool_calls")
-    assert built == [("/models/tiny", "/adapters/lora", "tool_calls")]
+    resolve_policy("hf:/models/tiny", temperature=1.0, seed=3)
+    assert built == [
+        ("/models/tiny", "/adapters/lora", "tool_calls", 0.0, None),
+        ("/models/tiny", None, "tags", 1.0, 3),
+    ]
+    with pytest.raises(ConfigError, match="temperature must be >= 0"):
+        resolve_policy("hf:/models/tiny", temperature=-1)
     with pytest.raises(ConfigError, match="policy names must be unique"):
         evaluate(["rag", "rag"], dataset="sample", split="test", out=None, progress=False)
 
@@ -208,6 +215,28 @@ def test_cli_eval(tmp_path, capsys):
     assert "Did you mean 'oracle'" in capsys.readouterr().err
 
 
+def test_cli_eval_takes_every_env_setting(tmp_path):
+    args = ["eval", "--policy", "oracle", "--dataset", "sample", "--limit", "8", "--out", str(tmp_path), "--quiet"]
+    flags = ["--max-text-searches", "0", "--search-penalty", "0.2", "--protocol", "tool_calls", "--no-plot"]
+    assert main([*args, *flags, "--search-utility", "off"]) == 0
+    saved = json.loads((tmp_path / "report.json").read_text())["config"]
+    assert (saved["split"], saved["protocol"], saved["max_searches_per_episode"]) == ("test", "tool_calls", 1)
+    records = read_trajectories(tmp_path / "trajectories.jsonl")
+    assert len(records) == 8 and all(r.text_searches == 0 and r.split == "test" for r in records)
+    searched = [r for r in records if r.correct and r.num_searches]
+    assert searched and [r.reward for r in searched] == pytest.approx([0.9 * 0.8 + 0.1] * len(searched))  # penalty 0.2
+    assert main([*args, "--max-turns", "0"]) == 2  # a bad setting is a usage error, not a traceback
+
+
+def test_evaluate_takes_an_env_config():
+    config = EnvConfig(dataset="sample", max_turns=1)
+    report = evaluate("oracle", split="test", env_config=config, limit=4, progress=False)
+    row = report.row("oracle-plan")
+    assert row["episodes"] == 4 and row["search_ratio_episodes"] == 0  # one turn: no search is possible
+    assert report.config["max_turns"] == 1 and report.config["max_searches_per_episode"] == 0
+    assert row["search_utility"]["missed"] is None  # no forced-search run without room for a search
+
+
 def test_missing_matplotlib_keeps_the_tables(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     with pytest.warns(UserWarning, match=r"no plot written: .*pip install 'mmsearch-env\[eval\]'"):
@@ -225,7 +254,7 @@ def test_search_disabled_kwargs_drop_the_backends_options():
 
     kwargs = {"dataset": "sample", "search": "sample", "search_options": {"max_results": 2}, "max_text_searches": 2}
     off = search_disabled_kwargs(kwargs)
-    assert off == {"dataset": "sample", "search": "disabled", "max_image_searches": 0, "max_text_searches": 0}
+    assert off == EnvConfig(dataset="sample", search="disabled", max_image_searches=0, max_text_searches=0).to_dict()
     assert kwargs["search_options"] == {"max_results": 2}  # the caller's dict is left alone
     env = gym.make("MMSearch-v0", **off)  # options of the real backend would not fit the disabled one
     assert env.unwrapped.max_searches_per_episode == 0

@@ -143,7 +143,7 @@ def test_seeded_curation_repeats_however_episodes_are_batched(tmp_path, vlm_path
                    plot=False, on_shortfall="keep-all")  # fmt: skip
         files = sorted((out / "rollouts").glob("*.jsonl"))
         # (episodes are written as they finish: compare them by question)
-        return {f.name: {r["example_id"]: r["turns"] for r in read_trajectories(f)} for f in files}
+        return {f.name: {r.example_id: r.turns for r in read_trajectories(f)} for f in files}
 
     one_by_one, batched = rollouts(tmp_path / "a", 1), rollouts(tmp_path / "b", 4)
     assert len(one_by_one) == 4 and one_by_one == batched
@@ -162,7 +162,7 @@ def test_curate_seeds_an_hf_spec_policy(tmp_path, vlm_path):
         with contextlib.suppress(DatasetError):
             curate(f"hf:{vlm_path}", "sample", "validation", out=out, rollouts=1, limit=1, seed=seed,
                    progress=False, plot=False, on_shortfall="keep-all")  # fmt: skip
-        return [r["turns"] for r in read_trajectories(out / "rollouts" / "search.r0.jsonl")]
+        return [r.turns for r in read_trajectories(out / "rollouts" / "search.r0.jsonl")]
 
     first = turns(tmp_path / "a", 5)
     assert first and turns(tmp_path / "bb", 5) == first

@@ -188,12 +188,12 @@ def test_endpoint_spec():
 def test_rollout_records_usage_per_episode(server, tmp_path):
     policy = OpenAIPolicy("fake-vlm", server.base_url)
     result = rollout(
-        policy, range(4), env_kwargs={"split": None}, concurrency=4, out=tmp_path / "t.jsonl", progress=False
+        policy, range(4), env_config={"split": None}, concurrency=4, out=tmp_path / "t.jsonl", progress=False
     )
     assert len(server.requests) == 8  # image search, then answer, per episode
     for record in result.records:
-        assert record["policy"] == "openai:fake-vlm"
-        assert record["usage"]["prompt_tokens"] > 0 and record["usage"]["completion_tokens"] > 0
-        assert set(record["usage"]) == {"prompt_tokens", "completion_tokens"}  # finish_reason is not summed
-        assert [a["kind"] for a in record["actions"]] == ["image_search", "answer"]
-    assert sum(r["info"]["correct"] for r in result.records) >= 1  # the scripted model reads the top title
+        assert record.policy == "openai:fake-vlm"
+        assert record.usage["prompt_tokens"] > 0 and record.usage["completion_tokens"] > 0
+        assert set(record.usage) == {"prompt_tokens", "completion_tokens"}  # finish_reason is not summed
+        assert [a.kind for a in record.actions] == ["image_search", "answer"]
+    assert sum(r.correct for r in result.records) >= 1  # the scripted model reads the top title

@@ -5,19 +5,22 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import re
 import threading
 import time
 
 import gymnasium as gym
 import pytest
 
-import mmsearch_env  # noqa: F401
+import mmsearch_env
 from agents.baselines import RAGWorkflowPolicy
 from agents.policy import PolicyBase
-from agents.rollout import arollout, read_trajectories, rollout, run_episodes
+from agents.rollout import EnvPool, arollout, make_env_pool, read_trajectories, rollout, run_episodes
 from agents.scripted import OraclePolicy
+from mmsearch_env.config import EnvConfig
 from mmsearch_env.data import load_dataset
 from mmsearch_env.errors import ConfigError, DatasetError
+from mmsearch_env.records import EpisodeRecord
 from mmsearch_env.search import SearchBackendBase, SearchResponse, SearchResult
 
 EXAMPLES = load_dataset("sample", None)
@@ -30,26 +33,29 @@ def oracle():
 
 def test_trajectory_lines_follow_the_contract(tmp_path):
     path = tmp_path / "run" / "traj.jsonl"
-    result = rollout(oracle(), range(8), env_kwargs=ALL, concurrency=4, out=path, progress=False)
+    result = rollout(oracle(), range(8), env_config=ALL, concurrency=4, out=path, progress=False)
     records = read_trajectories(path)
     assert len(records) == 8 and result.new_episodes == 8
-    assert sorted(r["index"] for r in records) == list(range(8))
+    assert all(isinstance(r, EpisodeRecord) for r in records + result.records)
+    assert sorted(records, key=lambda r: r.index) == result.records  # what was returned is what was written
+    assert sorted(r.index for r in records) == list(range(8))
     for record in records:
-        assert record["policy"] == "oracle-plan" and record["split"] is None
-        assert record["example_id"] == EXAMPLES[record["index"]].id
-        assert record["reward"] == record["info"]["reward_parts"]["reward"] == record["reward_parts"]["reward"]
-        assert record["version"] == 2
-        assert record["usage"] is None and record["latency_s"] > 0
-        image = path.parent / "images" / record["image"]
-        assert hashlib.sha256(image.read_bytes()).hexdigest() + ".png" == record["image"]
-        for search in record["searches"]:
-            for result_ in search["results"]:
-                if search["tool"] == "image_search":
-                    assert (path.parent / "images" / result_["thumbnail"]).is_file()
+        assert record.policy == "oracle-plan" and record.split is None
+        assert record.example_id == EXAMPLES[record.index].id
+        assert record.reward == record.info["reward_parts"]["reward"] == record.reward_parts["reward"]
+        assert record.version == 2 and record.correct
+        assert record.usage is None and record.latency_s > 0
+        image = path.parent / "images" / record.image
+        assert hashlib.sha256(image.read_bytes()).hexdigest() + ".png" == record.image
+        for search in record.searches:
+            for result_ in search.results:
+                if search.tool == "image_search":
+                    assert (path.parent / "images" / result_.thumbnail).is_file()
                 else:
-                    assert result_["thumbnail"] is None
-    assert any(s["tool"] == "image_search" for r in records for s in r["searches"])
-    json.dumps(records)  # all JSON
+                    assert result_.thumbnail is None
+    assert any(r.image_searches for r in records)
+    for line in path.read_text().splitlines():  # every line is JSON with the versioned layout
+        assert json.loads(line)["version"] == 2
 
 
 class Flaky(PolicyBase):
@@ -70,7 +76,7 @@ class Flaky(PolicyBase):
 def test_interrupted_run_resumes_without_losing_or_repeating_episodes(tmp_path):
     path = tmp_path / "traj.jsonl"
     with pytest.raises(RuntimeError, match="killed"):
-        rollout(Flaky(crash_at=4), range(12), env_kwargs=ALL, concurrency=2, out=path, progress=False)
+        rollout(Flaky(crash_at=4), range(12), env_config=ALL, concurrency=2, out=path, progress=False)
     saved = read_trajectories(path)
     assert 0 < len(saved) < 12
     before = path.read_bytes()
@@ -78,25 +84,56 @@ def test_interrupted_run_resumes_without_losing_or_repeating_episodes(tmp_path):
         handle.write(b'{"policy": "oracle-plan", "index": 11, "tur')
     resumed = Flaky()
     with pytest.warns(UserWarning, match="truncated last line"):
-        result = rollout(resumed, range(12), env_kwargs=ALL, concurrency=2, out=path, progress=False)
+        result = rollout(resumed, range(12), env_config=ALL, concurrency=2, out=path, progress=False)
     records = read_trajectories(path)
-    assert sorted(r["index"] for r in records) == list(range(12))
+    assert sorted(r.index for r in records) == list(range(12))
     assert path.read_bytes().startswith(before)  # finished lines untouched
     assert result.new_episodes == 12 - len(saved) and len(result.records) == 12
     # A complete rerun does nothing.
-    again = rollout(Flaky(), range(12), env_kwargs=ALL, concurrency=2, out=path, progress=False)
+    again = rollout(Flaky(), range(12), env_config=ALL, concurrency=2, out=path, progress=False)
     assert again.new_episodes == 0 and again.policy_calls == 0
-    assert [r["info"]["correct"] for r in again.records] == [True] * 12
+    assert [r.correct for r in again.records] == [True] * 12
+
+
+GOOD = {"example_id": "q1", "question": "Which country?", "ground_truth": "France"}
 
 
 def test_reader_rejects_a_corrupt_middle_line(tmp_path):
     path = tmp_path / "t.jsonl"
-    path.write_text('{"a": 1}\nnot json\n{"b": 2}\n')
+    path.write_text(json.dumps(GOOD) + '\nnot json\n{"b": 2}\n')
     with pytest.raises(DatasetError, match=r"t.jsonl:2: not a JSON trajectory line"):
         read_trajectories(path)
-    path.write_text('{"a": 1}\n{"b": ')
+    path.write_text(json.dumps(GOOD) + '\n{"b": ')
     with pytest.warns(UserWarning, match="truncated"):
-        assert read_trajectories(path) == [{"a": 1, "version": 2}]  # upgraded to the current layout
+        assert read_trajectories(path) == [EpisodeRecord(**GOOD)]
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ({"question": "?", "ground_truth": "x"}, "t.jsonl:2: episode record field 'example_id' must be a string"),
+        ({**GOOD, "reward": "high"}, "t.jsonl:2: episode record field 'reward' must be int or float or null"),
+        ({**GOOD, "searches": {"tool": "x"}}, "t.jsonl:2: episode record field 'searches' must be list or null"),
+        ({**GOOD, "index": True}, "t.jsonl:2: episode record field 'index' must be int or null"),
+        ({**GOOD, "searches": [3]}, "t.jsonl:2: expected a JSON object for a SearchRecord"),
+        ({**GOOD, "version": 9}, "t.jsonl:2: episode record version 9 is not supported"),
+        ([1, 2], "t.jsonl:2: expected a JSON object, got list"),
+    ],
+    ids=["missing id", "reward text", "searches object", "index bool", "search not object", "future", "not object"],
+)
+def test_reader_names_the_line_and_the_field(tmp_path, line, message):
+    path = tmp_path / "t.jsonl"
+    path.write_text(json.dumps(GOOD) + "\n" + json.dumps(line) + "\n" + json.dumps(GOOD) + "\n")
+    with pytest.raises(DatasetError, match=re.escape(message)):
+        read_trajectories(path)
+
+
+def test_version_1_lines_are_upgraded(tmp_path):
+    path = tmp_path / "old.jsonl"
+    old = {**GOOD, "reward": {"reward": 0.91, "accuracy": 1.0, "format": 1.0}, "reward_total": 0.91, "index": 3}
+    path.write_text(json.dumps(old) + "\n")
+    (record,) = read_trajectories(path)
+    assert (record.reward, record.correct, record.format_ok, record.index, record.version) == (0.91, True, True, 3, 2)
 
 
 class Recording(PolicyBase):
@@ -112,15 +149,15 @@ class Recording(PolicyBase):
 
 def test_one_policy_call_serves_every_waiting_episode_and_results_match_sequential():
     policy = Recording(oracle())
-    result = rollout(policy, range(16), env_kwargs=ALL, concurrency=16, progress=False)
+    result = rollout(policy, range(16), env_config=ALL, concurrency=16, progress=False)
     assert policy.batches[0] == 16  # all 16 first turns in one call
-    assert sum(policy.batches) == sum(len(r["turns"]) for r in result.records)
+    assert sum(policy.batches) == sum(len(r.turns) for r in result.records)
     for record in result.records:
-        turns = len(record["turns"])
-        assert record["usage"] == {"prompt_tokens": 10 * turns, "completion_tokens": 2 * turns}
+        turns = len(record.turns)
+        assert record.usage == {"prompt_tokens": 10 * turns, "completion_tokens": 2 * turns}
     env = gym.make("MMSearch-v0", **ALL)
     finals = run_episodes(env, oracle(), range(16), progress=False)
-    assert [r["info"]["reward_parts"] for r in result.records] == [f["reward_parts"] for f in finals]
+    assert [r.reward_parts for r in result.records] == [f["reward_parts"] for f in finals]
 
 
 class Slow(SearchBackendBase):
@@ -182,11 +219,11 @@ class AsyncSlow(Slow):
 def test_searches_of_different_episodes_overlap(backend_cls):
     backend = backend_cls(0.05, asynchronous=backend_cls is AsyncSlow)
     result = rollout(
-        RAGWorkflowPolicy(), range(16), env_kwargs={**ALL, "search": backend}, concurrency=16, progress=False
+        RAGWorkflowPolicy(), range(16), env_config={**ALL, "search": backend}, concurrency=16, progress=False
     )
     assert backend.calls == 32  # image + text search per episode
     assert backend.max_in_flight >= 8  # many episodes' searches ran at the same time
-    assert all(r["info"]["image_searches"] == 1 for r in result.records)
+    assert all(r.image_searches == 1 for r in result.records)
 
 
 def test_policy_sees_the_allowed_searches_in_info():
@@ -209,23 +246,23 @@ class WrongCount(PolicyBase):
 
 def test_wrong_number_of_turns_is_a_clear_error():
     with pytest.raises(ConfigError, match="returned 0 turns for a batch of 2"):
-        rollout(WrongCount(), range(2), env_kwargs=ALL, concurrency=2, progress=False)
+        rollout(WrongCount(), range(2), env_config=ALL, concurrency=2, progress=False)
     with pytest.raises(ConfigError, match=r"index must be an int in \[0, 64\)"):
-        rollout(oracle(), [64], env_kwargs=ALL, progress=False)
+        rollout(oracle(), [64], env_config=ALL, progress=False)
 
 
 def test_a_line_for_another_question_is_not_resumed(tmp_path):
     path = tmp_path / "t.jsonl"
-    rollout(oracle(), [0, 1], env_kwargs=ALL, out=path, progress=False)
+    rollout(oracle(), [0, 1], env_config=ALL, out=path, progress=False)
     first, second = path.read_text().splitlines()
     stale = {**json.loads(first), "example_id": "from-another-dataset"}
     path.write_text(json.dumps(stale) + "\n" + second + "\n")
-    result = rollout(oracle(), [0, 1], env_kwargs=ALL, out=path, progress=False)
-    assert result.new_episodes == 1 and result.records[0]["example_id"] == EXAMPLES[0].id
+    result = rollout(oracle(), [0, 1], env_config=ALL, out=path, progress=False)
+    assert result.new_episodes == 1 and result.records[0].example_id == EXAMPLES[0].id
 
 
 def test_progress_bar_shows_live_accuracy_and_search_ratio(capsys):
-    rollout(oracle(), range(4), env_kwargs=ALL, concurrency=2, progress=True, desc="oracle run")
+    rollout(oracle(), range(4), env_config=ALL, concurrency=2, progress=True, desc="oracle run")
     err = capsys.readouterr().err
     assert "oracle run" in err and "acc=1.00" in err and "search=" in err
 
@@ -233,7 +270,7 @@ def test_progress_bar_shows_live_accuracy_and_search_ratio(capsys):
 def test_arollout_runs_on_the_callers_event_loop():
     async def main():
         backend = AsyncSlow(0.01, asynchronous=True)
-        result = await arollout(RAGWorkflowPolicy(), range(4), env_kwargs={**ALL, "search": backend}, progress=False)
+        result = await arollout(RAGWorkflowPolicy(), range(4), env_config={**ALL, "search": backend}, progress=False)
         return result, backend
 
     result, backend = asyncio.run(main())
@@ -242,6 +279,59 @@ def test_arollout_runs_on_the_callers_event_loop():
 
 def test_rollout_works_inside_a_running_event_loop():
     async def notebook_cell():
-        return rollout(oracle(), range(3), env_kwargs=ALL, progress=False)
+        return rollout(oracle(), range(3), env_config=ALL, progress=False)
 
-    assert [r["index"] for r in asyncio.run(notebook_cell()).records] == [0, 1, 2]
+    assert [r.index for r in asyncio.run(notebook_cell()).records] == [0, 1, 2]
+
+
+class Closing(SearchBackendBase):
+    """Counts ``close`` calls (a backend a pool is handed, or one it builds by name)."""
+
+    name = "closing"
+
+    def __init__(self):
+        self.closed = 0
+
+    def image_search(self, request):
+        return SearchResponse("image_search", ())
+
+    def text_search(self, request):
+        return SearchResponse("text_search", ())
+
+    def close(self):
+        self.closed += 1
+
+
+def test_env_pool_shares_one_dataset_and_backend_and_closes_it_once(monkeypatch):
+    built = []
+    monkeypatch.setitem(mmsearch_env.search.SEARCH_BACKENDS, "closing", lambda: built.append(Closing()) or built[-1])
+    with make_env_pool(EnvConfig(dataset="sample", split="test", search="closing"), size=3) as pool:
+        assert isinstance(pool, EnvPool) and len(pool) == 3 and len(built) == 1
+        assert all(env.unwrapped.search is built[0] for env in pool)
+        assert all(env.unwrapped.examples[5] is pool.examples[5] for env in pool)  # loaded once
+        with pool.variant(max_text_searches=0) as strict:  # same questions and backend, other limits
+            assert strict.search is built[0] and strict[0].unwrapped.max_searches_per_episode == 1
+        with pool.search_disabled(size=1) as off:
+            assert off.examples is pool.examples and off.max_searches_per_episode == 0
+        assert built[0].closed == 0  # variants never close the backend they were handed
+        result = rollout(oracle(), range(4), envs=pool, progress=False)
+        assert result.new_episodes == 4 and result.records[0].split == "test"  # the pool's split
+    assert built[0].closed == 1  # closed once, by the env that built it, when the pool closed
+    with pytest.raises(ConfigError, match="same questions"):
+        make_env_pool({"dataset": "sample"}).variant(split="train")
+    with pytest.raises(ConfigError, match="concurrency must be an int >= 1"):
+        make_env_pool({"dataset": "sample"}, size=0)
+
+
+def test_a_backend_object_in_the_config_belongs_to_the_caller():
+    backend = Closing()
+    rollout(oracle(), range(2), env_config={**ALL, "search": backend}, concurrency=2, progress=False)
+    assert backend.closed == 0
+
+
+def test_env_kwargs_is_the_deprecated_name_of_env_config():
+    with pytest.warns(DeprecationWarning, match="env_config="):
+        result = rollout(oracle(), range(2), env_kwargs=ALL, concurrency=2, progress=False)
+    assert len(result.records) == 2
+    with pytest.raises(ConfigError, match="not both"):
+        rollout(oracle(), range(2), env_config=ALL, env_kwargs=ALL, progress=False)

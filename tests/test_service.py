@@ -15,8 +15,8 @@ import requests
 from search_servers import free_port
 
 import mmsearch_env  # noqa: F401
+from agents.cli import main
 from agents.scripted import OraclePolicy
-from mmsearch_env.cli import main
 from mmsearch_env.errors import SearchBackendError, SearchRateLimitedError, SearchTransientError
 from mmsearch_env.search import TextSearchRequest, make_search
 from mmsearch_env.search.faults import FaultySearch
@@ -135,7 +135,7 @@ def test_cli_serve_prints_a_generated_token_once_and_serves(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "MMSEARCH_SERVICE_TOKEN"}
     cache = str(tmp_path / "cli.sqlite")
     process = subprocess.Popen(
-        [sys.executable, "-m", "mmsearch_env.cli", "serve", "--port", str(port), "--cache", cache],
+        [sys.executable, "-m", "agents.cli", "serve", "--port", str(port), "--cache", cache],
         stderr=subprocess.PIPE,
         text=True,
         env=env,
@@ -209,7 +209,7 @@ def test_two_services_share_one_redis_cache_and_rate_limit():
 def test_importing_the_package_pulls_no_server_dependencies():
     code = (
         "import sys, mmsearch_env, mmsearch_env.search.cache, mmsearch_env.search.service, "
-        "mmsearch_env.search.resilience, mmsearch_env.search.fvqa_cache, mmsearch_env.cli; "
+        "mmsearch_env.search.resilience, mmsearch_env.search.fvqa_cache, agents.cli; "
         "print(sorted(m for m in ('fastapi', 'uvicorn', 'redis', 'torch') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=os.getcwd())

@@ -25,9 +25,9 @@ import pytest
 from PIL import Image, ImageStat
 
 import mmsearch_env  # noqa: F401  (registers MMSearch-v0)
+from agents.cli import main
 from agents.scripted import OraclePolicy
 from agents.viewer import load_trajectories, render_viewer, write_viewer
-from mmsearch_env.cli import main
 from mmsearch_env.errors import ConfigError, DatasetError
 from mmsearch_env.search import SearchBackendBase, SearchResponse, SearchResult
 
