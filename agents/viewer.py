@@ -18,7 +18,7 @@ Output: one HTML file that opens from disk in any browser, rendered from
 ``agents/templates/viewer.html.jinja`` (with ``viewer.css`` and ``viewer.js`` inlined). Episodes are shown sorted by (``policy``, ``index``), not in
 the order they finished; a collapsed episode shows its question, shortened. Images are downscaled
 (question images to 256 px, result thumbnails to 96 px), encoded as data URLs and stored once each
-as a CSS class named after the encoded bytes (:mod:`agents.viewer_images`), so an image that many episodes share (the same web
+as a CSS class per distinct encoded image (:mod:`agents.viewer_images`), so an image that many episodes share (the same web
 thumbnail, the same question under several policies) costs its bytes once. A small inline script
 filters episodes by policy, outcome, category, search need and end reason, and by free text; the
 filters live in the URL's fragment, so ``viewer.html#policy=oracle-plan&outcome=wrong&q=capital``

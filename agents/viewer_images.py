@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
-import hashlib
 import io
 import logging
 import os
@@ -95,10 +94,10 @@ class ImageStore:
             self._classes[key] = None
             return
         data_url, width, height = encoded
-        # Named after the encoded bytes: two files with the same pixels (or one file under two names)
-        # share one rule, and a class name does not depend on which episode showed the image first.
+        # Keyed by the encoded bytes: two files with the same pixels (or one file under two names) share
+        # one rule. Short names numbered in storing order (which preload fixes): they repeat per use.
         if data_url not in self._by_data:
-            cls = "i" + hashlib.sha256(data_url.encode("ascii")).hexdigest()[:12]
+            cls = f"i{len(self.rules)}"
             self._by_data[data_url] = cls
             self.rules.append(ImageRule(cls, data_url, width, height))
         self._classes[key] = self._by_data[data_url]

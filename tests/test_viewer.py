@@ -259,9 +259,7 @@ def test_episodes_images_and_results_render(page, trajectories):
     assert text.count('<article class="episode') == len(records) == 16 + 16 + 2
     assert text.count("<details open>") == len(records)  # few episodes: all open
     # every question image and thumbnail is embedded once as a data URL and shown through its class
-    rules = re.findall(
-        r"\.(i[0-9a-f]{12})\{background-image:url\(\"data:image/(?:png|jpeg);base64,([A-Za-z0-9+/=]+)\"\)", text
-    )
+    rules = re.findall(r"\.(i\d+)\{background-image:url\(\"data:image/(?:png|jpeg);base64,([A-Za-z0-9+/=]+)\"\)", text)
     assert len(rules) >= 5 and text.count("data:image/") == len(rules) == len({data for _, data in rules})
     names = {r["image"] for r in records} | {
         x["thumbnail"] for r in records for s in r["searches"] for x in s["results"]
