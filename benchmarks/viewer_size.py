@@ -1,4 +1,4 @@
-"""Measure the HTML trajectory viewer: file size and render time for 1,000 episodes.
+"""Measure the HTML trajectory viewer: file size (per 1,000 episodes) and render time.
 
     python benchmarks/viewer_size.py            # writes benchmarks/results/viewer_size.{json,md}
     python benchmarks/viewer_size.py --screenshot docs/images/viewer.png   # the README's screenshot
@@ -7,7 +7,9 @@ Two cases bracket real runs. "sample": real episodes of the built-in sample (ora
 without search, cycled to N episodes), whose 64 question images and 16 web thumbnails repeat, as the
 same questions do across policies and as popular web images do. "unique images": the same records,
 but every question image and every result thumbnail is a distinct photo-like picture (smooth random
-colour fields plus noise, 512×384), the worst case for a dataset where nothing repeats.
+colour fields plus noise, 512×384), the worst case for a dataset where nothing repeats. Each row
+gives the page's size, its size per episode and per 1,000 episodes (the size a smaller ``--episodes``
+run extrapolates to; images shared between episodes make the true figure for 1,000 a bit smaller).
 
 ``--screenshot PATH`` instead renders the sample's test split (both oracle policies) and saves a
 Chromium screenshot of it (the README's picture).
@@ -105,6 +107,7 @@ def measure(name: str, records: list[dict[str, Any]], images: Path, out: Path) -
         "distinct_images": len(referenced),
         "html_mb": round(size / 1e6, 2),
         "kb_per_episode": round(size / 1e3 / len(records), 1),
+        "mb_per_1000_episodes": round(size / 1e3 / len(records), 2),  # the same ratio as kB per episode
         "render_s": round(seconds, 2),
     }
 
@@ -115,10 +118,8 @@ def screenshot(path: Path, work: Path) -> None:
         raise SystemExit("--screenshot needs chromium (apt-get install chromium)")
     images = work / "shot-images"
     images.mkdir()
-    # Each question under both policies, side by side: a wrong answer without search, then the right one with it.
-    records = sorted(
-        sample_records(32, images, split="test"), key=lambda r: (r["index"], r["policy"] != "oracle-no-search")
-    )
+    # The viewer orders episodes by (policy, index): the oracle without search (wrong answers) comes first.
+    records = sample_records(32, images, split="test")
     html = write_viewer(records, work / "shot.html", images_dir=images)
     path.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run(
@@ -160,11 +161,11 @@ def main() -> None:
         f"`{meta['command']}` · Python {meta['python']} · {meta['machine']} · question images ≤ "
         f"{QUESTION_IMAGE_PX} px, thumbnails ≤ {THUMBNAIL_PX} px",
         "",
-        "| case | episodes | distinct images | HTML (MB) | kB / episode | render (s) |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| case | episodes | distinct images | HTML (MB) | kB / episode | MB / 1,000 episodes | render (s) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
         *(
             f"| {r['case']} | {r['episodes']} | {r['distinct_images']} | {r['html_mb']} | {r['kb_per_episode']} | "
-            f"{r['render_s']} |"
+            f"{r['mb_per_1000_episodes']} | {r['render_s']} |"
             for r in rows
         ),
     ]

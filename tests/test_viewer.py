@@ -29,6 +29,7 @@ from agents.cli import main
 from agents.scripted import OraclePolicy
 from agents.viewer import load_trajectories, render_viewer, write_viewer
 from mmsearch_env.errors import ConfigError, DatasetError
+from mmsearch_env.records import EpisodeRecord
 from mmsearch_env.search import SearchBackendBase, SearchResponse, SearchResult
 
 PWN = "<script>document.title='PWNED'</script>"
@@ -215,12 +216,13 @@ def test_hostile_text_appears_only_escaped(page):
         assert "src" not in attrs  # no element loads anything; images are CSS data URLs
     for raw in (PWN, XSS_IMG, IM_END, "<script>alert(1)</script>", "<!--", "<style>body"):
         assert raw not in text, raw
-    for escaped in ("&lt;script&gt;document.title=&#x27;PWNED&#x27;&lt;/script&gt;", "&lt;|im_end|&gt;",
-                    "&quot;&gt;&lt;img src=x onerror=alert(1)&gt;"):  # fmt: skip
+    # Jinja2's autoescape (markupsafe) writes quotes as numeric references: ' is &#39;, " is &#34;
+    for escaped in ("&lt;script&gt;document.title=&#39;PWNED&#39;&lt;/script&gt;", "&lt;|im_end|&gt;",
+                    "&#34;&gt;&lt;img src=x onerror=alert(1)&gt;"):  # fmt: skip
         assert escaped in text, escaped
     assert "javascript:" in text.lower()  # shown as text ...
     assert not re.search(r"href=\"\s*(javascript|data|vbscript)", text, re.IGNORECASE)  # ... never as a link
-    assert 'href="https://example.invalid/ok?a=1&amp;b=&quot;2&quot;"' in text  # attribute-escaped
+    assert 'href="https://example.invalid/ok?a=1&amp;b=&#34;2&#34;"' in text  # attribute-escaped
 
 
 def test_facet_json_cannot_close_the_script_and_round_trips(page, trajectories):
@@ -230,12 +232,14 @@ def test_facet_json_cannot_close_the_script_and_round_trips(page, trajectories):
     facets = json.loads(facets_json)
     records = trajectories[1]
     assert len(facets) == len(records)
-    assert facets[-1]["category"] == f"cat1</script>{PWN}"  # exact value back, for exact-match filtering
-    assert facets[-1]["policy"] == f"evil{PWN}" and facets[0]["policy"] == "oracle-plan"
+    # episodes are sorted by (policy, index): the hostile policy's name sorts first
+    assert facets[1]["category"] == f"cat1</script>{PWN}"  # exact value back, for exact-match filtering
+    assert facets[0]["policy"] == f"evil{PWN}" and facets[-1]["policy"] == "oracle-plan"
+    assert [f["policy"] for f in facets[2:18]] == ["oracle-no-search"] * 16
     outcomes = [f["outcome"] for f in facets]
     # 16 test questions: the oracle answers all; without search only the 4 answerable from the image
-    assert outcomes[:16] == ["correct"] * 16 and outcomes.count("correct") == 16 + 4
-    assert outcomes[-2:] == ["wrong", "wrong"]
+    assert outcomes[-16:] == ["correct"] * 16 and outcomes.count("correct") == 16 + 4
+    assert outcomes[:2] == ["wrong", "wrong"]
 
 
 def test_csp_blocks_network_and_allows_only_the_viewers_script(page):
@@ -258,7 +262,12 @@ def test_episodes_images_and_results_render(page, trajectories):
     assert text.count("<details open>") == len(records)  # few episodes: all open
     # every question image and thumbnail is embedded once as a data URL and shown through its class
     rules = re.findall(r"\.(i\d+)\{background-image:url\(\"data:image/(?:png|jpeg);base64,([A-Za-z0-9+/=]+)\"\)", text)
-    assert len(rules) >= 5
+    assert len(rules) >= 5 and text.count("data:image/") == len(rules) == len({data for _, data in rules})
+    names = {r["image"] for r in records} | {
+        x["thumbnail"] for r in records for s in r["searches"] for x in s["results"]
+    }
+    # at most one rule per file (fewer when files downscale to the same bytes), shown by many episodes
+    assert len(rules) <= len(names - {None}) < text.count('<span class="img ')
     for cls, data in rules:
         assert f' {cls}"' in text  # used by some element
         image = Image.open(io.BytesIO(base64.b64decode(data)))
@@ -271,25 +280,82 @@ def test_episodes_images_and_results_render(page, trajectories):
 
 def test_missing_optional_fields_and_images_are_tolerated(tmp_path, trajectories):
     record = dict(trajectories[1][0])
-    minimal = {"question": "Only a question?"}
-    broken = {
+    minimal = {"example_id": "m1", "question": "Only a question?", "ground_truth": "g"}  # the required fields
+    sparse = {
         **record,
         "reward": None,
         "reward_parts": None,
-        "info": "not a dict",
+        "info": None,
         "image": "../../etc/passwd",
-        "turns": "not a list",
-        "searches": [{"tool": "image_search", "results": [{"title": "t", "url": 5, "thumbnail": "nope.png"}]}],
+        "turns": None,
+        "actions": [{"kind": "text_search"}],  # a search that never ran; the image search matches no action
+        "searches": [
+            {"tool": "image_search", "ok": True, "results": [{"title": "t", "url": "u", "thumbnail": "nope.png"}]}
+        ],
         "candidate_answers": None,
         "usage": {"prompt_tokens": 12, "completion_tokens": None},
     }
-    no_reward = {**record, "reward": None, "reward_parts": None, "policy": "p2"}  # answer and outcome from the terminal info
-    out = write_viewer([minimal, broken, no_reward], tmp_path / "v.html", images_dir=tmp_path)
+    # no reward parts: the answer and outcome come from the terminal info
+    no_reward = {**record, "reward": None, "reward_parts": None, "policy": "p2"}
+    out = write_viewer([minimal, sparse, no_reward], tmp_path / "v.html", images_dir=tmp_path)
     text = out.read_text()
     assert text.count('<article class="episode unknown"') == 2 and text.count('<article class="episode correct"') == 1
     assert f'<dd class="answer correct">{record["info"]["answer"]}</dd>' in text
     assert "Only a question?" in text and "image missing" in text and "prompt_tokens" in text
     assert "background-image" not in text  # the traversal name and the missing thumbnail load nothing
+    assert "search not run (episode ended: answer)" in text and "<b>image search</b> · 1 results" in text
+    shown_missing = text.count("image missing")  # the header counts the images it could not show
+    assert shown_missing >= 2 and f"· {shown_missing} missing</p>" in text
+
+
+def test_records_objects_and_old_lines_render(tmp_path, trajectories):
+    """EpisodeRecord objects render like their dicts; a version-1 line (parts under "reward") is upgraded."""
+    records = trajectories[1][:3]
+    objects = [EpisodeRecord.from_dict(r) for r in records]
+    images = tmp_path / "none"
+    assert render_viewer(objects, images_dir=images) == render_viewer(records, images_dir=images)
+    old = {k: v for k, v in records[0].items() if k not in ("version", "reward", "reward_parts")}
+    old.update(reward={**records[0]["reward_parts"], "reward": 0.25}, reward_total=0.25)
+    text = render_viewer([old])
+    assert '<span class="total">reward 0.25</span>' in text and "<tr><th>accuracy</th><td>1</td></tr>" in text
+
+
+def test_episodes_sorted_by_policy_and_index_and_collapsed_rows_show_the_question(trajectories):
+    records = trajectories[1][:32]  # both oracle policies; shuffle them as completion order would
+    shuffled = records[1::2] + records[::2]
+    many = [{**r, "index": r["index"] + 100 * k} for k in range(2) for r in shuffled]  # more than open by default
+    many[0] = {**many[0], "question": "Which " + "very " * 40 + "long question?"}
+    text = render_viewer(many)
+    numbers = re.findall(r'<span class="num">#(\d+)</span>\n<span class="policy">([^<]*)</span>', text)
+    assert numbers == sorted(numbers, key=lambda n: (n[1], int(n[0]))) and len(numbers) == len(many)
+    assert [int(n) for n, _ in numbers[:3]] == [0, 1, 2]
+    assert "<details open>" not in text and text.count("<details>") == len(many)
+    previews = re.findall(r'<span class="q">([^<]*)</span>', text)
+    assert len(previews) == len(many) and records[0]["question"] in previews
+    long = next(p for p in previews if p.startswith("Which very"))
+    assert len(long) == 100 and long.endswith("…")
+
+
+def test_a_line_that_is_not_a_record_names_the_line_and_field(tmp_path, trajectories):
+    good = json.dumps(trajectories[1][0])
+    cases = [  # (how line 2 is broken, the field the message must name) -- one line each
+        ({"turns": "not a list"}, "field 'turns' must be a list, got 'not a list'"),
+        ({"info": "not a dict"}, "field 'info' must be a JSON object, got 'not a dict'"),
+        ({"reward": "high"}, "field 'reward' must be a number, got 'high'"),
+        ({"index": True}, "field 'index' must be an integer, got True"),
+        ({"example_id": None}, "required field 'example_id' is missing"),
+        ({"actions": [{"content": "x"}]}, "required field 'actions[0].kind' is missing"),
+        ({"searches": [{"tool": "t", "ok": True, "results": [{"title": "t", "url": 5}]}]},
+         "field 'searches[0].results[0].url' must be a string, got 5"),
+        ({"version": 7}, "episode record version 7 is not supported"),
+    ]  # fmt: skip
+    path = tmp_path / "bad.jsonl"
+    for change, message in cases:
+        path.write_text(good + "\n" + json.dumps({**trajectories[1][1], **change}) + "\n" + good + "\n")
+        with pytest.raises(DatasetError, match=re.escape(f"{path}:2: {message}")):
+            write_viewer(path, tmp_path / "v.html")
+        with pytest.raises(DatasetError, match=re.escape(f"trajectory 1: {message}")):
+            render_viewer([json.loads(line) for line in path.read_text().splitlines()])
 
 
 def test_page_is_deterministic_and_huge_turns_are_cut(tmp_path, trajectories):
@@ -308,17 +374,20 @@ def test_max_episodes_and_bad_input(tmp_path, trajectories):
     with pytest.raises(ConfigError, match=re.escape("max_episodes must be a positive int or None, got 0")):
         render_viewer(records, max_episodes=0)
     bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"question": "a"}\n[1, 2]\n')
+    line = '{"example_id": "a", "question": "a", "ground_truth": "g"}\n'
+    bad.write_text(line + "[1, 2]\n")
     with pytest.raises(DatasetError, match=re.escape(f"{bad}:2: expected a JSON object")):
         load_trajectories(bad)
-    bad.write_text('{"question": "a"}\n{oops\n{"question": "b"}\n')
+    bad.write_text(line + "{oops\n" + line)
     with pytest.raises(DatasetError, match=re.escape(f"{bad}:2: not a JSON trajectory line")):
         load_trajectories(bad)
-    bad.write_text('{"question": "a"}\n{"question": "b", "tur')  # an interrupted writer's last line
+    bad.write_text(line + '{"example_id": "b", "question": "b", "tur')  # an interrupted writer's last line
     with pytest.warns(UserWarning, match="truncated last line"):
-        assert [r["question"] for r in load_trajectories(bad)] == ["a"]
-    with pytest.raises(DatasetError, match=re.escape("trajectory 1: expected a dict (an episode record), got str")):
-        render_viewer([{}, "oops"])
+        assert [r.question for r in load_trajectories(bad)] == ["a"]
+    with pytest.raises(
+        DatasetError, match=re.escape("trajectory 1: expected a JSON object (an episode record), got str")
+    ):
+        render_viewer([json.loads(line), "oops"])
     with pytest.raises(DatasetError, match="does not exist"):
         write_viewer(tmp_path / "missing.jsonl", tmp_path / "v.html")
 
@@ -415,7 +484,7 @@ def test_renders_the_rollout_engines_own_trajectory_file(tmp_path):
     rollout(policy, range(4), env_kwargs={"dataset": "sample", "split": "test"}, out=path, progress=False)
     html_text = write_viewer(path, tmp_path / "viewer.html").read_text(encoding="utf-8")
     records = load_trajectories(path)
-    thumbs = {r["thumbnail"] for rec in records for s in rec["searches"] for r in s["results"] if r["thumbnail"]}
+    thumbs = {r.thumbnail for rec in records for s in rec.searches for r in s.results if r.thumbnail}
     assert thumbs  # image searches saved thumbnails, and each one is embedded in the page
     assert html_text.count("data:image/") >= len(thumbs) + 1
     assert "search penalty" in html_text and "0.91" in html_text  # the reward breakdown, not a bare total

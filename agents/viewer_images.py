@@ -1,0 +1,132 @@
+"""Images for the HTML trajectory viewer (:mod:`agents.viewer`): decoded once, downscaled, inlined once.
+
+An :class:`ImageStore` turns the file names that episode records carry (``image``, each result's
+``thumbnail``: bare names in an images folder) into CSS classes, one :class:`ImageRule` per distinct
+encoded image, so a page shows an image that many episodes share while storing its bytes once.
+"""
+
+from __future__ import annotations
+
+import base64
+import concurrent.futures
+import io
+import logging
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+from tqdm.auto import tqdm
+
+__all__ = ["MAX_IMAGE_BYTES", "ImageRule", "ImageStore"]
+
+logger = logging.getLogger(__name__)
+
+#: Image files larger than this are not decoded (they are the engine's own PNGs, normally a few kB).
+MAX_IMAGE_BYTES = 50_000_000
+
+# An image reference must be a bare file name inside the images folder: no separators, no "..".
+_IMAGE_NAME_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,254}$")
+
+
+@dataclass(frozen=True)
+class ImageRule:
+    """One inlined image: the CSS class ``cls`` shows ``data_url`` at ``width`` × ``height`` pixels."""
+
+    cls: str
+    data_url: str
+    width: int
+    height: int
+
+
+class ImageStore:
+    """Image files of one ``folder`` (``None``: no images), each downscaled and encoded at most once.
+
+    ``rules`` lists the distinct encoded images in the order they were first stored; ``missing``
+    counts the references :meth:`css_class` could not show.
+    """
+
+    def __init__(self, folder: Path | None):
+        self.folder = folder.resolve() if folder is not None else None
+        self.rules: list[ImageRule] = []
+        self.missing = 0
+        self._classes: dict[tuple[str, int], str | None] = {}
+        self._by_data: dict[str, str] = {}
+
+    def css_class(self, name: str, max_px: int) -> str | None:
+        """The class showing file ``name`` with its long side ≤ ``max_px``; ``None`` (counted) when it
+        is missing, unreadable, too large or not a bare file name."""
+        key = (name, max_px)
+        if key not in self._classes:
+            self._store(key, self._encode(name, max_px))
+        cls = self._classes[key]
+        if cls is None:
+            self.missing += 1
+        return cls
+
+    def preload(self, keys: Iterable[tuple[str | None, int]], progress: bool) -> None:
+        """Decode and encode every ``(name, max_px)`` up front, on threads (PIL releases the GIL).
+
+        Rules are stored in the order of ``keys``, whatever order the threads finish in, so the same
+        records give the same page.
+        """
+        todo = list(dict.fromkeys(k for k in keys if k[0] and k not in self._classes))
+        if not todo or self.folder is None:
+            return
+        workers = max(1, min(8, os.cpu_count() or 1))
+        with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+            encoded = list(
+                tqdm(
+                    pool.map(lambda key: self._encode(*key), todo),
+                    total=len(todo),
+                    desc="viewer images",
+                    disable=not progress,
+                    leave=False,
+                )
+            )
+        for key, result in zip(todo, encoded, strict=True):
+            self._store(key, result)
+
+    def _store(self, key: tuple[str, int], encoded: tuple[str, int, int] | None) -> None:
+        if encoded is None:
+            self._classes[key] = None
+            return
+        data_url, width, height = encoded
+        # Keyed by the encoded bytes: two files with the same pixels (or one file under two names) share
+        # one rule. Short names numbered in storing order (which preload fixes): they repeat per use.
+        if data_url not in self._by_data:
+            cls = f"i{len(self.rules)}"
+            self._by_data[data_url] = cls
+            self.rules.append(ImageRule(cls, data_url, width, height))
+        self._classes[key] = self._by_data[data_url]
+
+    def _encode(self, name: str, max_px: int) -> tuple[str, int, int] | None:
+        if self.folder is None or not _IMAGE_NAME_RE.match(name) or ".." in name:
+            return None
+        path = self.folder / name
+        try:
+            if not path.is_file() or path.stat().st_size > MAX_IMAGE_BYTES:
+                return None
+            with Image.open(path) as image:
+                image.draft("RGB", (max_px, max_px))
+                image.thumbnail((max_px, max_px))
+                has_alpha = image.mode in ("RGBA", "LA") or "transparency" in image.info
+                image = image.convert("RGBA" if has_alpha else "RGB")
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+            logger.warning("viewer: cannot read image %s (%s)", path, exc)
+            return None
+        # Flags, charts and screenshots (few colours) are smaller as PNG, photos as JPEG: keep whichever
+        # is smaller. A photo is not even tried as PNG, whose encoder is slow on noisy pixels.
+        candidates = []
+        if has_alpha or image.getcolors(1024) is not None:
+            png = io.BytesIO()
+            image.save(png, format="PNG", optimize=True)
+            candidates.append(("image/png", png.getvalue()))
+        if not has_alpha:
+            jpeg = io.BytesIO()
+            image.save(jpeg, format="JPEG", quality=75, optimize=True)
+            candidates.append(("image/jpeg", jpeg.getvalue()))
+        mime, data = min(candidates, key=lambda c: len(c[1]))
+        return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}", image.width, image.height
