@@ -114,44 +114,10 @@ def read_trajectories(path: str | os.PathLike[str]) -> list[EpisodeRecord]:
                 break
             raise DatasetError(f"{path}:{number}: not a JSON trajectory line ({exc}); was the file edited?") from exc
         try:
-            _check_layout(data)
             records.append(EpisodeRecord.from_dict(data))
         except DatasetError as exc:
             raise DatasetError(f"{path}:{number}: {exc}") from exc
-        except (TypeError, ValueError) as exc:  # a value of the wrong kind deeper in the record
-            raise DatasetError(f"{path}:{number}: not a valid episode record ({exc})") from exc
     return records
-
-
-#: Top-level fields whose JSON kind rollout's readers rely on (``None`` is always allowed).
-_FIELD_KINDS: dict[str, tuple[type, ...]] = {
-    "reward": (int, float),
-    "reward_parts": (dict,),
-    "info": (dict,),
-    "turns": (list,),
-    "actions": (list,),
-    "searches": (list,),
-    "candidate_answers": (list,),
-    "index": (int,),
-    "policy": (str,),
-    "split": (str,),
-    "image": (str,),
-    "usage": (dict,),
-    "latency_s": (int, float),
-}
-
-
-def _check_layout(data: Any) -> None:
-    """Raise :class:`DatasetError` naming the first top-level field of the wrong JSON kind."""
-    if not isinstance(data, dict):
-        raise DatasetError(f"expected a JSON object, got {type(data).__name__}")
-    for key, kinds in _FIELD_KINDS.items():
-        value = data.get(key)
-        if key == "reward" and isinstance(value, dict):
-            continue  # the layout from before versioning kept the reward's parts here
-        if value is not None and (isinstance(value, bool) or not isinstance(value, kinds)):
-            expected = " or ".join(k.__name__ for k in kinds)
-            raise DatasetError(f"episode record field {key!r} must be {expected} or null, got {value!r:.80}")
 
 
 def build_record(

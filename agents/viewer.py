@@ -38,26 +38,23 @@ not execute or phone home.
 from __future__ import annotations
 
 import base64
-import dataclasses
 import hashlib
-import json
 import logging
 import math
 import numbers
 import re
-import types
-import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any, Union, get_args, get_origin, get_type_hints
+from typing import Any
 
 import jinja2
 
+from agents.trajectories import read_trajectories
 from agents.viewer_images import ImageStore
 from mmsearch_env.errors import ConfigError, DatasetError
-from mmsearch_env.records import EpisodeRecord, SearchRecord, upgrade_layout
+from mmsearch_env.records import EpisodeRecord, SearchRecord
 from mmsearch_env.text import clean_text
 
 __all__ = ["load_trajectories", "render_viewer", "write_viewer"]
@@ -100,9 +97,8 @@ _TEMPLATES = Path(__file__).parent / "templates"
 def load_trajectories(path: str | Path) -> list[EpisodeRecord]:
     """Read a trajectory JSONL file, which must exist, as :class:`EpisodeRecord` objects.
 
-    A last line that is not valid JSON is what an interrupted writer leaves behind: it is skipped with
-    a warning. Any other bad line — not JSON, not an object, not an episode record — raises
-    :class:`DatasetError` naming ``file:line`` (and the field, for a record that does not fit).
+    :func:`agents.trajectories.read_trajectories`: a truncated last line is skipped with a warning; any
+    other bad line raises :class:`DatasetError` naming ``file:line`` and the field.
     """
     path = Path(path)
     if not path.is_file():
@@ -110,20 +106,7 @@ def load_trajectories(path: str | Path) -> list[EpisodeRecord]:
             f"trajectory file {str(path)!r} does not exist; give the JSONL that `mmsearch eval` (or the "
             "rollout engine) wrote"
         )
-    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    records = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            data = json.loads(line)
-        except ValueError as exc:
-            if number == len(lines):
-                warnings.warn(f"{path}:{number}: dropping a truncated last line ({exc})", stacklevel=2)
-                break
-            raise DatasetError(f"{path}:{number}: not a JSON trajectory line ({exc}); was the file edited?") from exc
-        records.append(_to_record(data, f"{path}:{number}"))
-    return records
+    return read_trajectories(path)
 
 
 def write_viewer(
@@ -219,75 +202,9 @@ def _to_record(value: Any, where: str) -> EpisodeRecord:
     if not isinstance(value, Mapping):
         raise DatasetError(f"{where}: expected a JSON object (an episode record), got {type(value).__name__}")
     try:
-        data = upgrade_layout(value)
-        problem = _problem(data, EpisodeRecord, "")
-        if problem is None:
-            return EpisodeRecord.from_dict(data)
-    except (DatasetError, TypeError, ValueError) as exc:
+        return EpisodeRecord.from_dict(value)
+    except DatasetError as exc:
         raise DatasetError(f"{where}: {exc}") from exc
-    raise DatasetError(
-        f"{where}: {problem}; an episode record has the layout of mmsearch_env.records.EpisodeRecord "
-        "(fix or remove this record)"
-    )
-
-
-@cache
-def _hints(cls: type) -> dict[str, Any]:
-    return get_type_hints(cls)
-
-
-_EXPECTED = {str: "a string", bool: "true or false", int: "an integer", float: "a number"}
-
-
-def _problem(value: Any, hint: Any, path: str) -> str | None:
-    """What makes JSON ``value`` not fit type ``hint`` (a record's field annotation), or ``None``.
-
-    ``None`` (or a missing key) is accepted for every field that has a default: the record's
-    constructor fills it in. Only the fields without a default are required.
-    """
-    origin = get_origin(hint)
-    if hint is Any:
-        return None
-    if origin in (Union, types.UnionType):
-        inner = [arg for arg in get_args(hint) if arg is not type(None)]
-        return None if value is None else _problem(value, inner[0], path)
-    if dataclasses.is_dataclass(hint):
-        if not isinstance(value, Mapping):
-            return f"field {path!r} must be a JSON object ({hint.__name__}), got {_short(value)}"
-        for f in dataclasses.fields(hint):
-            name = f"{path}.{f.name}" if path else f.name
-            item = value.get(f.name)
-            if item is None:
-                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                    return f"required field {name!r} is missing"
-                continue
-            problem = _problem(item, _hints(hint)[f.name], name)
-            if problem is not None:
-                return problem
-        return None
-    if origin is list:
-        if not isinstance(value, (list, tuple)):
-            return f"field {path!r} must be a list, got {_short(value)}"
-        (item_hint,) = get_args(hint)
-        for i, item in enumerate(value):
-            problem = _problem(item, item_hint, f"{path}[{i}]")
-            if problem is not None:
-                return problem
-        return None
-    if origin is dict:
-        return None if isinstance(value, Mapping) else f"field {path!r} must be a JSON object, got {_short(value)}"
-    ok = {
-        str: isinstance(value, str),
-        bool: isinstance(value, bool),
-        int: isinstance(value, numbers.Integral) and not isinstance(value, bool),
-        float: isinstance(value, numbers.Real) and not isinstance(value, bool),
-    }[hint]
-    return None if ok else f"field {path!r} must be {_EXPECTED[hint]}, got {_short(value)}"
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _sort_key(record: EpisodeRecord, position: int) -> tuple[Any, ...]:

@@ -21,11 +21,15 @@ True
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import math
+import numbers
+import types
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from mmsearch_env.errors import DatasetError
 from mmsearch_env.text import valid_unicode
@@ -37,6 +41,7 @@ __all__ = [
     "ResultRecord",
     "SearchRecord",
     "jsonable",
+    "layout_problem",
     "upgrade_layout",
 ]
 
@@ -151,13 +156,20 @@ class EpisodeRecord:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> EpisodeRecord:
-        """Read a record written by :meth:`to_dict`, or a line from before versioning."""
+        """Read a record written by :meth:`to_dict`, or a line from before versioning.
+
+        Every field's type is checked; a record that does not fit raises :class:`DatasetError` naming
+        the field (``searches[0].results[2].url``) and what it holds.
+        """
         if not isinstance(data, Mapping):
             raise DatasetError(f"an episode record must be a JSON object, got {type(data).__name__}")
         data = upgrade_layout(data)
-        for key in ("example_id", "question", "ground_truth"):
-            if not isinstance(data.get(key), str):
-                raise DatasetError(f"episode record field {key!r} must be a string, got {data.get(key)!r}")
+        problem = layout_problem(data)
+        if problem is not None:
+            raise DatasetError(
+                f"{problem}; an episode record has the layout of mmsearch_env.records.EpisodeRecord "
+                "(fix or remove this record)"
+            )
         known = {f.name for f in fields(cls)}
         kwargs = {k: v for k, v in data.items() if k in known}
         kwargs["actions"] = [ActionRecord(**_known(ActionRecord, a)) for a in data.get("actions") or []]
@@ -208,6 +220,70 @@ def upgrade_layout(data: Mapping[str, Any]) -> dict[str, Any]:
             f"{RECORD_VERSION}); upgrade mmsearch-env to read it"
         )
     return data
+
+
+def layout_problem(value: Any, hint: Any = None, path: str = "") -> str | None:
+    """What makes JSON ``value`` not fit type ``hint`` (default: :class:`EpisodeRecord`), or ``None``.
+
+    ``None`` (or a missing key) is accepted for every field that has a default: the constructor fills it
+    in. Only fields without a default are required.
+
+    >>> layout_problem({"example_id": "q", "question": "?", "ground_truth": "x", "turns": [3]})
+    "field 'turns[0]' must be a string, got 3"
+    """
+    hint = EpisodeRecord if hint is None else hint
+    origin = get_origin(hint)
+    if hint is Any:
+        return None
+    if origin in (Union, types.UnionType):
+        inner = [arg for arg in get_args(hint) if arg is not type(None)]
+        return None if value is None else layout_problem(value, inner[0], path)
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, Mapping):
+            return f"field {path or 'record'!r} must be a JSON object ({hint.__name__}), got {_short(value)}"
+        hints = _hints(hint)
+        for f in dataclasses.fields(hint):
+            name = f"{path}.{f.name}" if path else f.name
+            item = value.get(f.name)
+            if item is None:
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                    return f"required field {name!r} is missing"
+                continue
+            problem = layout_problem(item, hints[f.name], name)
+            if problem is not None:
+                return problem
+        return None
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            return f"field {path!r} must be a list, got {_short(value)}"
+        (item_hint,) = get_args(hint)
+        for i, item in enumerate(value):
+            problem = layout_problem(item, item_hint, f"{path}[{i}]")
+            if problem is not None:
+                return problem
+        return None
+    if origin is dict:
+        return None if isinstance(value, Mapping) else f"field {path!r} must be a JSON object, got {_short(value)}"
+    ok = {
+        str: isinstance(value, str),
+        bool: isinstance(value, bool),
+        int: isinstance(value, numbers.Integral) and not isinstance(value, bool),
+        float: isinstance(value, numbers.Real) and not isinstance(value, bool),
+    }[hint]
+    return None if ok else f"field {path!r} must be {_EXPECTED[hint]}, got {_short(value)}"
+
+
+_EXPECTED = {str: "a string", bool: "true or false", int: "an integer", float: "a number"}
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return get_type_hints(cls)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _known(cls: type, data: Any) -> dict[str, Any]:

@@ -111,13 +111,13 @@ def test_reader_rejects_a_corrupt_middle_line(tmp_path):
 @pytest.mark.parametrize(
     ("line", "message"),
     [
-        ({"question": "?", "ground_truth": "x"}, "t.jsonl:2: episode record field 'example_id' must be a string"),
-        ({**GOOD, "reward": "high"}, "t.jsonl:2: episode record field 'reward' must be int or float or null"),
-        ({**GOOD, "searches": {"tool": "x"}}, "t.jsonl:2: episode record field 'searches' must be list or null"),
-        ({**GOOD, "index": True}, "t.jsonl:2: episode record field 'index' must be int or null"),
-        ({**GOOD, "searches": [3]}, "t.jsonl:2: expected a JSON object for a SearchRecord"),
+        ({"question": "?", "ground_truth": "x"}, "t.jsonl:2: required field 'example_id' is missing"),
+        ({**GOOD, "reward": "high"}, "t.jsonl:2: field 'reward' must be a number, got 'high'"),
+        ({**GOOD, "searches": {"tool": "x"}}, "t.jsonl:2: field 'searches' must be a list, got {'tool': 'x'}"),
+        ({**GOOD, "index": True}, "t.jsonl:2: field 'index' must be an integer, got True"),
+        ({**GOOD, "searches": [3]}, "t.jsonl:2: field 'searches[0]' must be a JSON object (SearchRecord), got 3"),
         ({**GOOD, "version": 9}, "t.jsonl:2: episode record version 9 is not supported"),
-        ([1, 2], "t.jsonl:2: expected a JSON object, got list"),
+        ([1, 2], "t.jsonl:2: an episode record must be a JSON object, got list"),
     ],
     ids=["missing id", "reward text", "searches object", "index bool", "search not object", "future", "not object"],
 )

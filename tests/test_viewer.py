@@ -376,7 +376,7 @@ def test_max_episodes_and_bad_input(tmp_path, trajectories):
     bad = tmp_path / "bad.jsonl"
     line = '{"example_id": "a", "question": "a", "ground_truth": "g"}\n'
     bad.write_text(line + "[1, 2]\n")
-    with pytest.raises(DatasetError, match=re.escape(f"{bad}:2: expected a JSON object")):
+    with pytest.raises(DatasetError, match=re.escape(f"{bad}:2: an episode record must be a JSON object")):
         load_trajectories(bad)
     bad.write_text(line + "{oops\n" + line)
     with pytest.raises(DatasetError, match=re.escape(f"{bad}:2: not a JSON trajectory line")):
