@@ -22,6 +22,7 @@ from experiments.on_demand.data import country_names
 from mmsearch_env.config import EnvConfig
 from mmsearch_env.data import Example, load_dataset
 from mmsearch_env.env import MMSearchEnv
+from mmsearch_env.records import EpisodeRecord
 
 __all__ = [
     "checkpoints",
@@ -62,24 +63,22 @@ def rag_policy(sft_dir: Path, config: OnDemandConfig) -> ForcedSearchPolicy:
     return ForcedSearchPolicy(model_policy(sft_dir, config), protocol=config.env.protocol)
 
 
-def run_policy(policy: Any, dataset: Path, env_config: EnvConfig, *, search: bool = True) -> list[dict[str, Any]]:
-    """One episode per question of ``dataset``; the trajectory lines, in dataset order."""
+def run_policy(policy: Any, dataset: Path, env_config: EnvConfig, *, search: bool = True) -> list[EpisodeRecord]:
+    """One episode per question of ``dataset``; the episode records, in dataset order."""
     env = env_config.replace(dataset=str(dataset), split=None)
     if not search:
         env = env.search_disabled()
-    result = rollout(policy, env_kwargs=env.to_dict(), concurrency=64, progress=False, batch_wait_s=0.05)
-    return sorted(result.records, key=lambda r: r["index"])
+    result = rollout(policy, env_config=env, concurrency=64, progress=False, batch_wait_s=0.05)
+    return sorted(result.records, key=lambda r: r.index)
 
 
-def group_metrics(
-    records: Sequence[Mapping[str, Any]], known: Mapping[str, bool], env_config: EnvConfig
-) -> dict[str, Any]:
+def group_metrics(records: Sequence[EpisodeRecord], known: Mapping[str, bool], env_config: EnvConfig) -> dict[str, Any]:
     """Accuracy, both search ratios, mean reward and format rate on ``all`` questions and on the ``known``
     and ``unknown`` ones (a group without questions is left out). ``known``: example id -> known."""
     groups = {
         "all": list(records),
-        "known": [r for r in records if known[r["info"]["example_id"]]],
-        "unknown": [r for r in records if not known[r["info"]["example_id"]]],
+        "known": [r for r in records if known[r.example_id]],
+        "unknown": [r for r in records if not known[r.example_id]],
     }
     out: dict[str, Any] = {}
     for name, rows in groups.items():

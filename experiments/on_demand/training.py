@@ -37,7 +37,6 @@ def curate_train(
     import torch
 
     torch.manual_seed(config.seed)
-    kwargs = {k: v for k, v in env_config.to_dict().items() if k not in ("dataset", "split")}
     try:
         result = curate(
             model_policy(sft_dir, config, temperature=1.0, seed=config.seed),
@@ -46,7 +45,7 @@ def curate_train(
             out=out,
             rollouts=config.curate_rollouts,
             ratio=config.curate_ratio,
-            env_kwargs=kwargs,
+            env_config=env_config,
             concurrency=64,
             seed=config.seed,
             on_shortfall="keep-all" if config.is_quick else "shrink",
