@@ -27,7 +27,7 @@ from agents.curate import SHORTFALL, curate, report_markdown
 from agents.evaluate import evaluate
 from agents.metrics import accuracy_by
 from agents.pool import make_env_pool
-from agents.rollout import rollout
+from agents.rollout import ON_ERROR, rollout
 from agents.scripted import OraclePolicy
 from mmsearch_env import __version__
 from mmsearch_env.config import EnvConfig, add_env_arguments, env_config_from_args
@@ -89,6 +89,7 @@ def _eval(args: argparse.Namespace) -> int:
         search_utility_runs={"auto": None, "on": True, "off": False}[args.search_utility],
         plot=not args.no_plot,
         progress=not args.quiet,
+        on_error=args.on_error,
     )
     print(report.to_markdown())
     for key, path in report.paths.items():
@@ -113,6 +114,7 @@ def _curate(args: argparse.Namespace) -> int:
         limit=args.limit,
         temperature=args.temperature,
         progress=not args.quiet,
+        on_error=args.on_error,
     )
     print(report_markdown(result.report))
     for key, path in result.paths.items():
@@ -168,6 +170,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--no-plot", action="store_true", help="do not write the PNG plot")
     ev.add_argument("--quiet", action="store_true", help="no progress bars")
+    ev.add_argument(
+        "--on-error",
+        choices=ON_ERROR,
+        default="skip",
+        help="an episode that cannot be played (bad data row, failed model request): skip it and list it in "
+        "the report (default; a rerun retries it), or stop",
+    )
     # Evaluation's own default split is test; every other setting is the environment's default.
     ev.add_argument("--split", dest="env_split", default="test", help="dataset split, or 'all' (default: test)")
     add_env_arguments(ev, skip=("split",))
@@ -189,6 +198,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--temperature", type=float, default=1.0, help="sampling temperature of hf:/openai: policies (default: 1.0)"
     )
     cu.add_argument("--quiet", action="store_true", help="no progress bars")
+    cu.add_argument(
+        "--on-error",
+        choices=ON_ERROR,
+        default="skip",
+        help="an episode that cannot be played (bad data row, failed model request): skip it and list it in "
+        "the report (default; a rerun retries it), or stop",
+    )
     add_env_arguments(cu)  # --search is the search-enabled pass's backend; the other pass has none
     cu.set_defaults(func=_curate)
 

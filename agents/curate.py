@@ -237,6 +237,7 @@ def curate(
     temperature: float | None = 1.0,
     plot: bool = True,
     progress: bool = True,
+    on_error: str = "skip",
     env_kwargs: Mapping[str, Any] | None = None,
 ) -> CurationResult:
     """Label ``dataset`` by search need with ``policy`` and write a balanced subset (see the module docstring).
@@ -259,6 +260,8 @@ def curate(
         max_size: cap on the subset size (the ratio kept).
         limit: only the first ``limit`` questions.
         temperature: sampling temperature of a model policy given as a spec string (``None``: its default).
+        on_error: ``"skip"`` (default) or ``"stop"`` (see :func:`agents.rollout.rollout`). A question with
+            a skipped rollout is not labelled (it is neither kept nor counted) and is listed in the report.
         env_kwargs: the older name of ``env_config`` (deprecated).
     """
     if isinstance(rollouts, bool) or not isinstance(rollouts, int) or rollouts < 1:
@@ -274,6 +277,7 @@ def curate(
     out_dir = Path(out)
     (out_dir / "rollouts").mkdir(parents=True, exist_ok=True)
     runs: dict[str, dict[int, list[EpisodeRecord]]] = {"no_search": defaultdict(list), "search": defaultdict(list)}
+    skipped: dict[int, dict[str, Any]] = {}
     names = set()
     # Both passes share one dataset and (the search pass) one backend, built once and closed once.
     with make_env_pool(config, concurrency) as pool, pool.search_disabled() as off:
@@ -295,13 +299,18 @@ def curate(
                     split=split,
                     concurrency=concurrency,
                     progress=progress,
+                    on_error=on_error,
                     desc=f"{agent.name} {mode.replace('_', ' ')} {k + 1}/{rollouts}",
                 )
                 for record in result.records:
                     runs[mode][record.index].append(record)
+                for skip in result.skipped:
+                    skipped.setdefault(skip.index, skip.to_dict())
 
     labels = []
     for index in indices:
+        if index in skipped:
+            continue
         example = examples[index]
         row = label_question(runs["no_search"][index], runs["search"][index])
         labels.append(
@@ -332,6 +341,7 @@ def curate(
         policy_names=sorted(names),
         config={"dataset": config.dataset, "split": split},
         rollouts=rollouts,
+        skipped=[skipped[i] for i in sorted(skipped)],
     )
     paths = {}
     with (out_dir / "labels.jsonl").open("w", encoding="utf-8") as handle:

@@ -26,6 +26,7 @@ def curation_report(
     policy_names: Sequence[str],
     config: Mapping[str, Any],
     rollouts: int,
+    skipped: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
     def counts(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         per_category: dict[str, Counter[str]] = defaultdict(Counter)
@@ -57,6 +58,7 @@ def curation_report(
         "selection": dict(selection),
         "curated": counts([by_index[i] for i in selected]),
         "agreement": _agreement(labels),
+        "skipped": [dict(s) for s in skipped],
     }
 
 
@@ -86,6 +88,14 @@ def report_markdown(report: Mapping[str, Any]) -> str:
         f" · {c['rollouts']} rollouts per question with search disabled and {c['rollouts']} with search enabled.",
         "",
     ]
+    skipped = report.get("skipped") or []
+    if skipped:
+        lines += [
+            f"**{len(skipped)} question(s) skipped** (a rollout could not be played; not labelled; rerun to retry):",
+            "",
+            *(f"- {s['index']} ({s['example_id'] or '–'}): {str(s['error'])[:300]}" for s in skipped),
+            "",
+        ]
     for title, part in (("All questions", report["all"]), ("Curated subset", report["curated"])):
         lines += [f"## {title} ({part['total']})", "", "| category | " + " | ".join(LABELS) + " |"]
         lines.append("|---|" + "---:|" * len(LABELS))

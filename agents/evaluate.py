@@ -197,6 +197,20 @@ class EvalReport:
                 f"{f['truncated']} | {r['mean_reward']:.3f} | {tokens} | {r['mean_latency_s']:.3f} / "
                 f"{r['p95_latency_s']:.3f} | {r['search_cost_usd']:.4f} |"
             )
+        skipped = [(r["policy"], s) for r in self.rows for s in r.get("skipped") or []]
+        if skipped:
+            lines += [
+                "",
+                f"## Skipped episodes ({len(skipped)})",
+                "",
+                "Not counted above: these episodes could not be played (rerun the same command to retry them).",
+                "",
+                "| policy | index | question id | error |",
+                "|---|---|---|---|",
+            ]
+            for policy, s in skipped:
+                error = str(s["error"]).replace("|", "\\|").replace("\n", " ")[:300]
+                lines.append(f"| {policy} | {s['index']} | {s['example_id'] or '–'} | {error} |")
         utility = [r for r in self.rows if r.get("search_utility")]
         if utility:
             lines += [
@@ -301,6 +315,7 @@ def evaluate(
     plot: bool = True,
     viewer: bool = True,
     progress: bool = True,
+    on_error: str = "skip",
     env_kwargs: Mapping[str, Any] | None = None,
 ) -> EvalReport:
     """Evaluate policies side by side and write the report (see the module docstring).
@@ -319,6 +334,9 @@ def evaluate(
         judge: ``"openai:MODEL@BASE_URL"`` or an :class:`agents.judge.LLMJudge` for judged accuracy.
         search_utility_runs: rerun with search disabled and forced; ``None``: on for built-in datasets.
         plot, viewer: write the PNG plot / the HTML viewer (when ``agents.viewer`` can be imported).
+        on_error: ``"skip"`` (default) or ``"stop"``: what an episode that cannot be played (a bad dataset
+            row, a failed model request) does to the run (see :func:`agents.rollout.rollout`). Skipped
+            episodes are counted per policy and listed in the report; a rerun retries them.
         env_kwargs: the older name of ``env_config`` (deprecated).
     """
     started = time.perf_counter()
@@ -350,12 +368,14 @@ def evaluate(
         if len(set(names)) != len(names):
             raise ConfigError(f"policy names must be unique in one evaluation (they key the results), got {names}")
         forced_possible = base.max_turns >= 2 and pool.max_searches_per_episode > 0
-        common = {"concurrency": concurrency, "split": split, "progress": progress}
+        common = {"concurrency": concurrency, "split": split, "progress": progress, "on_error": on_error}
         rows = []
         for policy in policy_objects:
-            main = rollout(policy, indices, envs=pool, out=files["main"], desc=policy.name, **common).records
+            run = rollout(policy, indices, envs=pool, out=files["main"], desc=policy.name, **common)
+            main = run.records
             judged = _judge_records(judge, main) if judge is not None else None
             row = {"policy": policy.name, **policy_metrics(main, pool.max_searches_per_episode, judged)}
+            row["skipped"] = [s.to_dict() for s in run.skipped]
             row["search_utility"] = None
             if search_utility_runs:
                 no_search = rollout(

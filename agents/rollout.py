@@ -45,7 +45,7 @@ import threading
 import time
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
@@ -54,18 +54,22 @@ import gymnasium as gym
 from tqdm.auto import tqdm
 
 import mmsearch_env  # noqa: F401  (registers MMSearch-v0)
+from agents.batcher import EPISODE_ERRORS, PolicyBatcher
 from agents.metrics import EpisodeSummary, Outcome, RunningMetrics, summarize
 from agents.pool import EnvPool, make_env_pool
-from agents.trajectories import TrajectoryWriter, build_record, read_trajectories
+from agents.trajectories import SkippedEpisode, TrajectoryWriter, build_record, read_trajectories, write_skipped
 from mmsearch_env.config import EnvConfig
 from mmsearch_env.errors import ConfigError
 from mmsearch_env.records import EpisodeRecord
 from mmsearch_env.search import SearchBackendBase
 
 __all__ = [
+    "EPISODE_ERRORS",
+    "ON_ERROR",
     "EnvPool",
     "EpisodeSummary",
     "RolloutResult",
+    "SkippedEpisode",
     "TextPolicy",
     "TrajectoryWriter",
     "arollout",
@@ -78,6 +82,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+#: ``on_error`` choices: skip an episode that cannot be played, or stop the run.
+ON_ERROR = ("skip", "stop")
 
 
 class TextPolicy(Protocol):
@@ -161,6 +168,7 @@ class RolloutResult:
         new_episodes: episodes run by this call (the rest were already in the file).
         elapsed_s: wall time of this call.
         max_searches_per_episode: from the environment, for the search-ratio (calls) definition.
+        skipped: episodes this call could not play (``on_error="skip"``), with the reason; not in ``records``.
     """
 
     records: list[EpisodeRecord]
@@ -169,95 +177,10 @@ class RolloutResult:
     elapsed_s: float
     max_searches_per_episode: int
     policy_calls: int = 0
+    skipped: list[SkippedEpisode] = field(default_factory=list)
 
     def summary(self) -> EpisodeSummary:
         return summarize(self.records, self.max_searches_per_episode)
-
-
-class _Batcher:
-    """Collects policy requests from the episodes and answers them with one batched policy call."""
-
-    def __init__(self, policy: Any, max_batch: int, wait_s: float):
-        self.policy = policy
-        self.max_batch = max_batch
-        self.wait_s = wait_s
-        self.queue: list[tuple[dict[str, Any], dict[str, Any], asyncio.Future[Any]]] = []
-        self.live = 0  # episodes running (waiting on the policy or on a search)
-        self.calls = 0
-        self.call_s = wait_s  # running mean duration of a policy call
-        self.closed = False
-        self.wake = asyncio.Event()
-
-    async def request(self, observation: dict[str, Any], info: dict[str, Any]) -> tuple[str, dict[str, int] | None]:
-        future = asyncio.get_running_loop().create_future()
-        self.queue.append((observation, info, future))
-        self.wake.set()
-        return await future
-
-    def episode_started(self) -> None:
-        self.live += 1
-
-    def episode_ended(self) -> None:
-        self.live -= 1
-        self.wake.set()
-
-    def close(self) -> None:
-        self.closed = True
-        self.wake.set()
-
-    async def run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            await self.wake.wait()
-            self.wake.clear()
-            if not self.queue:
-                if self.closed:
-                    return
-                continue
-            # Wait (bounded) until every running episode is waiting: one big batch, not many small ones.
-            # Never wait longer than a policy call takes: for a cheap policy, small batches cost less.
-            deadline = loop.time() + min(self.wait_s, self.call_s)
-            while len(self.queue) < min(self.live, self.max_batch) and not self.closed:
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    break
-                self.wake.clear()
-                try:
-                    await asyncio.wait_for(self.wake.wait(), remaining)
-                except asyncio.TimeoutError:
-                    break
-            batch, self.queue = self.queue[: self.max_batch], self.queue[self.max_batch :]
-            try:
-                actions, usage = await self._call([b[0] for b in batch], [b[1] for b in batch])
-            except Exception as exc:
-                for _, _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
-            else:
-                for (_, _, future), action, used in zip(batch, actions, usage, strict=True):
-                    if not future.done():
-                        future.set_result((action, used))
-            if self.queue or self.closed:
-                self.wake.set()
-
-    async def _call(self, observations: list[dict[str, Any]], infos: list[dict[str, Any]]) -> tuple[list[str], list]:
-        self.calls += 1
-        started = time.perf_counter()
-        if hasattr(self.policy, "aact_batch"):
-            actions = await self.policy.aact_batch(observations, infos)
-        else:
-            actions = await asyncio.to_thread(self.policy.act_batch, observations, infos)
-        actions = list(actions)
-        self.call_s = 0.5 * self.call_s + 0.5 * (time.perf_counter() - started)
-        if len(actions) != len(observations):
-            raise ConfigError(
-                f"policy {self.policy.name!r} returned {len(actions)} turns for a batch of {len(observations)} "
-                "observations; act_batch must return exactly one str per observation, in order"
-            )
-        usage = getattr(self.policy, "last_usage", None)
-        if not isinstance(usage, list) or len(usage) != len(actions):
-            usage = [None] * len(actions)
-        return actions, usage
 
 
 def _done_keys(path: Path | None, policy: str, split: str | None, examples: Sequence[Any]) -> dict[int, EpisodeRecord]:
@@ -287,15 +210,29 @@ async def arollout(
     batch_wait_s: float = 0.02,
     max_batch_size: int | None = None,
     desc: str | None = None,
+    on_error: str = "skip",
     env_kwargs: Mapping[str, Any] | None = None,
 ) -> RolloutResult:
     """The async twin of :func:`rollout` (same arguments); run it on your own event loop."""
     started = time.perf_counter()
+    if on_error not in ON_ERROR:
+        raise ConfigError(f"on_error must be one of {list(ON_ERROR)}, got {on_error!r}")
     config = env_config_argument(env_config, env_kwargs)
+    options = _Options(out, split, progress, batch_wait_s, max_batch_size, desc, on_error, started)
     if envs is not None:
-        return await _arollout(policy, indices, envs, out, split, progress, batch_wait_s, max_batch_size, desc, started)
+        return await _arollout(policy, indices, envs, options)
     with make_env_pool(config, concurrency) as pool:
-        return await _arollout(policy, indices, pool, out, split, progress, batch_wait_s, max_batch_size, desc, started)
+        return await _arollout(policy, indices, pool, options)
+
+
+def _example_id(examples: Sequence[Any], index: int) -> str | None:
+    ids = getattr(examples, "ids", None)
+    if ids is not None:
+        return ids[index]
+    try:
+        return examples[index].id
+    except Exception:  # the row itself is what failed to load
+        return None
 
 
 def env_config_argument(
@@ -310,18 +247,23 @@ def env_config_argument(
     return EnvConfig.coerce(env_config)
 
 
+@dataclass(frozen=True)
+class _Options:
+    out: str | os.PathLike[str] | None
+    split: str | None
+    progress: bool
+    batch_wait_s: float
+    max_batch_size: int | None
+    desc: str | None
+    on_error: str
+    started: float
+
+
 async def _arollout(
-    policy: Any,
-    indices: Iterable[int] | None,
-    pool: Sequence[gym.Env],
-    out: str | os.PathLike[str] | None,
-    split: str | None,
-    progress: bool,
-    batch_wait_s: float,
-    max_batch_size: int | None,
-    desc: str | None,
-    started: float,
+    policy: Any, indices: Iterable[int] | None, pool: Sequence[gym.Env], options: _Options
 ) -> RolloutResult:
+    out, split, progress, desc = options.out, options.split, options.progress, options.desc
+    batch_wait_s, max_batch_size, started = options.batch_wait_s, options.max_batch_size, options.started
     first = pool[0].unwrapped
     if split is None:
         split = first.config.split
@@ -334,12 +276,13 @@ async def _arollout(
     done = _done_keys(path, policy.name, split, first.examples)
     todo = [i for i in dict.fromkeys(all_indices) if i not in done]
     finished: dict[int, EpisodeRecord] = {i: done[i] for i in all_indices if i in done}
+    skipped: list[SkippedEpisode] = []
     if done and todo:
         logger.info("%s: resuming, %d of %d episodes already in %s", policy.name, len(finished), len(all_indices), path)
 
     loop = asyncio.get_running_loop()
     threads = _thread_pool(len(pool))
-    batcher = _Batcher(policy, max_batch_size or len(pool), batch_wait_s)
+    batcher = PolicyBatcher(policy, max_batch_size or len(pool), batch_wait_s)
     bar = tqdm(
         total=len(all_indices), initial=len(finished), desc=desc or policy.name, disable=not progress, leave=False
     )
@@ -364,6 +307,20 @@ async def _arollout(
             batcher.episode_ended()
 
     async def one_episode(env: gym.Env, index: int) -> None:
+        try:
+            await play(env, index)
+        except EPISODE_ERRORS as exc:
+            example_id = _example_id(first.examples, index)
+            message = f"{type(exc).__name__}: {exc}"
+            if options.on_error == "stop":
+                if hasattr(exc, "add_note"):  # Python 3.11+
+                    exc.add_note(f"while playing episode {index} ({example_id}); on_error='skip' goes on instead")
+                raise
+            logger.warning("%s: skipping episode %d (%s): %s", policy.name, index, example_id, message)
+            skipped.append(SkippedEpisode(index=index, example_id=example_id, error=message, policy=policy.name))
+            bar.update(1)
+
+    async def play(env: gym.Env, index: int) -> None:
         base = env.unwrapped
         native = _native_async(base.search)
         t0 = time.perf_counter()
@@ -413,8 +370,11 @@ async def _arollout(
         await asyncio.gather(dispatcher, *workers, return_exceptions=True)
         bar.refresh()  # the final numbers reach the log even when the run was faster than a redraw
         bar.close()
+    if path is not None:
+        write_skipped(path, skipped)
     return RolloutResult(
-        records=[finished[i] for i in dict.fromkeys(all_indices)],
+        skipped=sorted(skipped, key=lambda s: s.index),
+        records=[finished[i] for i in dict.fromkeys(all_indices) if i in finished],
         path=path,
         new_episodes=len(todo),
         elapsed_s=time.perf_counter() - started,
@@ -436,6 +396,7 @@ def rollout(
     batch_wait_s: float = 0.02,
     max_batch_size: int | None = None,
     desc: str | None = None,
+    on_error: str = "skip",
     env_kwargs: Mapping[str, Any] | None = None,
 ) -> RolloutResult:
     """Run ``policy`` on the episodes ``indices`` (default: the whole dataset), many at once.
@@ -455,12 +416,18 @@ def rollout(
         batch_wait_s: the longest a policy call waits for other episodes to join its batch (never longer
             than the policy's recent calls took: a cheap policy is not held back).
         max_batch_size: largest batch per policy call (default: ``concurrency``).
+        on_error: what an episode that cannot be played does to the run — a dataset row that fails to
+            load (:class:`DatasetError`) or a model request that fails after its retries
+            (:class:`EndpointError`, timeouts, lost connections): ``"skip"`` (default, what a long run
+            wants) records it in :attr:`RolloutResult.skipped` and in ``NAME.skipped.jsonl`` beside
+            ``out`` and goes on (a rerun retries it); ``"stop"`` raises, naming the episode.
         env_kwargs: the older name of ``env_config`` (deprecated).
 
     Returns:
-        A :class:`RolloutResult` with every requested episode's :class:`EpisodeRecord`.
+        A :class:`RolloutResult` with every played episode's :class:`EpisodeRecord`.
 
-    Policy exceptions stop the run and propagate; the episodes finished so far are already on disk.
+    Other exceptions (a bug in a policy, a policy returning the wrong number of turns) stop the run and
+    propagate; the episodes finished so far are already on disk.
     Works from inside a running event loop too (notebooks): the engine then runs in a worker thread.
     """
 
@@ -483,6 +450,7 @@ def rollout(
             batch_wait_s=batch_wait_s,
             max_batch_size=max_batch_size,
             desc=desc,
+            on_error=on_error,
         )
 
     try:

@@ -14,7 +14,8 @@ import json
 import os
 import threading
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +24,52 @@ import gymnasium as gym
 from mmsearch_env.errors import DatasetError
 from mmsearch_env.records import EpisodeRecord, jsonable
 
-__all__ = ["THUMBNAIL_SAVE_SIZE", "TrajectoryWriter", "build_record", "read_trajectories"]
+__all__ = [
+    "THUMBNAIL_SAVE_SIZE",
+    "SkippedEpisode",
+    "TrajectoryWriter",
+    "build_record",
+    "read_trajectories",
+    "skipped_path",
+    "write_skipped",
+]
 
 #: Long side, in pixels, of the search-result thumbnails saved next to a trajectory file.
 THUMBNAIL_SAVE_SIZE = 256
+
+
+@dataclass(frozen=True)
+class SkippedEpisode:
+    """An episode a rollout could not play (``on_error="skip"``): which one, and why.
+
+    Skipped episodes are not trajectory lines (they have no turns to score); a rerun retries them.
+    """
+
+    index: int
+    example_id: str | None
+    error: str
+    policy: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return jsonable(asdict(self))
+
+
+def skipped_path(path: str | os.PathLike[str]) -> Path:
+    """Where the skipped episodes of trajectory file ``path`` are listed: ``NAME.skipped.jsonl`` beside it."""
+    path = Path(path)
+    return path.with_name(path.stem + ".skipped.jsonl")
+
+
+def write_skipped(path: str | os.PathLike[str], skipped: Sequence[SkippedEpisode]) -> Path | None:
+    """List this run's skipped episodes beside trajectory file ``path`` (replacing an older list; none: removed)."""
+    target = skipped_path(path)
+    if not skipped:
+        target.unlink(missing_ok=True)
+        return None
+    tmp = target.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text("".join(json.dumps(s.to_dict(), ensure_ascii=False) + "\n" for s in skipped), encoding="utf-8")
+    os.replace(tmp, target)
+    return target
 
 
 class TrajectoryWriter:

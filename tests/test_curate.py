@@ -180,3 +180,24 @@ def test_model_policy_spec_samples_at_the_curation_temperature(tmp_path, monkeyp
     # cannot search (the episode ends), with search it answers the flag questions
     assert result.report["all"]["labels"]["search_free"] == 0
     assert result.report["all"]["labels"]["search_required"] > 0
+
+
+def test_a_question_with_a_skipped_rollout_is_listed_not_labelled(tmp_path):
+    from PIL import Image as PILImage
+
+    rows = []
+    for i in range(4):
+        name = f"q{i}.png"
+        if i == 1:
+            (tmp_path / name).write_bytes(b"not a picture")
+        else:
+            PILImage.new("RGB", (8, 8), (i, 0, 0)).save(tmp_path / name)
+        rows.append({"id": f"q{i}", "question": "Which?", "image": name, "answer": "x", "search_need": "none"})
+    (tmp_path / "q.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = curate(
+        "oracle", str(tmp_path / "q.jsonl"), None, out=tmp_path / "c", rollouts=1,
+        env_config={"search": "sample"}, plot=False, progress=False, on_shortfall="keep-all",
+    )  # fmt: skip
+    assert [row["id"] for row in result.labels] == ["q0", "q2", "q3"]
+    assert [s["example_id"] for s in result.report["skipped"]] == ["q1"]
+    assert "1 question(s) skipped" in (tmp_path / "c" / "report.md").read_text()

@@ -269,3 +269,31 @@ def test_the_disabled_backend_ignores_search_options():
     _, _, _, _, info = env.step("<reason>x</reason><text_search>q</text_search>")
     assert info["search_failures"] == 1 and "disabled" in info["search_error"]
     env.close()
+
+
+def test_a_bad_row_is_skipped_and_listed_in_the_report(tmp_path, capsys):
+    from PIL import Image as PILImage
+
+    rows = []
+    for i in range(6):
+        name = f"q{i}.png"
+        if i == 2:
+            (tmp_path / name).write_bytes(b"not a picture")
+        else:
+            PILImage.new("RGB", (8, 8), (i, 0, 0)).save(tmp_path / name)
+        rows.append({"id": f"q{i}", "question": "Which?", "image": name, "answer": "x"})
+    (tmp_path / "q.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "eval"
+    code = main(["eval", "--policy", "direct", "--dataset", str(tmp_path / "q.jsonl"), "--split", "all",
+                 "--search", "sample", "--out", str(out), "--quiet", "--no-plot"])  # fmt: skip
+    assert code == 0
+    report = json.loads((out / "report.json").read_text())
+    (row,) = report["rows"]
+    assert row["episodes"] == 5 and [s["example_id"] for s in row["skipped"]] == ["q2"]
+    markdown = (out / "report.md").read_text()
+    assert "## Skipped episodes (1)" in markdown and "| direct | 2 | q2 | DatasetError" in markdown
+    assert (out / "trajectories.skipped.jsonl").is_file()
+    capsys.readouterr()
+    code = main(["eval", "--policy", "direct", "--dataset", str(tmp_path / "q.jsonl"), "--split", "all",
+                 "--search", "sample", "--out", str(tmp_path / "e2"), "--quiet", "--no-plot", "--on-error", "stop"])  # fmt: skip
+    assert code == 2 and "q2.png" in capsys.readouterr().err

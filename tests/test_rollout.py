@@ -22,6 +22,7 @@ from mmsearch_env.data import load_dataset
 from mmsearch_env.errors import ConfigError, DatasetError
 from mmsearch_env.records import EpisodeRecord
 from mmsearch_env.search import SearchBackendBase, SearchResponse, SearchResult
+from mmsearch_env.search.openai_chat import EndpointError
 
 EXAMPLES = load_dataset("sample", None)
 ALL = {"dataset": "sample", "split": None}
@@ -335,3 +336,66 @@ def test_env_kwargs_is_the_deprecated_name_of_env_config():
     assert len(result.records) == 2
     with pytest.raises(ConfigError, match="not both"):
         rollout(oracle(), range(2), env_config=ALL, env_kwargs=ALL, progress=False)
+
+
+# -- one bad episode does not end a long run -----------------------------------------------------------
+def _questions_with_one_broken_image(tmp_path, n=30, broken=7):
+    from PIL import Image
+
+    rows = []
+    for i in range(n):
+        name = f"q{i}.png"
+        if i == broken:
+            (tmp_path / name).write_bytes(b"\x89PNG\r\n\x1a\n this is not a picture")
+        else:
+            Image.new("RGB", (8, 8), (i, 2 * i, 3)).save(tmp_path / name)
+        rows.append({"id": f"q{i}", "question": "Which country?", "image": name, "answer": "Arvenia"})
+    path = tmp_path / "questions.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return {"dataset": str(path), "split": None, "search": "sample"}
+
+
+def test_a_bad_row_is_skipped_recorded_and_retried_on_resume(tmp_path):
+    config = _questions_with_one_broken_image(tmp_path)
+    out = tmp_path / "run" / "traj.jsonl"
+    policy = OraclePolicy(load_dataset(config["dataset"], None), use_search=False)
+    result = rollout(policy, env_config=config, concurrency=4, out=out, progress=False)
+    assert len(result.records) == 29 and 7 not in {r.index for r in result.records}
+    (skip,) = result.skipped
+    assert (skip.index, skip.example_id, skip.policy) == (7, "q7", policy.name)
+    assert "DatasetError" in skip.error and "q7.png" in skip.error
+    listed = [json.loads(line) for line in (out.parent / "traj.skipped.jsonl").read_text().splitlines()]
+    assert listed == [skip.to_dict()]
+    again = rollout(policy, env_config=config, concurrency=4, out=out, progress=False)
+    assert again.new_episodes == 1 and len(again.records) == 29 and [s.index for s in again.skipped] == [7]
+    assert len(read_trajectories(out)) == 29  # nothing written twice
+
+
+def test_on_error_stop_names_the_episode(tmp_path):
+    config = _questions_with_one_broken_image(tmp_path, n=10, broken=3)
+    policy = OraclePolicy(load_dataset(config["dataset"], None), use_search=False)
+    with pytest.raises(DatasetError) as caught:
+        rollout(policy, env_config=config, concurrency=2, on_error="stop", progress=False)
+    assert "q3.png" in str(caught.value)
+    if hasattr(caught.value, "__notes__"):
+        assert "while playing episode 3 (q3)" in caught.value.__notes__[0]
+    with pytest.raises(ConfigError, match=re.escape("on_error must be one of ['skip', 'stop'], got 'ignore'")):
+        rollout(policy, env_config=config, on_error="ignore", progress=False)
+
+
+class _FlakyEndpoint(PolicyBase):
+    """A model server that fails for one question (after its own retries) and answers the others."""
+
+    name = "flaky"
+
+    def act(self, observation, info):
+        if info["example_id"] == "sample-arvenia-text":
+            raise EndpointError("HTTP 503 after 2 retries")
+        return "<reason>x</reason><answer>x</answer>"
+
+
+def test_a_failed_model_request_skips_only_its_episode():
+    result = rollout(_FlakyEndpoint(), range(6), env_config=ALL, concurrency=3, progress=False)
+    assert [(s.index, s.example_id) for s in result.skipped] == [(2, "sample-arvenia-text")]
+    assert "EndpointError: HTTP 503 after 2 retries" in result.skipped[0].error
+    assert sorted(r.index for r in result.records) == [0, 1, 3, 4, 5]
