@@ -8,6 +8,7 @@ from collections import defaultdict
 
 import gymnasium as gym
 import pytest
+from broken_rows import questions_with_one_broken_image
 from fake_openai import FakeOpenAI
 
 import mmsearch_env  # noqa: F401
@@ -183,19 +184,9 @@ def test_model_policy_spec_samples_at_the_curation_temperature(tmp_path, monkeyp
 
 
 def test_a_question_with_a_skipped_rollout_is_listed_not_labelled(tmp_path):
-    from PIL import Image as PILImage
-
-    rows = []
-    for i in range(4):
-        name = f"q{i}.png"
-        if i == 1:
-            (tmp_path / name).write_bytes(b"not a picture")
-        else:
-            PILImage.new("RGB", (8, 8), (i, 0, 0)).save(tmp_path / name)
-        rows.append({"id": f"q{i}", "question": "Which?", "image": name, "answer": "x", "search_need": "none"})
-    (tmp_path / "q.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    questions_with_one_broken_image(tmp_path, 4, 1, search_need="none")
     result = curate(
-        "oracle", str(tmp_path / "q.jsonl"), None, out=tmp_path / "c", rollouts=1,
+        "oracle", str(tmp_path / "questions.jsonl"), None, out=tmp_path / "c", rollouts=1,
         env_config={"search": "sample"}, plot=False, progress=False, on_shortfall="keep-all",
     )  # fmt: skip
     assert [row["id"] for row in result.labels] == ["q0", "q2", "q3"]

@@ -8,6 +8,7 @@ import sys
 import types
 
 import pytest
+from broken_rows import questions_with_one_broken_image
 from fake_openai import FakeOpenAI
 from PIL import Image
 
@@ -272,19 +273,9 @@ def test_the_disabled_backend_ignores_search_options():
 
 
 def test_a_bad_row_is_skipped_and_listed_in_the_report(tmp_path, capsys):
-    from PIL import Image as PILImage
-
-    rows = []
-    for i in range(6):
-        name = f"q{i}.png"
-        if i == 2:
-            (tmp_path / name).write_bytes(b"not a picture")
-        else:
-            PILImage.new("RGB", (8, 8), (i, 0, 0)).save(tmp_path / name)
-        rows.append({"id": f"q{i}", "question": "Which?", "image": name, "answer": "x"})
-    (tmp_path / "q.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    questions_with_one_broken_image(tmp_path, 6, 2)
     out = tmp_path / "eval"
-    code = main(["eval", "--policy", "direct", "--dataset", str(tmp_path / "q.jsonl"), "--split", "all",
+    code = main(["eval", "--policy", "direct", "--dataset", str(tmp_path / "questions.jsonl"), "--split", "all",
                  "--search", "sample", "--out", str(out), "--quiet", "--no-plot"])  # fmt: skip
     assert code == 0
     report = json.loads((out / "report.json").read_text())
@@ -294,6 +285,6 @@ def test_a_bad_row_is_skipped_and_listed_in_the_report(tmp_path, capsys):
     assert "## Skipped episodes (1)" in markdown and "| direct | 2 | q2 | DatasetError" in markdown
     assert (out / "trajectories.skipped.jsonl").is_file()
     capsys.readouterr()
-    code = main(["eval", "--policy", "direct", "--dataset", str(tmp_path / "q.jsonl"), "--split", "all",
+    code = main(["eval", "--policy", "direct", "--dataset", str(tmp_path / "questions.jsonl"), "--split", "all",
                  "--search", "sample", "--out", str(tmp_path / "e2"), "--quiet", "--no-plot", "--on-error", "stop"])  # fmt: skip
     assert code == 2 and "q2.png" in capsys.readouterr().err

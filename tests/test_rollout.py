@@ -11,6 +11,7 @@ import time
 
 import gymnasium as gym
 import pytest
+from broken_rows import questions_with_one_broken_image
 
 import mmsearch_env
 from agents.baselines import RAGWorkflowPolicy
@@ -340,18 +341,7 @@ def test_env_kwargs_is_the_deprecated_name_of_env_config():
 
 # -- one bad episode does not end a long run -----------------------------------------------------------
 def _questions_with_one_broken_image(tmp_path, n=30, broken=7):
-    from PIL import Image
-
-    rows = []
-    for i in range(n):
-        name = f"q{i}.png"
-        if i == broken:
-            (tmp_path / name).write_bytes(b"\x89PNG\r\n\x1a\n this is not a picture")
-        else:
-            Image.new("RGB", (8, 8), (i, 2 * i, 3)).save(tmp_path / name)
-        rows.append({"id": f"q{i}", "question": "Which country?", "image": name, "answer": "Arvenia"})
-    path = tmp_path / "questions.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    path = questions_with_one_broken_image(tmp_path, n, broken)
     return {"dataset": str(path), "split": None, "search": "sample"}
 
 
