@@ -31,7 +31,7 @@ from mmsearch_env.search import (
     make_search,
 )
 from mmsearch_env.spaces import AssistantTurn, ChatMessages, PILImage, UnicodeText
-from mmsearch_env.text import clean_text
+from mmsearch_env.text import clean_text, neutralize_control_tokens
 
 __all__ = ["TERMINATION_REASONS", "TRUNCATION_REASONS", "MMSearchEnv"]
 
@@ -106,7 +106,10 @@ class MMSearchEnv(gym.Env[dict[str, Any], str]):
     results (image search: thumbnail image + ``title: …``; text search: ``(link: URL) summary``),
     ``</information>``, the question again and what the agent may do next. A failed search gives a
     short error text instead (no ``<information>``) and the episode goes on. Web text is escaped, so
-    results cannot inject tags. Also ``question`` (str) and ``image`` (the question's RGB image).
+    results cannot inject tags; chat-template control tokens (``[INST]``, ``<|eot_id|>``,
+    ``<start_of_turn>``, ...) in web text and in the question as shown in messages are rewritten as
+    ``(INST)``, ``(eot_id)``, ... Also ``question`` (the dataset's text, as is) and ``image`` (the
+    question's RGB image).
 
     ## Rewards
 
@@ -262,7 +265,7 @@ class MMSearchEnv(gym.Env[dict[str, Any], str]):
         example = self.examples[self._pick(options)]
         image = example.image.copy()
         instruction = self.prompts.instruction.format(
-            question=example.question,
+            question=neutralize_control_tokens(example.question),  # dataset text is untrusted too
             max_turns=self.max_turns,
             max_image_searches=self.max_image_searches,
             max_text_searches=self.max_text_searches,
