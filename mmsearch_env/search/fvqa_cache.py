@@ -49,7 +49,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from fractions import Fraction
-from typing import Any, ClassVar
+from typing import Any, BinaryIO, ClassVar
 
 from PIL import Image
 from PIL.TiffImagePlugin import IFDRational
@@ -79,6 +79,7 @@ __all__ = [
     "fvqa_key",
     "import_fvqa_cache",
     "load_fvqa_pickle",
+    "read_fvqa_pickle",
 ]
 
 logger = logging.getLogger(__name__)
@@ -347,33 +348,45 @@ def load_fvqa_pickle(
     ``max_seconds``, and :class:`~mmsearch_env.errors.DatasetError` for a file over ``max_bytes`` or when
     the structure is not the documented one (the message names the entry and the field).
     """
+    name = repr(os.fspath(path))
     try:
         size = os.path.getsize(path)
         if size > max_bytes:
             raise DatasetError(
-                f"{os.fspath(path)!r} is {size} bytes, over the {max_bytes}-byte limit for an FVQA cache "
-                "pickle; pass a larger max_bytes if the file is genuine"
+                f"{name} is {size} bytes, over the {max_bytes}-byte limit for an FVQA cache pickle; pass a "
+                "larger max_bytes if the file is genuine"
             )
         with open(path, "rb") as handle:
-            raw = RestrictedUnpickler(handle, max_seconds=max_seconds).load()
+            return read_fvqa_pickle(handle, name=name, max_seconds=max_seconds)
     except FileNotFoundError as exc:
-        raise DatasetError(f"FVQA cache file not found: {os.fspath(path)!r}") from exc
+        raise DatasetError(f"FVQA cache file not found: {name}") from exc
+
+
+def read_fvqa_pickle(
+    file: BinaryIO, *, name: str = "the FVQA cache", max_seconds: float | None = MAX_PICKLE_SECONDS
+) -> dict[str, dict[str, Any]]:
+    """:func:`load_fvqa_pickle` of an open binary file (``name`` is how messages call it)."""
+    try:
+        raw = RestrictedUnpickler(file, max_seconds=max_seconds).load()
     except (UnsafePickleError, DatasetError):
         raise
     except RecursionError as exc:
-        raise DatasetError(f"{os.fspath(path)!r} nests objects too deeply for an FVQA cache") from exc
+        raise DatasetError(f"{name} nests objects too deeply for an FVQA cache") from exc
     except Exception as exc:  # truncated or corrupt files: UnpicklingError, EOFError, ValueError, ...
-        raise DatasetError(f"{os.fspath(path)!r} is not a readable pickle: {type(exc).__name__}: {exc}") from exc
+        raise DatasetError(f"{name} is not a readable pickle: {type(exc).__name__}: {str(exc)[:200]}") from exc
     if not isinstance(raw, Mapping):
         raise DatasetError(f"an FVQA cache must be a dict data_id -> entry, got {type(raw).__name__}")
     entries: dict[str, dict[str, Any]] = {}
     for data_id, entry in raw.items():
-        where = f"FVQA cache entry {data_id!r}"
+        where = f"FVQA cache entry {data_id!r:.80}"
         if not isinstance(data_id, str) or not isinstance(entry, Mapping):
             raise DatasetError(f"{where}: expected str data_id -> dict, got {type(entry).__name__}")
         missing = [k for k in (_TITLES, _IMAGES) if k not in entry]
         if missing:
             raise DatasetError(f"{where}: missing field(s) {missing}; expected {_TITLES!r} and {_IMAGES!r}")
+        for key in (_TITLES, _IMAGES):
+            if entry[key] is not None and not isinstance(entry[key], (list, tuple)):
+                raise DatasetError(f"{where}: {key} must be a list, got {type(entry[key]).__name__}")
         titles, images = list(entry[_TITLES] or []), list(entry[_IMAGES] or [])
         if not all(isinstance(t, str) for t in titles):
             raise DatasetError(f"{where}: {_TITLES} must be a list of str")
@@ -411,14 +424,17 @@ def import_fvqa_cache(
     top_k: int = 5,
     fetch_thumbnail: Callable[[str], Image.Image] | None = None,
     progress: bool = True,
+    max_bytes: int = MAX_PICKLE_BYTES,
+    max_seconds: float | None = MAX_PICKLE_SECONDS,
 ) -> ImportReport:
     """Load an FVQA cache pickle safely and write its entries into ``cache`` (path, URL or store).
 
     Each entry becomes an image-search response of its first ``top_k`` (title, thumbnail) pairs. A
     thumbnail URL becomes the result's ``url``; with ``fetch_thumbnail`` it is downloaded too (a failed
-    download keeps the URL-only result and is logged).
+    download keeps the URL-only result and is logged). ``max_bytes`` / ``max_seconds`` bound the pickle as
+    in :func:`load_fvqa_pickle`.
     """
-    entries = load_fvqa_pickle(pickle_path)
+    entries = load_fvqa_pickle(pickle_path, max_bytes=max_bytes, max_seconds=max_seconds)
     store = open_store(cache)
     results_total = thumbs = url_only = 0
     try:
