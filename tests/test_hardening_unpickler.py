@@ -18,13 +18,8 @@ from PIL import Image
 from PIL.TiffImagePlugin import IFDRational
 
 from mmsearch_env.errors import DatasetError
-from mmsearch_env.search import fvqa_cache
-from mmsearch_env.search.fvqa_cache import (
-    RestrictedUnpickler,
-    UnsafePickleError,
-    load_fvqa_pickle,
-    read_fvqa_pickle,
-)
+from mmsearch_env.search.fvqa_cache import RestrictedUnpickler, UnsafePickleError, load_fvqa_pickle, read_fvqa_pickle
+from mmsearch_env.search.safe_pickle import ALLOWED_GLOBALS
 
 # The smallest spelling of IFDRational("1e999999999") (protocol 4 opcodes, no frame): before the fix
 # Pillow handed the string to Fraction, whose exponent expansion never returned.
@@ -92,8 +87,7 @@ HOSTILE_ARGS: list[object] = [
 
 
 def _constructors() -> list[tuple[str, str]]:
-    names = set(fvqa_cache._SAFE_GLOBALS) | set(fvqa_cache._SETS) | set(fvqa_cache._PIL_IMAGE_CLASSES)
-    return sorted(names)
+    return sorted(ALLOWED_GLOBALS)
 
 
 def _load(data: bytes) -> object:
