@@ -18,6 +18,7 @@ from PIL import Image
 from PIL.TiffImagePlugin import IFDRational
 
 from mmsearch_env.errors import DatasetError
+from mmsearch_env.search import ImageSearchRequest, fvqa_cache
 from mmsearch_env.search.fvqa_cache import RestrictedUnpickler, UnsafePickleError, load_fvqa_pickle, read_fvqa_pickle
 from mmsearch_env.search.safe_pickle import ALLOWED_GLOBALS
 
@@ -239,3 +240,22 @@ def test_errors_from_the_loader_are_dataset_errors(tmp_path):
         path.write_bytes(data)
         with pytest.raises(DatasetError):
             load_fvqa_pickle(path)
+
+
+def test_a_crafted_info_dict_cannot_break_the_import(tmp_path):
+    palette = Image.new("P", (6, 4), 3)
+    palette.putpalette([0, 0, 0, 9, 9, 9, 50, 60, 70, 200, 10, 10] * 4)
+    # keys that mode conversion and PNG encoding read, with values they cannot use
+    palette.info = {"transparency": "not a colour", "icc_profile": 5, "exif": [1, 2], "dpi": "x"}
+    rgba = Image.new("RGBA", (5, 5), (1, 2, 3, 128))
+    rgba.info = {"transparency": object.__name__, "icc_profile": ["x"]}
+    pkl, db = tmp_path / "crafted.pkl", tmp_path / "crafted.sqlite"
+    titles, images = "tool_returned_web_title_list", "tool_returned_images_urls"
+    pkl.write_bytes(pickle.dumps({"fvqa_9": {titles: ["p", "a"], images: [palette, rgba]}}, protocol=2))
+    report = fvqa_cache.import_fvqa_cache(pkl, db, progress=False)
+    assert (report.entries, report.results, report.thumbnails) == (1, 2, 2)
+    backend = fvqa_cache.FvqaImageSearch(db)
+    response = backend.image_search(ImageSearchRequest(image=Image.new("RGB", (1, 1)), example_id="fvqa_9"))
+    backend.close()
+    first, second = (r.thumbnail for r in response.results)
+    assert first.getpixel((0, 0))[:3] == (200, 10, 10) and second.getpixel((0, 0)) == (1, 2, 3, 128)

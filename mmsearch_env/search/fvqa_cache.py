@@ -148,9 +148,19 @@ class ImportReport:
     url_only: int
 
 
-def _plain(image: Image.Image) -> Image.Image:
-    # Image.copy() builds a plain PIL.Image.Image, so the unpickling subclass does not leak out
-    return image.copy()
+def _plain(image: Image.Image) -> Image.Image | None:
+    """The thumbnail's pixels as a plain RGB(A) image, or None when they cannot be converted.
+
+    The pickled ``info`` dict is the file's to choose, and PNG encoding and mode conversion read keys of
+    it (``transparency``, ``icc_profile``, ``exif``): it is dropped, so a crafted one cannot break the import.
+    """
+    try:
+        copy = image.copy()  # a plain PIL.Image.Image: the unpickling subclass does not leak out
+        copy.info = {}
+        return copy.convert("RGBA" if "A" in copy.getbands() else "RGB")
+    except (OSError, ValueError, TypeError) as exc:
+        logger.warning("a pickled thumbnail of mode %r could not be converted: %s", image.mode, exc)
+        return None
 
 
 def import_fvqa_cache(
