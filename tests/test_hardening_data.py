@@ -1,8 +1,9 @@
 """Every data error is a DatasetError naming the file, the row (or line) and the field, and saying how to fix it.
 
 One table: each case builds a broken file, loads it through the public entry point, and lists the
-pieces the message must hold. Before, these raised raw ``ArrowInvalid``, ``OSError("Couldn't
-deserialize thrift")``, ``UnicodeDecodeError`` or ``RecursionError``, or named no file.
+pieces the message must hold. Left to themselves, pyarrow, the UTF-8 codec and ``json`` raise raw
+``ArrowInvalid``, ``OSError("Couldn't deserialize thrift")``, ``UnicodeDecodeError`` or ``RecursionError``
+for these files, naming no row.
 """
 
 from __future__ import annotations

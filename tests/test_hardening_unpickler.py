@@ -23,8 +23,8 @@ from mmsearch_env.search.fvqa_cache import RestrictedUnpickler, UnsafePickleErro
 from mmsearch_env.search.safe_pickle import ALLOWED_GLOBALS
 
 # The smallest spelling of IFDRational("1e999999999"): GLOBAL, the string, TUPLE1, REDUCE, STOP (49
-# bytes; the module path and the string alone are 41). Before the fix Pillow handed the string to
-# Fraction, whose exponent expansion never returned.
+# bytes; the module path and the string alone are 41). Pillow's own IFDRational hands the string to
+# Fraction, whose exponent expansion never returns.
 SLOW_IFDRATIONAL = b"cPIL.TiffImagePlugin\nIFDRational\n\x8c\x0b1e999999999\x85R."
 
 
