@@ -94,6 +94,15 @@ class EnvConfig:
     max_turns: int = field(default=3, metadata={"help": "Assistant turns per episode; the last must answer."})
     max_image_searches: int = field(default=1, metadata={"help": "Image searches per episode."})
     max_text_searches: int = field(default=2, metadata={"help": "Text searches per episode."})
+    # The paper caps a turn at 2,048 tokens, a few thousand characters; 32k leaves room for any real
+    # turn while bounding what one hostile turn costs to clean, parse and keep.
+    max_action_chars: int = field(
+        default=32_768,
+        metadata={
+            "help": "Characters of one assistant turn that the env reads; a longer turn is cut to this many "
+            "before parsing and info['action_truncated'] is True on that step."
+        },
+    )
     # Parameters that control the reward
     search_penalty: float = field(
         default=SEARCH_PENALTY, metadata={"help": "Share of a correct answer's reward lost when it searched."}
@@ -110,6 +119,7 @@ class EnvConfig:
             ("max_turns", 1),
             ("max_image_searches", 0),
             ("max_text_searches", 0),
+            ("max_action_chars", 1),
             ("thumbnail_size", 16),
         ):
             value = getattr(self, name)
@@ -202,6 +212,7 @@ _CLI_TYPES: dict[str, Any] = {
     "max_turns": int,
     "max_image_searches": int,
     "max_text_searches": int,
+    "max_action_chars": int,
     "thumbnail_size": int,
     "search_penalty": float,
     "format_weight": float,

@@ -31,7 +31,7 @@ from mmsearch_env.search import (
     make_search,
 )
 from mmsearch_env.spaces import AssistantTurn, ChatMessages, PILImage, UnicodeText
-from mmsearch_env.text import clean_text
+from mmsearch_env.text import clean_text, neutralize_control_tokens
 
 __all__ = ["TERMINATION_REASONS", "TRUNCATION_REASONS", "MMSearchEnv"]
 
@@ -54,6 +54,7 @@ class _Episode:
     image_searches: int = 0
     text_searches: int = 0
     search_failures: int = 0
+    action_truncated: bool = False  # the last turn was cut to max_action_chars
     end_reason: str | None = None
     breakdown: RewardBreakdown | None = None
 
@@ -105,7 +106,10 @@ class MMSearchEnv(gym.Env[dict[str, Any], str]):
     results (image search: thumbnail image + ``title: …``; text search: ``(link: URL) summary``),
     ``</information>``, the question again and what the agent may do next. A failed search gives a
     short error text instead (no ``<information>``) and the episode goes on. Web text is escaped, so
-    results cannot inject tags. Also ``question`` (str) and ``image`` (the question's RGB image).
+    results cannot inject tags; chat-template control tokens (``[INST]``, ``<|eot_id|>``,
+    ``<start_of_turn>``, ...) in web text and in the question as shown in messages are rewritten as
+    ``(INST)``, ``(eot_id)``, ... Also ``question`` (the dataset's text, as is) and ``image`` (the
+    question's RGB image).
 
     ## Rewards
 
@@ -136,7 +140,9 @@ class MMSearchEnv(gym.Env[dict[str, Any], str]):
     ``search_cost_usd`` (dollars spent on this episode's searches), ``can_image_search`` /
     ``can_text_search`` (whether the next turn may run that search: the allowed actions),
     ``action`` (the kind parsed), ``action_error``, ``format_ok`` (all turns so far well formed and
-    on an allowed path), ``search_error`` (on a step whose search failed). Last step also:
+    on an allowed path), ``search_error`` (on a step whose search failed), ``action_truncated``
+    (``True``, only on a step whose turn was longer than ``max_action_chars`` and was cut to that many
+    characters before anything read it; the transcript and record keep the cut turn). Last step also:
     ``end_reason``, ``answer``, ``correct``, ``ground_truth``, ``reward_parts``.
 
     ## Arguments
@@ -163,6 +169,7 @@ class MMSearchEnv(gym.Env[dict[str, Any], str]):
       ``"last"`` or ``"none"`` (not shown, for text-only policies; image search still searches it).
     * ``max_turns`` (3), ``max_image_searches`` (1), ``max_text_searches`` (2),
       ``search_penalty`` (0.1), ``format_weight`` (0.1).
+    * ``max_action_chars`` (32,768): characters of a turn the env reads (a longer one is cut first).
     * ``thumbnail_size`` (256): long side of result thumbnails; ``search_timeout`` (seconds or
       None): a slower search becomes a tool error.
     * ``render_mode``: ``"ansi"`` returns the transcript as text.
@@ -258,7 +265,7 @@ class MMSearchEnv(gym.Env[dict[str, Any], str]):
         example = self.examples[self._pick(options)]
         image = example.image.copy()
         instruction = self.prompts.instruction.format(
-            question=example.question,
+            question=neutralize_control_tokens(example.question),  # dataset text is untrusted too
             max_turns=self.max_turns,
             max_image_searches=self.max_image_searches,
             max_text_searches=self.max_text_searches,
@@ -419,6 +426,10 @@ class MMSearchEnv(gym.Env[dict[str, Any], str]):
         ep = self._require_episode()
         if self._done:
             raise ResetNeededError(f"the episode has ended ({ep.end_reason}); call env.reset() to start another")
+        # Cut first: cleaning and parsing are linear, but a turn's size is the agent's to choose
+        ep.action_truncated = len(action) > self.config.max_action_chars
+        if ep.action_truncated:
+            action = action[: self.config.max_action_chars]
         text = clean_text(action)
         parsed = self.protocol.parse(text)
         ep.turns.append(text)
@@ -517,7 +528,7 @@ class MMSearchEnv(gym.Env[dict[str, Any], str]):
     def _info(self, parsed: Action | None) -> dict[str, Any]:
         ep = self._require_episode()
         shape = trajectory_shape(ep.actions)
-        return {
+        info = {
             "example_id": ep.example.id,
             "turn": len(ep.turns),
             "image_searches": ep.image_searches,
@@ -530,3 +541,6 @@ class MMSearchEnv(gym.Env[dict[str, Any], str]):
             "action_error": parsed.error if parsed else None,
             "format_ok": all(a.well_formed for a in ep.actions) and shape in _PREFIXES_OK,
         }
+        if parsed is not None and ep.action_truncated:
+            info["action_truncated"] = True
+        return info

@@ -22,7 +22,7 @@ from PIL import Image
 from mmsearch_env.errors import ConfigError, did_you_mean
 from mmsearch_env.protocol import ActionProtocol
 from mmsearch_env.search.base import SearchResponse
-from mmsearch_env.text import escape_external
+from mmsearch_env.text import escape_external, neutralize_control_tokens
 
 __all__ = ["PromptTemplates", "load_prompts", "render_tool_result"]
 
@@ -164,7 +164,8 @@ def render_tool_result(
     """The chat message that returns ``response`` to the model.
 
     Every piece of web text is escaped (:func:`~mmsearch_env.text.escape_external`), so results
-    cannot inject protocol tags or chat-template tokens. A failed search has no ``<information>``
+    cannot inject protocol tags or chat-template tokens; the repeated question has its chat-template
+    tokens neutralised (:func:`~mmsearch_env.text.neutralize_control_tokens`). A failed search has no ``<information>``
     wrapper: the model is told the tool failed and to go on.
     """
     parts: list[dict[str, Any]] = []
@@ -213,7 +214,9 @@ def render_tool_result(
         next_step = templates.next_step_search.format(search_options=" or ".join(options))
     else:
         next_step = templates.next_step_answer
-    text.append("\n\n" + templates.followup.format(question=question, next_step=next_step))
+    # the dataset's question is repeated in every result message: as untrusted as the web text around it
+    followup = templates.followup.format(question=neutralize_control_tokens(question), next_step=next_step)
+    text.append("\n\n" + followup)
     flush()
     return {"role": protocol.tool_result_role, "content": parts}
 

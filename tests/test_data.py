@@ -41,7 +41,7 @@ def row(**overrides):
         ([row(image=42)], "expected a PIL image, a path to an image file, or the file's bytes; got int"),
         ([row(candidate_answers=[1, 2])], "field 'candidate_answers' must be a list of strings"),
         ([row(search_need="sometimes")], "field 'search_need' must be one of ('image', 'image+text', 'text', 'none')"),
-        ([row(id="a"), row(id="a")], "row 1: id 'a' repeats row 0; ids must be unique"),
+        ([row(id="a"), row(id="a")], "row 1: field 'id': 'a' repeats row 0; ids must be unique (give each row"),
         (["just a string"], "row 0: expected a dict with 'question', 'image' and 'answer', got str"),
         ([], "the dataset is empty"),
     ],

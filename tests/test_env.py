@@ -447,3 +447,42 @@ def test_render_ansi():
     assert (
         gym.make("MMSearch-v0", dataset="sample", search="sample").unwrapped.render() is None
     )  # no render_mode: nothing
+
+
+# -- action length cap -------------------------------------------------------------------------------
+
+SIX_REWARDS = {1.0, 0.91, 0.9, 0.81, 0.1, 0.0}
+
+
+@pytest.mark.parametrize("protocol", ["tags", "tool_calls"])
+def test_a_ten_megabyte_hostile_turn_is_cut_to_the_cap_and_scored(protocol):
+    env = gym.make("MMSearch-v0", dataset="sample", search="sample", protocol=protocol)
+    cap = env.unwrapped.config.max_action_chars
+    assert cap == 32_768
+    hostile = "<reason>" + "\ud83d<answer>[INST]</tool_call>" * (10 * 2**20 // 25) + "<answer>Velmont</answer>"
+    assert len(hostile) > 10 * 2**20
+    env.reset(options=ARVENIA_CAPITAL)
+    _, reward, terminated, truncated, info = env.step(hostile)
+    record = env.unwrapped.episode_record()
+    assert len(record.turns[0]) == cap  # cut before anything read it: the answer at its end is gone
+    assert info["action_truncated"] is True
+    assert (terminated, info["end_reason"], reward) == (True, "malformed", 0.0)
+    assert reward in SIX_REWARDS
+    record.to_json()  # lone surrogates were made valid after the cut
+
+
+def test_a_turn_within_the_cap_is_not_flagged():
+    env = gym.make("MMSearch-v0", dataset="sample", search="sample", max_action_chars=64)
+    env.reset(options=ARVENIA_CAPITAL)
+    _, _, _, _, info = env.step(IMG)
+    assert "action_truncated" not in info
+    answer = ANS.format("Velmont")
+    exactly_the_cap = answer.replace("Done.", "Done" + "." * (64 - len(answer) + 1))
+    assert len(exactly_the_cap) == 64
+    _, reward, terminated, _, info = env.step(exactly_the_cap)
+    assert "action_truncated" not in info and reward == 0.91 and terminated
+    env.reset(options=ARVENIA_CAPITAL)
+    _, reward, _, _, info = env.step(answer + " " * 100)  # cut to 64: trailing spaces only
+    assert info["action_truncated"] is True and reward == 1.0
+    with pytest.raises(ConfigError, match=re.escape("max_action_chars must be an int >= 1, got 0")):
+        gym.make("MMSearch-v0", dataset="sample", search="sample", max_action_chars=0)

@@ -52,7 +52,9 @@ def check_step(out: tuple) -> tuple:
 @pytest.fixture(scope="module")
 def envs():
     made = {
-        name: gym.make("MMSearch-v0", dataset="sample", search="sample", protocol=name)
+        # a cap above the megabyte turns below, so that they reach the parser: its cost on any length is
+        # what these cases check (the cap itself: test_env.py's action length cap tests)
+        name: gym.make("MMSearch-v0", dataset="sample", search="sample", protocol=name, max_action_chars=2**22)
         for name in ("tags", "tool_calls")
     }
     yield made

@@ -82,7 +82,6 @@ def load_dataset(dataset: Any = "corpus", split: str | None = "train") -> Sequen
         if path in BUILTIN_DATASETS:
             return load_dataset(path, split)
         if path.startswith("hf:"):
-
             return load_hf(path, split, format=spec.get("format", "auto"), fetch_policy=spec.get("fetch_policy"))
 
         if not Path(path).exists():
@@ -102,7 +101,6 @@ def load_dataset(dataset: Any = "corpus", split: str | None = "train") -> Sequen
 
         return list(sample_examples(split))
     if isinstance(dataset, str) and dataset.startswith("hf:"):
-
         return load_hf(dataset, split)
     if isinstance(dataset, (str, os.PathLike)):
         path = Path(dataset)
@@ -116,7 +114,6 @@ def load_dataset(dataset: Any = "corpus", split: str | None = "train") -> Sequen
             "not a path to a .jsonl / .parquet file or a dataset folder." + did_you_mean(str(dataset), BUILTIN_DATASETS)
         )
     if type(dataset).__module__.split(".")[0] == "datasets":
-
         return load_hf(dataset, split)
     if isinstance(dataset, Sequence) and isinstance(getattr(dataset, "ids", None), tuple):
         # An already-loaded lazy dataset (what this function returns for "corpus"): iterating it would

@@ -39,8 +39,9 @@ _IMAGE_SUFFIXES = (".jpg", ".JPEG", ".jpeg", ".JPG", ".png", ".PNG", ".webp")
 
 
 # -- row formats -----------------------------------------------------------------------------------------
-def detect_format(keys: Sequence[str] | set[str]) -> str:
-    """The row format of a record/table with these keys (see the module docstring)."""
+def detect_format(keys: Sequence[str] | set[str], *, where: str | None = None) -> str:
+    """The row format of a record/table with these keys (see the module docstring); ``where`` names the
+    file and row in the error."""
     keys = set(keys)
     if {"prompt", "reward_model"} <= keys:
         return "fvqa"
@@ -49,9 +50,9 @@ def detect_format(keys: Sequence[str] | set[str]) -> str:
     if {"question", "answer"} <= keys:
         return "mmsearch"
     raise DatasetError(
-        f"cannot tell the row format from the columns {sorted(keys)}: expected FVQA ('prompt', 'images', "
-        "'reward_model', ...), InfoSeek ('question', 'answer', 'entity_id' or 'image_id', ...) or ours "
-        "('question', 'image', 'answer', ...)"
+        f"{where + ': ' if where else ''}cannot tell the row format from the columns {sorted(map(str, keys))}: "
+        "expected FVQA ('prompt', 'images', 'reward_model', ...), InfoSeek ('question', 'answer', 'entity_id' "
+        "or 'image_id', ...) or ours ('question', 'image', 'answer', ...); rename the columns or pass format="
     )
 
 
@@ -132,10 +133,15 @@ def _fvqa_row(record: Mapping[str, Any], where: str) -> dict[str, Any]:
     if isinstance(candidates, str):
         try:
             candidates = json.loads(candidates) if candidates.strip() else []
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise DatasetError(
-                f"{where}: field 'reward_model.candidate_answers' is not a JSON-encoded list ({exc})"
-            ) from exc
+                f"{where}: field 'reward_model.candidate_answers' is not a JSON-encoded list "
+                f'({type(exc).__name__}: {str(exc)[:100]}); store a list of strings such as \'["a", "b"]\''
+            ) from None
+    if candidates is not None and not isinstance(candidates, (list, tuple)):
+        raise DatasetError(
+            f"{where}: field 'reward_model.candidate_answers' must be a list of strings, got {candidates!r:.80}"
+        )
     candidates = [str(c) for c in (candidates or []) if c is not None]
     label_raw = record.get("search_label", record.get("label"))
     label = _search_label(label_raw) or _search_label(record.get("category"))
@@ -194,7 +200,10 @@ def _infoseek_row(record: Mapping[str, Any], where: str, image_dirs: Sequence[Pa
         )
     answers = [str(a) for a in answers]
     extra: list[str] = []
-    for value in record.get("answer_eval") or []:
+    answer_eval = record.get("answer_eval") or []
+    if not isinstance(answer_eval, (list, tuple)):
+        raise DatasetError(f"{where}: field 'answer_eval' must be a list of answers, got {answer_eval!r:.80}")
+    for value in answer_eval:
         if isinstance(value, Mapping) and "wikidata" in value:  # numeric answers: {"wikidata": v, "range": [lo, hi]}
             value = value["wikidata"]
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
@@ -240,8 +249,11 @@ def _ours_row(record: Mapping[str, Any], where: str) -> dict[str, Any]:
     if isinstance(metadata, str):
         try:
             metadata = json.loads(metadata) if metadata else {}
-        except ValueError as exc:
-            raise DatasetError(f"{where}: field 'metadata' is not a JSON object ({exc})") from exc
+        except (ValueError, RecursionError) as exc:
+            raise DatasetError(
+                f"{where}: field 'metadata' is not a JSON object ({type(exc).__name__}: {str(exc)[:100]}); store "
+                "a JSON object of plain fields"
+            ) from None
     if metadata is not None and not isinstance(metadata, Mapping):
         raise DatasetError(f"{where}: field 'metadata' must be a JSON object, got {type(metadata).__name__}")
     if hasattr(row.get("candidate_answers"), "tolist"):
@@ -258,7 +270,7 @@ def normalize_record(
     if not isinstance(record, Mapping):
         raise DatasetError(f"{where}: expected a JSON object / table row, got {type(record).__name__}")
     if fmt == "auto":
-        fmt = detect_format(record.keys() - {"_image"} | ({"image"} if "_image" in record else set()))
+        fmt = detect_format(record.keys() - {"_image"} | ({"image"} if "_image" in record else set()), where=where)
     if fmt == "fvqa":
         return _fvqa_row(record, where)
     if fmt == "infoseek":

@@ -45,7 +45,13 @@ def load_hf(
             dataset = hf.load_dataset(text[3:], split=split)
         else:
             name = text
-            dataset = hf.load_from_disk(text)
+            try:
+                dataset = hf.load_from_disk(text)
+            except (OSError, ValueError, KeyError, TypeError) as exc:  # missing/corrupt arrow or state files
+                raise DatasetError(
+                    f"{text}: not a readable datasets save_to_disk folder ({type(exc).__name__}: {str(exc)[:200]}); "
+                    "save it again with Dataset.save_to_disk, or point at its .parquet/.jsonl files"
+                ) from exc
     if isinstance(dataset, hf.DatasetDict):
         if split is None or split not in dataset:
             raise ConfigError(f"{name} has splits {sorted(dataset)}; choose one with split=..., got {split!r}")
@@ -53,19 +59,27 @@ def load_hf(
     if not isinstance(dataset, hf.Dataset):
         raise ConfigError(f"expected a datasets.Dataset or DatasetDict, got {type(dataset).__name__}")
     names = dataset.column_names
-    fmt = format if format != "auto" else detect_format(names)
+    fmt = format if format != "auto" else detect_format(names, where=f"{name}: columns")
     image_col = image_column(names, fmt)
     # Arrow format hands back the stored {bytes, path} cells without decoding (and without the copy a
     # cast_column to Image(decode=False) would write).
     table = dataset.with_format("arrow")
     rest = dataset.remove_columns([image_col]) if image_col else dataset
     examples = []
-    for row, record in enumerate(rest):
+    rows = iter(rest)
+    for row in range(len(rest)):
         where = f"{name}: row {row}"
+        try:
+            record = next(rows)
+        except (OSError, ValueError) as exc:  # pyarrow's read errors are both
+            raise DatasetError(
+                f"{where}: cannot read the row ({type(exc).__name__}: {str(exc)[:200]}); the dataset's arrow files "
+                "are truncated or corrupt: save or download it again"
+            ) from exc
         if image_col is not None:
             record["_image"] = _hf_image_ref(table, image_col, row, fmt, where, fetch_policy)
         examples.append(to_example(normalize_record(record, fmt, where), row, where, None, fetch_policy))
-    check_unique_ids(examples, what=f"{name}: row")
+    check_unique_ids(examples, wheres=[f"{name}: row {i}" for i in range(len(examples))], source=name)
     return examples
 
 

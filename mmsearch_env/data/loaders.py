@@ -82,14 +82,15 @@ def load_records_file(
     path = Path(path)
     base = Path(image_dir) if image_dir is not None else path.parent
     image_dirs = [base, base / "images"]
-    examples = []
+    examples, wheres = [], []
     fmt = format
     for index, (where, record) in enumerate(read_jsonl(path)):
         if fmt == "auto" and isinstance(record, Mapping):
-            fmt = detect_format(record.keys())
+            fmt = detect_format(record.keys(), where=where)
         row = normalize_record(record, fmt, where, image_dirs=image_dirs)
         examples.append(to_example(row, index, where, base, fetch_policy))
-    check_unique_ids(examples)
+        wheres.append(where)
+    check_unique_ids(examples, wheres=wheres, source=str(path))
     return examples
 
 
@@ -139,11 +140,12 @@ def load_file(
                     f"{[p.name for p in parquets]}; name the file, or use split=None for all"
                 )
             examples: list[Example] = []
+            wheres: list[str] = []
             for file in chosen:
-                examples += load_parquet(
-                    file, format=format, fetch_policy=fetch_policy, row_group_cache=row_group_cache
-                )
-            check_unique_ids(examples, what="example")
+                part = load_parquet(file, format=format, fetch_policy=fetch_policy, row_group_cache=row_group_cache)
+                examples += part
+                wheres += [f"{file}: row {i}" for i in range(len(part))]
+            check_unique_ids(examples, wheres=wheres, source=str(path))
             return examples
         return load_records_file(
             _jsonl_in_folder(path, split), format=format, image_dir=image_dir or path, fetch_policy=fetch_policy

@@ -49,6 +49,50 @@ def _pyarrow() -> Any:
     return pa, pq
 
 
+def _arrow_errors() -> tuple[type[BaseException], ...]:
+    pa, _ = _pyarrow()
+    # pyarrow's own errors (ArrowInvalid is also a ValueError, ArrowIOError an OSError) and the thrift /
+    # IO failures a truncated or foreign file raises as plain OSError
+    return (OSError, ValueError, EOFError, pa.ArrowException)
+
+
+def _unreadable(path: Path, rows: str, exc: BaseException) -> DatasetError:
+    return DatasetError(
+        f"{path}: {rows}: not readable as parquet ({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); "
+        "the file is truncated, corrupt or not a parquet file: re-download or re-export it"
+    )
+
+
+def _open_parquet(path: Path) -> Any:
+    """``pyarrow.parquet.ParquetFile(path)``, or a :class:`DatasetError` naming the file and how to fix it."""
+    _, pq = _pyarrow()
+    if not path.is_file():
+        raise DatasetError(f"dataset file {str(path)!r} does not exist")
+    if path.stat().st_size == 0:
+        raise DatasetError(f"{path}: the file is empty (0 bytes); re-download or re-export it")
+    try:
+        return pq.ParquetFile(path, pre_buffer=False)
+    except _arrow_errors() as exc:
+        raise _unreadable(path, "the file's footer (schema, row groups)", exc) from exc
+
+
+def _read_batches(parquet: Any, path: Path, **options: Any) -> Iterator[Any]:
+    """``parquet.iter_batches(**options)`` whose read failures are :class:`DatasetError` naming the rows."""
+    batches = parquet.iter_batches(**options)
+    row = 0
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except _arrow_errors() as exc:
+            columns = options.get("columns")
+            rows = f"rows from {row}" + (f", fields {columns}" if columns else "")
+            raise _unreadable(path, rows, exc) from exc
+        row += batch.num_rows
+        yield batch
+
+
 class _RowGroupImages:
     """Reads one column's cell by global row number, keeping the last few row groups' column (thread-safe)."""
 
@@ -121,10 +165,7 @@ def parquet_image_ref(
 def _parquet_format(names: Sequence[str], fmt: str, path: Path) -> str:
     if fmt != "auto":
         return fmt
-    try:
-        return detect_format(names)
-    except DatasetError as exc:
-        raise DatasetError(f"{path}: {exc}") from None
+    return detect_format(names, where=f"{path}: columns")
 
 
 def fvqa_arrow_schema() -> Any:
@@ -162,11 +203,8 @@ def load_parquet(
     Only the non-image columns are read now; errors name ``FILE:row N`` and the field.
     """
     check_format(format)
-    _, pq = _pyarrow()
     path = Path(path)
-    if not path.is_file():
-        raise DatasetError(f"dataset file {str(path)!r} does not exist")
-    parquet = pq.ParquetFile(path, pre_buffer=False)
+    parquet = _open_parquet(path)
     names = parquet.schema_arrow.names
     fmt = _parquet_format(names, format, path)
     image_col = image_column(names, fmt)
@@ -174,7 +212,7 @@ def load_parquet(
     columns = [n for n in names if n != image_col]
     examples: list[Example] = []
     row = 0
-    for batch in parquet.iter_batches(batch_size=batch_size, columns=columns):
+    for batch in _read_batches(parquet, path, batch_size=batch_size, columns=columns):
         for record in batch.to_pylist():
             where = f"{path}: row {row}"
             url = first_url(record)
@@ -182,7 +220,7 @@ def load_parquet(
                 record["_image"] = parquet_image_ref(images, row, fmt, where, path.parent, url, fetch_policy)
             examples.append(to_example(normalize_record(record, fmt, where), row, where, path.parent, fetch_policy))
             row += 1
-    check_unique_ids(examples, what=f"{path}: row")
+    check_unique_ids(examples, wheres=[f"{path}: row {i}" for i in range(len(examples))], source=str(path))
     return examples
 
 
@@ -202,14 +240,11 @@ def iter_examples(
 ) -> Iterator[Example]:
     """Stream a parquet file's examples in record batches (memory: one batch); images decode on first read."""
     check_format(format)
-    _, pq = _pyarrow()
     path = Path(path)
-    if not path.is_file():
-        raise DatasetError(f"dataset file {str(path)!r} does not exist")
-    parquet = pq.ParquetFile(path, pre_buffer=False)
+    parquet = _open_parquet(path)
     fmt = _parquet_format(parquet.schema_arrow.names, format, path)
     row = 0
-    for batch in parquet.iter_batches(batch_size=batch_size):
+    for batch in _read_batches(parquet, path, batch_size=batch_size):
         for record in batch.to_pylist():
             where = f"{path}: row {row}"
             yield to_example(normalize_record(record, fmt, where), row, where, path.parent, fetch_policy)
@@ -225,9 +260,9 @@ def rechunk_parquet(
     src, dst = Path(src), Path(dst)
     if src.resolve() == dst.resolve():
         raise ConfigError(f"rechunk_parquet: write to a new file, not over {str(src)!r}")
-    source = pq.ParquetFile(src, pre_buffer=False)
+    source = _open_parquet(src)
     with pq.ParquetWriter(dst, source.schema_arrow) as writer:
-        for batch in source.iter_batches(batch_size=batch_size):
+        for batch in _read_batches(source, src, batch_size=batch_size):
             writer.write_batch(batch, row_group_size=row_group_size)
     return dst
 

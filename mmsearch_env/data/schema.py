@@ -92,7 +92,11 @@ class ImageRef:
         except DatasetError:
             raise
         except Exception as exc:
-            raise DatasetError(f"{self.where}: cannot read the image ({type(exc).__name__}: {exc})") from exc
+            raise DatasetError(
+                f"{self.where}: cannot read the image ({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); "
+                "check that the file is complete "
+                "(re-download or re-export it), or drop the row"
+            ) from exc
 
     def decode(self) -> Image.Image:
         """The RGB image (the last :data:`DECODED_CACHE_SIZE` decoded images are kept)."""
@@ -147,12 +151,12 @@ def load_image(source: Any, *, where: str = "image") -> Image.Image:
         if isinstance(source, Image.Image):
             image = source
         elif isinstance(source, (bytes, bytearray, memoryview)):
-            image = _open_checked(io.BytesIO(bytes(source)))
+            image = _open_checked(io.BytesIO(bytes(source)), where)
         elif isinstance(source, (str, os.PathLike)):
             path = Path(source)
             if not path.is_file():
                 raise DatasetError(f"{where}: image file {str(path)!r} does not exist")
-            image = _open_checked(path)
+            image = _open_checked(path, where)
         else:
             raise DatasetError(
                 f"{where}: expected a PIL image, a path to an image file, or the file's bytes; "
@@ -162,17 +166,20 @@ def load_image(source: Any, *, where: str = "image") -> Image.Image:
     except DatasetError:
         raise
     except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as exc:
-        raise DatasetError(f"{where}: cannot decode the image ({type(exc).__name__}: {exc})") from exc
+        raise DatasetError(
+            f"{where}: cannot decode the image ({type(exc).__name__}: {exc}); replace it with a valid JPEG/PNG/WebP "
+            "file, or drop the row"
+        ) from exc
 
 
-def _open_checked(fp: Any) -> Image.Image:
+def _open_checked(fp: Any, where: str) -> Image.Image:
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         image = Image.open(fp)
         width, height = image.size
         if width * height > MAX_IMAGE_PIXELS:
             raise DatasetError(
-                f"image is {width}x{height} pixels, over the {MAX_IMAGE_PIXELS:,} pixel limit "
+                f"{where}: the image is {width}x{height} pixels, over the {MAX_IMAGE_PIXELS:,} pixel limit "
                 "(a decompression bomb?); downscale it first"
             )
         image.load()
@@ -277,6 +284,10 @@ def example_from_record(
             candidates = json.loads(candidates)
         except ValueError:
             candidates = [candidates]
+        except RecursionError:
+            raise DatasetError(
+                f"{where}: field 'candidate_answers' is JSON nested too deeply; give a flat list of strings"
+            ) from None
     if not isinstance(candidates, Sequence) or not all(isinstance(c, str) for c in candidates):
         raise DatasetError(f"{where}: field 'candidate_answers' must be a list of strings, got {candidates!r:.80}")
     search_need = record.get("search_need")
@@ -312,31 +323,67 @@ def examples_from_records(
     return examples
 
 
-def check_unique_ids(examples: Sequence[Example], *, what: str = "row") -> None:
-    """Raise :class:`DatasetError` on an empty dataset or a repeated id."""
+def check_unique_ids(
+    examples: Sequence[Example],
+    *,
+    what: str = "row",
+    wheres: Sequence[str] | None = None,
+    source: str | None = None,
+) -> None:
+    """Raise :class:`DatasetError` on an empty dataset or a repeated id.
+
+    ``wheres[i]`` names example ``i`` in messages (e.g. ``"data.jsonl:7"``; default ``"{what} {i}"``);
+    ``source`` names the file or folder, for the empty-dataset message.
+    """
     if not examples:
-        raise DatasetError("the dataset is empty; give at least one row with 'question', 'image' and 'answer'")
+        raise DatasetError(
+            f"{source or 'the dataset'}: the dataset is empty (no rows: a zero-byte file, only blank lines, or a "
+            "table with no rows); give at least one row with 'question', 'image' and 'answer'"
+        )
     seen: dict[str, int] = {}
     for i, example in enumerate(examples):
         if example.id in seen:
-            raise DatasetError(f"{what} {i}: id {example.id!r} repeats {what} {seen[example.id]}; ids must be unique")
+            first = seen[example.id]
+            here, there = (wheres[i], wheres[first]) if wheres is not None else (f"{what} {i}", f"{what} {first}")
+            raise DatasetError(
+                f"{here}: field 'id': {example.id!r} repeats {there}; ids must be unique (give each row its own "
+                "'id', or drop the 'id' field to number the rows)"
+            )
         seen[example.id] = i
 
 
 def read_jsonl(path: str | os.PathLike[str], *, what: str = "dataset file") -> Iterator[tuple[str, Any]]:
-    """Yield ``("FILE:LINE", object)`` for each non-blank line, or raise naming the bad line."""
+    """Yield ``("FILE:LINE", object)`` for each non-blank line, or raise naming the bad line.
+
+    Every failure is a :class:`DatasetError` naming the file and line: bytes that are not UTF-8, a line
+    that is not JSON, or JSON nested too deeply to parse.
+    """
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"{what} {str(path)!r} does not exist")
-    with path.open("r", encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
+    with path.open("rb") as handle:  # decoded line by line, so a bad byte is reported with its line
+        for line_no, raw in enumerate(handle, start=1):
             where = f"{path}:{line_no}"
             try:
-                yield where, json.loads(line)
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DatasetError(
+                    f"{where}: byte {exc.start} of the line is not UTF-8 ({raw[exc.start : exc.start + 4]!r}); "
+                    "save the file as UTF-8"
+                ) from None
+            if line_no == 1:
+                line = line.removeprefix("\ufeff")  # a byte-order mark some editors write
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line)
             except ValueError as exc:
                 raise DatasetError(f"{where}: not valid JSON ({exc}); each line must be one JSON object") from exc
+            except RecursionError:
+                raise DatasetError(
+                    f"{where}: JSON nested too deeply to read; each line must be one JSON object of plain fields"
+                ) from None
+            yield where, value
 
 
 def load_jsonl(path: str | os.PathLike[str]) -> list[Example]:

@@ -3,20 +3,12 @@
 The MMSearch-R1 release ships image-search results as Python pickles: a dict ``data_id`` →
 ``{"tool_returned_web_title_list": [str, ...], "tool_returned_images_urls": [str | PIL.Image, ...]}``
 (REFERENCE.md §1). A pickle can run any code when loaded, so :func:`load_fvqa_pickle` uses
-:class:`RestrictedUnpickler`, which resolves only the globals that such a file needs:
-
-* PIL images (Pillow 13 pickles an image as its class + ``__setstate__([info, mode, size, palette, bytes])``):
-  ``PIL.Image.Image`` and the file-backed subclasses a loaded thumbnail may have (PNG, JPEG, WebP, GIF,
-  BMP, TIFF). Each is mapped to :class:`_BoundedImage`, which checks the pixel count against Pillow's
-  ``MAX_IMAGE_PIXELS`` *before* allocating (a pickle can claim any size).
-* what protocols 0–2 use to rebuild those objects and bytes: ``copyreg._reconstructor``,
-  ``builtins.object``, ``_codecs.encode`` (latin-1 only) and ``bytes`` / ``bytearray`` (never the
-  ``bytes(n)`` allocation form); and ``builtins`` ``set`` / ``frozenset``.
-* what Pillow puts in an image's ``info``: ``PIL.TiffImagePlugin.IFDRational`` (dpi of TIFF/EXIF images)
-  and ``fractions.Fraction`` from two small ints.
-
-Anything else (``os.system``, ``builtins.eval``, ``subprocess.Popen``, any ``__reduce__`` payload) raises
-:class:`UnsafePickleError` before the global is even imported, so nothing runs.
+:class:`~mmsearch_env.search.safe_pickle.RestrictedUnpickler`, which resolves only the globals that such a
+file needs (PIL images, the bytes and object rebuilders of protocols 0-2, sets, and the numbers Pillow
+keeps in an image's ``info``), validates every constructor's arguments before it runs, and stops a load
+past ``max_seconds``; anything else raises :class:`UnsafePickleError` before it is imported, so nothing
+runs. :func:`load_fvqa_pickle` also refuses a file over ``max_bytes`` (default :data:`MAX_PICKLE_BYTES`)
+before reading it.
 
 Keys: each entry is stored as an image-search response under
 ``cache_key("image_search", ..., backend="fvqa", image_key="example_id")`` — that is, keyed by the
@@ -34,11 +26,9 @@ from __future__ import annotations
 import json
 import logging
 import os
-import pickle
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from fractions import Fraction
-from typing import Any
+from typing import Any, BinaryIO
 
 from PIL import Image
 from tqdm.auto import tqdm
@@ -55,9 +45,12 @@ from mmsearch_env.search.base import (
 from mmsearch_env.search.cache import CacheStore, cache_key, open_store
 from mmsearch_env.search.calls import call_search
 from mmsearch_env.search.codec import canonical_json, response_from_json, response_to_json
+from mmsearch_env.search.safe_pickle import MAX_PICKLE_SECONDS, RestrictedUnpickler, UnsafePickleError
 
 __all__ = [
     "FVQA_BACKEND_NAME",
+    "MAX_PICKLE_BYTES",
+    "MAX_PICKLE_SECONDS",
     "FvqaImageSearch",
     "ImportReport",
     "RestrictedUnpickler",
@@ -65,138 +58,71 @@ __all__ = [
     "fvqa_key",
     "import_fvqa_cache",
     "load_fvqa_pickle",
+    "read_fvqa_pickle",
 ]
 
 logger = logging.getLogger(__name__)
 
 FVQA_BACKEND_NAME = "fvqa"
+# The released caches hold ~6k entries of up to five thumbnails (raw pixels, tens of KB each), well under
+# a few GB; a file past this cap is refused before a byte of it is read.
+MAX_PICKLE_BYTES = 8 * 2**30
 _TITLES = "tool_returned_web_title_list"
 _IMAGES = "tool_returned_images_urls"
 
 
-class UnsafePickleError(DatasetError):
-    """A pickle asked for a global outside the allow-list; nothing from it was executed."""
-
-
-class _BoundedImage(Image.Image):
-    """A PIL image whose unpickling refuses sizes above ``Image.MAX_IMAGE_PIXELS`` before allocating."""
-
-    def __setstate__(self, state: Any) -> None:
-        try:
-            _info, mode, size, _palette, data = state[:5]
-            width, height = (int(v) for v in size)
-        except (TypeError, ValueError) as exc:
-            raise UnsafePickleError(f"malformed pickled PIL image state: {exc}") from exc
-        limit = Image.MAX_IMAGE_PIXELS
-        if width <= 0 or height <= 0 or (limit is not None and width * height > limit):
-            raise UnsafePickleError(
-                f"pickled image claims {width}x{height} pixels (limit {limit}); refusing to allocate it"
-            )
-        if not isinstance(mode, str) or not isinstance(data, (bytes, bytearray)):
-            raise UnsafePickleError("malformed pickled PIL image state: mode must be str and data bytes")
-        super().__setstate__(state)
-
-
-_PIL_IMAGE_CLASSES = {
-    ("PIL.Image", "Image"),
-    ("PIL.PngImagePlugin", "PngImageFile"),
-    ("PIL.JpegImagePlugin", "JpegImageFile"),
-    ("PIL.WebPImagePlugin", "WebPImageFile"),
-    ("PIL.GifImagePlugin", "GifImageFile"),
-    ("PIL.BmpImagePlugin", "BmpImageFile"),
-    ("PIL.TiffImagePlugin", "TiffImageFile"),
-}
-
-
-def _latin1_encode(text: Any, encoding: str = "utf-8") -> bytes:
-    """``_codecs.encode`` as protocols 0-2 use it for bytes (``latin1`` only; no other codec is reachable)."""
-    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
-        raise UnsafePickleError(f"refusing _codecs.encode({type(text).__name__}, {encoding!r}) in a pickle")
-    return text.encode("latin-1")
-
-
-def _sized(kind: type) -> Callable[..., Any]:
-    """``bytes`` / ``bytearray`` without the ``bytes(n)`` form: a pickle must not allocate n zero bytes."""
-
-    def build(*args: Any) -> Any:
-        if len(args) > 2 or (args and not isinstance(args[0], (str, bytes, bytearray, list))):
-            raise UnsafePickleError(f"refusing {kind.__name__}{args!r:.60} in a pickle")
-        return kind(*args)
-
-    return build
-
-
-def _small_fraction(numerator: Any = 0, denominator: Any = 1) -> Fraction:
-    """``fractions.Fraction`` from two small ints only: ``Fraction("1e999999999")`` would hang the loader."""
-    if not all(type(v) is int and abs(v) < 2**64 for v in (numerator, denominator)):
-        raise UnsafePickleError(f"refusing Fraction({numerator!r:.40}, {denominator!r:.40}) in a pickle")
-    return Fraction(numerator, denominator)
-
-
-_SAFE_GLOBALS: dict[tuple[str, str], Any] = {
-    # TIFF/EXIF resolutions in an image's info dict (dpi) are IFDRational(Fraction(int, int))
-    ("PIL.TiffImagePlugin", "IFDRational"): __import__("PIL.TiffImagePlugin", fromlist=["IFDRational"]).IFDRational,
-    ("fractions", "Fraction"): _small_fraction,
-    # protocols 0/1 rebuild objects with copyreg._reconstructor(cls, object, None) (fix_imports maps the
-    # Python 2 names copy_reg / __builtin__, which is what find_class receives); cls can only be an image
-    # class from the allow-list, since find_class is the only way a pickle can name a class
-    ("copyreg", "_reconstructor"): __import__("copyreg")._reconstructor,
-    ("copy_reg", "_reconstructor"): __import__("copyreg")._reconstructor,
-    ("builtins", "object"): object,
-    ("__builtin__", "object"): object,
-    # protocols 0-2 spell bytes as _codecs.encode(str, "latin1"), and b"" as bytes()
-    ("_codecs", "encode"): _latin1_encode,
-    ("builtins", "bytes"): _sized(bytes),
-    ("__builtin__", "bytes"): _sized(bytes),
-    ("builtins", "bytearray"): _sized(bytearray),
-    ("__builtin__", "bytearray"): _sized(bytearray),
-    ("builtins", "set"): set,
-    ("builtins", "frozenset"): frozenset,
-    ("__builtin__", "set"): set,
-    ("__builtin__", "frozenset"): frozenset,
-}
-
-
-class RestrictedUnpickler(pickle.Unpickler):
-    """An unpickler that resolves only the allow-listed globals (module docstring); others raise."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in _PIL_IMAGE_CLASSES:
-            return _BoundedImage
-        if (module, name) in _SAFE_GLOBALS:
-            return _SAFE_GLOBALS[(module, name)]
-        raise UnsafePickleError(
-            f"refusing to load {module}.{name} from an FVQA cache pickle: only containers, strings and PIL "
-            "images are allowed (the file is not a released FVQA cache, or it was tampered with)"
-        )
-
-
-def load_fvqa_pickle(path: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
+def load_fvqa_pickle(
+    path: str | os.PathLike[str],
+    *,
+    max_bytes: int = MAX_PICKLE_BYTES,
+    max_seconds: float | None = MAX_PICKLE_SECONDS,
+) -> dict[str, dict[str, Any]]:
     """Load and validate an FVQA image-search cache pickle with :class:`RestrictedUnpickler`.
 
     Returns ``{data_id: {"titles": [str], "images": [str | PIL.Image]}}``. Raises
-    :class:`UnsafePickleError` on a forbidden global and :class:`~mmsearch_env.errors.DatasetError` when the
-    structure is not the documented one (the message names the entry and the field).
+    :class:`UnsafePickleError` on a forbidden global, a hostile constructor argument or a load past
+    ``max_seconds``, and :class:`~mmsearch_env.errors.DatasetError` for a file over ``max_bytes`` or when
+    the structure is not the documented one (the message names the entry and the field).
     """
+    name = repr(os.fspath(path))
     try:
+        size = os.path.getsize(path)
+        if size > max_bytes:
+            raise DatasetError(
+                f"{name} is {size} bytes, over the {max_bytes}-byte limit for an FVQA cache pickle; pass a "
+                "larger max_bytes if the file is genuine"
+            )
         with open(path, "rb") as handle:
-            raw = RestrictedUnpickler(handle).load()
+            return read_fvqa_pickle(handle, name=name, max_seconds=max_seconds)
     except FileNotFoundError as exc:
-        raise DatasetError(f"FVQA cache file not found: {os.fspath(path)!r}") from exc
+        raise DatasetError(f"FVQA cache file not found: {name}") from exc
+
+
+def read_fvqa_pickle(
+    file: BinaryIO, *, name: str = "the FVQA cache", max_seconds: float | None = MAX_PICKLE_SECONDS
+) -> dict[str, dict[str, Any]]:
+    """:func:`load_fvqa_pickle` of an open binary file (``name`` is how messages call it)."""
+    try:
+        raw = RestrictedUnpickler(file, max_seconds=max_seconds).load()
     except (UnsafePickleError, DatasetError):
         raise
+    except RecursionError as exc:
+        raise DatasetError(f"{name} nests objects too deeply for an FVQA cache") from exc
     except Exception as exc:  # truncated or corrupt files: UnpicklingError, EOFError, ValueError, ...
-        raise DatasetError(f"{os.fspath(path)!r} is not a readable pickle: {type(exc).__name__}: {exc}") from exc
+        raise DatasetError(f"{name} is not a readable pickle: {type(exc).__name__}: {str(exc)[:200]}") from exc
     if not isinstance(raw, Mapping):
         raise DatasetError(f"an FVQA cache must be a dict data_id -> entry, got {type(raw).__name__}")
     entries: dict[str, dict[str, Any]] = {}
     for data_id, entry in raw.items():
-        where = f"FVQA cache entry {data_id!r}"
+        where = f"FVQA cache entry {data_id!r:.80}"
         if not isinstance(data_id, str) or not isinstance(entry, Mapping):
             raise DatasetError(f"{where}: expected str data_id -> dict, got {type(entry).__name__}")
         missing = [k for k in (_TITLES, _IMAGES) if k not in entry]
         if missing:
             raise DatasetError(f"{where}: missing field(s) {missing}; expected {_TITLES!r} and {_IMAGES!r}")
+        for key in (_TITLES, _IMAGES):
+            if entry[key] is not None and not isinstance(entry[key], (list, tuple)):
+                raise DatasetError(f"{where}: {key} must be a list, got {type(entry[key]).__name__}")
         titles, images = list(entry[_TITLES] or []), list(entry[_IMAGES] or [])
         if not all(isinstance(t, str) for t in titles):
             raise DatasetError(f"{where}: {_TITLES} must be a list of str")
@@ -222,9 +148,19 @@ class ImportReport:
     url_only: int
 
 
-def _plain(image: Image.Image) -> Image.Image:
-    # Image.copy() builds a plain PIL.Image.Image, so the unpickling subclass does not leak out
-    return image.copy()
+def _plain(image: Image.Image) -> Image.Image | None:
+    """The thumbnail's pixels as a plain RGB(A) image, or None when they cannot be converted.
+
+    The pickled ``info`` dict is the file's to choose, and PNG encoding and mode conversion read keys of
+    it (``transparency``, ``icc_profile``, ``exif``): it is dropped, so a crafted one cannot break the import.
+    """
+    try:
+        copy = image.copy()  # a plain PIL.Image.Image: the unpickling subclass does not leak out
+        copy.info = {}
+        return copy.convert("RGBA" if "A" in copy.getbands() else "RGB")
+    except (OSError, ValueError, TypeError) as exc:
+        logger.warning("a pickled thumbnail of mode %r could not be converted: %s", image.mode, exc)
+        return None
 
 
 def import_fvqa_cache(
@@ -234,14 +170,17 @@ def import_fvqa_cache(
     top_k: int = 5,
     fetch_thumbnail: Callable[[str], Image.Image] | None = None,
     progress: bool = True,
+    max_bytes: int = MAX_PICKLE_BYTES,
+    max_seconds: float | None = MAX_PICKLE_SECONDS,
 ) -> ImportReport:
     """Load an FVQA cache pickle safely and write its entries into ``cache`` (path, URL or store).
 
     Each entry becomes an image-search response of its first ``top_k`` (title, thumbnail) pairs. A
     thumbnail URL becomes the result's ``url``; with ``fetch_thumbnail`` it is downloaded too (a failed
-    download keeps the URL-only result and is logged).
+    download keeps the URL-only result and is logged). ``max_bytes`` / ``max_seconds`` bound the pickle as
+    in :func:`load_fvqa_pickle`.
     """
-    entries = load_fvqa_pickle(pickle_path)
+    entries = load_fvqa_pickle(pickle_path, max_bytes=max_bytes, max_seconds=max_seconds)
     store = open_store(cache)
     results_total = thumbs = url_only = 0
     try:

@@ -10,6 +10,13 @@ Server (FastAPI + uvicorn; ``pip install 'mmsearch-env[serve]'``)
     ``GET /health`` (no token; says only that the service is up) and ``GET /metrics`` (token): calls, cache
     hits, failures and latency percentiles per tool.
 
+    Request bodies are bounded before they are parsed: over ``max_body_bytes`` (default
+    :data:`MAX_BODY_BYTES`, 16 MiB, ``--max-body-bytes``) is HTTP 413, JSON nested deeper than
+    ``max_json_depth`` (default :data:`MAX_JSON_DEPTH`) or not JSON at all is HTTP 400, each with a message
+    saying what was wrong. A legitimate body is one flat JSON object whose largest part is the question's
+    image as base64 PNG: a 2-megapixel photo makes ~6 MB of PNG, ~8 MB of base64, so 16 MiB passes any
+    image a question needs while a runaway client cannot make the service buffer hundreds of MB.
+
     Bound to 127.0.0.1 by default; another host needs ``--allow-remote`` (put TLS in front of it). The token
     comes from ``$MMSEARCH_SERVICE_TOKEN`` or is generated and printed once to stderr; it is never logged
     (uvicorn's access log has paths only).
@@ -27,6 +34,7 @@ import ipaddress
 import json
 import logging
 import os
+import re
 import secrets
 import sys
 import threading
@@ -45,6 +53,8 @@ from mmsearch_env.search.resilience import ResilientSearch
 from mmsearch_env.search.service_client import TOKEN_ENV, ServiceSearch
 
 __all__ = [
+    "MAX_BODY_BYTES",
+    "MAX_JSON_DEPTH",
     "TOKEN_ENV",
     "BackgroundServer",
     "ServiceMetrics",
@@ -52,10 +62,35 @@ __all__ = [
     "add_serve_arguments",
     "build_service_backend",
     "create_app",
+    "json_depth_exceeds",
     "serve_main",
 ]
 
 logger = logging.getLogger(__name__)
+
+#: Largest request body the service reads (bytes): room for a base64 PNG of a multi-megapixel image.
+MAX_BODY_BYTES = 16 * 2**20
+#: Deepest JSON nesting a request may have; a real one is a flat object (depth 1).
+MAX_JSON_DEPTH = 32
+# A JSON string literal (escapes included), removed before counting brackets so text cannot count
+# (unrolled: the plain alternation form is 25x slower on a multi-MB base64 string)
+_JSON_STRING_RE = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_BRACKETS = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in _BRACKETS)
+
+
+def json_depth_exceeds(body: bytes, limit: int) -> bool:
+    """True if the JSON text ``body`` nests arrays/objects deeper than ``limit`` (linear; stops early).
+
+    >>> json_depth_exceeds(b'{"a": [[1]], "s": "[[[[["}', 3), json_depth_exceeds(b"[" * 5, 4)
+    (False, True)
+    """
+    depth = 0
+    for byte in _JSON_STRING_RE.sub(b"", body).translate(None, delete=_NOT_BRACKETS):
+        depth += _BRACKETS[byte]
+        if depth > limit:
+            return True
+    return False
 
 
 class ServiceMetrics:
@@ -117,11 +152,22 @@ def _server_modules() -> tuple[Any, Any]:
     return require("fastapi", extra="serve", purpose=purpose), require("uvicorn", extra="serve", purpose=purpose)
 
 
-def create_app(backend: SearchBackendBase, *, token: str | None, metrics: ServiceMetrics | None = None) -> Any:
+def create_app(
+    backend: SearchBackendBase,
+    *,
+    token: str | None,
+    metrics: ServiceMetrics | None = None,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    max_json_depth: int = MAX_JSON_DEPTH,
+) -> Any:
     """The FastAPI app serving ``backend`` (already wrapped in cache/resilience as wanted).
 
     ``token=None`` disables authentication (only for tests on loopback; ``mmsearch serve`` always sets one).
+    A body over ``max_body_bytes`` is HTTP 413 (refused from its ``Content-Length``, or as soon as a
+    streamed body passes the limit); JSON nested deeper than ``max_json_depth`` is HTTP 400.
     """
+    if max_body_bytes < 1 or max_json_depth < 1:
+        raise ConfigError(f"max_body_bytes and max_json_depth must be >= 1, got {max_body_bytes} and {max_json_depth}")
     fastapi, _ = _server_modules()
     FastAPI, HTTPException, Request = fastapi.FastAPI, fastapi.HTTPException, fastapi.Request
     run_in_threadpool, JSONResponse = fastapi.concurrency.run_in_threadpool, fastapi.responses.JSONResponse
@@ -144,16 +190,46 @@ def create_app(backend: SearchBackendBase, *, token: str | None, metrics: Servic
                 headers={"WWW-Authenticate": "Bearer"},
             )
 
+    def too_large(size: str) -> Any:
+        return HTTPException(
+            status_code=413,
+            detail=f"request body of {size} bytes exceeds this service's limit of {max_body_bytes} bytes; "
+            "send a smaller image (downscale it) or start the service with a larger --max-body-bytes",
+        )
+
+    async def read_body(tool: ToolName, request: Request) -> bytes:
+        declared = request.headers.get("content-length")
+        if declared is not None:
+            if not declared.isdigit():
+                raise HTTPException(status_code=400, detail=f"bad Content-Length header {declared[:40]!r}")
+            if int(declared) > max_body_bytes:
+                raise too_large(declared)
+        chunks, size = [], 0
+        async for chunk in request.stream():  # a chunked body has no Content-Length: count as it comes
+            size += len(chunk)
+            if size > max_body_bytes:
+                raise too_large(f"more than {max_body_bytes}")
+            chunks.append(chunk)
+        body = b"".join(chunks)
+        if await run_in_threadpool(json_depth_exceeds, body, max_json_depth):  # linear, but off the loop
+            raise HTTPException(
+                status_code=400,
+                detail=f"bad {tool} request body: JSON nested deeper than {max_json_depth} levels; a request is "
+                "one flat JSON object",
+            )
+        return body
+
     async def search(tool: ToolName, request: Request) -> Any:
         authorize(request)
+        body = await read_body(tool, request)
         try:
-            payload = await request.json()
+            payload = json.loads(body)
             if not isinstance(payload, dict):
                 raise TypeError("the body must be a JSON object")
             search_request = request_from_json(tool, payload)
-        except (ValueError, TypeError, KeyError, SearchBackendError) as exc:
+        except (ValueError, TypeError, KeyError, RecursionError, SearchBackendError) as exc:
             raise HTTPException(
-                status_code=400, detail=f"bad {tool} request body: {type(exc).__name__}: {exc}"
+                status_code=400, detail=f"bad {tool} request body: {type(exc).__name__}: {str(exc)[:300]}"
             ) from exc
         started = time.perf_counter()
         if isinstance(backend, CachedSearch):  # a cache hit goes out as stored: no thumbnail decode/re-encode
@@ -288,6 +364,13 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--allow-remote", action="store_true", help="allow binding a non-loopback address")
     parser.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=MAX_BODY_BYTES,
+        help=f"largest request body accepted; larger is HTTP 413 (default: {MAX_BODY_BYTES}, room for the "
+        "base64 PNG of a multi-megapixel image)",
+    )
+    parser.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"], help="info logs every request"
     )
 
@@ -332,7 +415,7 @@ def serve_main(args: argparse.Namespace) -> int:
         # printed exactly once, to stderr, for the operator; never logged afterwards
         sys.stderr.write(f"mmsearch serve: generated bearer token (export {TOKEN_ENV}=...): {token}\n")
         sys.stderr.flush()
-    app = create_app(backend, token=token)
+    app = create_app(backend, token=token, max_body_bytes=args.max_body_bytes)
     logger.info("serving %s on http://%s:%d", backend, args.host, args.port)
     try:
         config = uvicorn.Config(
