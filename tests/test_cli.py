@@ -102,6 +102,7 @@ ENV_FLAG_VALUES = {
     "max_text_searches": ("1", 1),
     "search_penalty": ("0.2", 0.2),
     "format_weight": ("0.3", 0.3),
+    "max_action_chars": ("4096", 4096),
 }
 
 
