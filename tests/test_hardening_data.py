@@ -307,3 +307,26 @@ def test_a_byte_order_mark_is_not_an_error(tmp_path):
     raw = b"\xef\xbb\xbf" + b"".join(json.dumps(r).encode() + b"\n" for r in rows)
     examples = load_dataset(str(_jsonl(tmp_path, "bom.jsonl", [], raw=raw)), split=None)
     assert [e.id for e in examples] == ["q0", "q1"] and examples[0].image.size == (8, 8)
+
+
+def test_lone_surrogates_in_a_dataset_never_reach_a_run(tmp_path):
+    """JSON's "\\ud83d" escape gives a lone surrogate: sanitised where the row enters, so the whole run works."""
+    import gymnasium as gym
+
+    import mmsearch_env  # noqa: F401
+    from agents.rollout import read_trajectories, rollout
+    from agents.scripted import OraclePolicy
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    line = '{"id": "q\\ud83d", "question": "Which\\ud83d?", "image": "a.png", "answer": "x\\ud83d", "candidate_answers": ["y\\udc00"]}'
+    (tmp_path / "q.jsonl").write_text(line + "\n")
+    (example,) = load_dataset(str(tmp_path / "q.jsonl"), None)
+    assert (example.id, example.question, example.answer) == ("q\ufffd", "Which\ufffd?", "x\ufffd")
+    assert list(example.candidate_answers) == ["y\ufffd"]
+    env = gym.make("MMSearch-v0", dataset=str(tmp_path / "q.jsonl"), split=None, search="sample")
+    obs, _ = env.reset(seed=0)
+    json.dumps(obs["messages"][0]["content"][-1]["text"]).encode("utf-8")
+    out = tmp_path / "run" / "t.jsonl"
+    result = rollout(OraclePolicy([example], use_search=False), env_config={"dataset": str(tmp_path / "q.jsonl"),
+                     "split": None, "search": "sample"}, out=out, progress=False)  # fmt: skip
+    assert len(result.records) == 1 and read_trajectories(out)[0].question == "Which\ufffd?"

@@ -122,3 +122,10 @@ def test_a_legitimate_multi_megabyte_image_passes_and_an_oversized_one_is_a_clea
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     assert len(buffer.getvalue()) > SMALL
+
+
+def test_a_query_with_a_lone_surrogate_is_searched_not_a_500(servers):
+    body = b'{"query": "capital of Arvenia \\ud83d", "question": "Which\\udc00?"}'  # valid JSON, invalid Unicode
+    reply = requests.post(f"{servers['default'].url}/v1/text_search", data=body, headers=HEADERS, timeout=30)
+    assert reply.status_code == 200, reply.text[:300]
+    assert reply.json()["error"] is None and reply.json()["results"]

@@ -22,6 +22,7 @@ from mmsearch_env.errors import DatasetError, MMSearchError
 from mmsearch_env.search.credentials import redact_url
 from mmsearch_env.search.http import FetchPolicy, fetch
 from mmsearch_env.search.status import check_status
+from mmsearch_env.text import valid_unicode
 
 __all__ = [
     "SEARCH_NEEDS",
@@ -196,7 +197,8 @@ def _string(record: Mapping[str, Any], key: str, where: str, *, required: bool) 
         value = str(value)  # numeric answers and ids are common in JSON files
     if not isinstance(value, str) or (required and not value.strip()):
         raise DatasetError(f"{where}: field {key!r} must be a non-empty string, got {value!r:.80}")
-    return value
+    # Text enters here: a lone surrogate (JSON's "\\ud83d") would break tokenizers and JSON writers later.
+    return valid_unicode(value)
 
 
 def _is_url(value: Any) -> bool:
@@ -290,6 +292,7 @@ def example_from_record(
             ) from None
     if not isinstance(candidates, Sequence) or not all(isinstance(c, str) for c in candidates):
         raise DatasetError(f"{where}: field 'candidate_answers' must be a list of strings, got {candidates!r:.80}")
+    candidates = [valid_unicode(c) for c in candidates]
     search_need = record.get("search_need")
     if search_need is not None and search_need not in SEARCH_NEEDS:
         raise DatasetError(f"{where}: field 'search_need' must be one of {SEARCH_NEEDS}, got {search_need!r}")

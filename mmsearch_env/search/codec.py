@@ -20,6 +20,7 @@ from PIL import Image
 
 from mmsearch_env.errors import SearchBackendError
 from mmsearch_env.search.base import ImageSearchRequest, SearchResponse, SearchResult, TextSearchRequest
+from mmsearch_env.text import valid_unicode
 
 __all__ = [
     "MAX_THUMBNAIL_PIXELS",
@@ -172,10 +173,15 @@ def request_to_json(request: ImageSearchRequest | TextSearchRequest) -> dict[str
 
 
 def request_from_json(tool: str, data: dict[str, Any]) -> ImageSearchRequest | TextSearchRequest:
-    """Inverse of :func:`request_to_json` (raises :class:`SearchBackendError` on bad input)."""
+    """Inverse of :func:`request_to_json` (raises :class:`SearchBackendError` on bad input).
+
+    Text from the request is made valid Unicode here, where it enters (``json.loads`` turns a ``"\\ud83d"``
+    escape into a lone surrogate, which no backend, cache key or JSON reply can carry).
+    """
     for name in ("image_url", "example_id", "question"):
         if data.get(name) is not None and not isinstance(data[name], str):
             raise SearchBackendError(f"{name!r} must be a string or null, got {type(data[name]).__name__}")
+    data = {k: valid_unicode(v) if isinstance(v, str) and k != "image_png_b64" else v for k, v in data.items()}
     if tool == "image_search":
         if not isinstance(data.get("image_png_b64"), str):
             raise SearchBackendError("an image search needs 'image_png_b64': the image as base64 PNG")
