@@ -29,6 +29,7 @@ from agents.metrics import accuracy_by
 from agents.pool import make_env_pool
 from agents.rollout import ON_ERROR, rollout
 from agents.scripted import OraclePolicy
+from agents.viewer import write_viewer
 from mmsearch_env import __version__
 from mmsearch_env.config import EnvConfig, add_env_arguments, env_config_from_args
 from mmsearch_env.errors import MMSearchError
@@ -124,8 +125,6 @@ def _curate(args: argparse.Namespace) -> int:
 
 # -- view ----------------------------------------------------------------------------------------------
 def _view(args: argparse.Namespace) -> int:
-    from agents.viewer import write_viewer  # renders with Jinja2, an optional dependency
-
     out = write_viewer(args.trajectories, args.out, images_dir=args.images, max_episodes=args.max_episodes)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB)")
     return 0

@@ -51,6 +51,7 @@ from agents.openai_policy import OpenAIPolicy, parse_endpoint_spec
 from agents.pool import make_env_pool
 from agents.rollout import env_config_argument, rollout
 from agents.scripted import OraclePolicy
+from agents.viewer import write_viewer
 from mmsearch_env.config import EnvConfig
 from mmsearch_env.data import BUILTIN_DATASETS
 from mmsearch_env.errors import ConfigError, MMSearchError, did_you_mean
@@ -122,7 +123,7 @@ def resolve_policy(
     if kind == "hf" and arg:
         try:  # torch and transformers: the optional train extra
             from agents.hf_policy import HFPolicy
-        except ImportError as exc:
+        except ImportError as exc:  # pragma: no cover - depends on the install
             raise ConfigError(
                 f"policy {spec!r} needs agents.hf_policy and its dependencies ({exc}); "
                 "install them with: pip install torch==2.13.0 'mmsearch-env[train]'"
@@ -422,15 +423,10 @@ def _write_outputs(report: EvalReport, out_dir: Path, trajectories: Path, *, plo
         else:
             report.paths["plot"] = str(out_dir / "accuracy_vs_search.png")
     if viewer:
-        try:  # the viewer renders with Jinja2, an optional dependency
-            from agents.viewer import write_viewer
-        except ImportError:
-            logger.info("agents.viewer is not available: no HTML viewer written")
+        try:
+            write_viewer(trajectories, out_dir / "viewer.html")
+        except MMSearchError as exc:  # like the plot: the rollouts are done, keep the tables
+            warnings.warn(f"no viewer written: {exc}", stacklevel=3)
         else:
-            try:
-                write_viewer(trajectories, out_dir / "viewer.html")
-            except MMSearchError as exc:  # like the plot: the rollouts are done, keep the tables
-                warnings.warn(f"no viewer written: {exc}", stacklevel=3)
-            else:
-                report.paths["viewer"] = str(out_dir / "viewer.html")
+            report.paths["viewer"] = str(out_dir / "viewer.html")
     report.save(out_dir)

@@ -9,7 +9,6 @@ import json
 import os
 import subprocess
 import sys
-import types
 from dataclasses import fields
 from pathlib import Path
 
@@ -124,7 +123,7 @@ def test_view_calls_the_viewer_with_its_signature(tmp_path, monkeypatch, capsys)
         Path(out).write_text("<html></html>")
         return Path(out)
 
-    monkeypatch.setitem(sys.modules, "agents.viewer", types.SimpleNamespace(write_viewer=write_viewer))
+    monkeypatch.setattr("agents.cli.write_viewer", write_viewer)
     out = tmp_path / "v.html"
     assert main(["view", "t.jsonl", "--out", str(out), "--images", "imgs", "--max-episodes", "3"]) == 0
     assert calls == [("t.jsonl", str(out), "imgs", 3)] and f"wrote {out}" in capsys.readouterr().out

@@ -76,9 +76,10 @@ def test_search_utility_counts():
 
 def test_evaluate_writes_table_plot_and_trajectories(tmp_path, monkeypatch):
     calls = []
-    viewer = types.ModuleType("agents.viewer")
-    viewer.write_viewer = lambda src, dst: (calls.append((str(src), str(dst))), dst.write_text("<html></html>"))
-    monkeypatch.setitem(sys.modules, "agents.viewer", viewer)
+    monkeypatch.setattr(
+        "agents.evaluate.write_viewer",
+        lambda src, dst: (calls.append((str(src), str(dst))), dst.write_text("<html></html>")),
+    )
     indices = list(range(0, 64, 3))  # every search need appears
     report = evaluate(["oracle", "direct"], dataset="sample", split=None, indices=indices, out=tmp_path, progress=False)
     oracle, direct = report.row("oracle-plan"), report.row("direct")

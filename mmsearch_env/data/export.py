@@ -10,6 +10,9 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from tqdm.auto import tqdm
+
+from mmsearch_env.env import MMSearchEnv
 from mmsearch_env.errors import ConfigError
 
 __all__ = ["GRPO_COLUMNS", "to_grpo_dataset"]
@@ -67,10 +70,6 @@ def to_grpo_dataset(
         import datasets as hf
     except ImportError as exc:
         raise ConfigError("to_grpo_dataset needs the datasets package: pip install datasets") from exc
-    from tqdm.auto import tqdm
-
-    from mmsearch_env.env import MMSearchEnv
-
     if isinstance(source, Mapping) and "path" not in source:
         kwargs = dict(source)
         kwargs.update(env_kwargs or {})
