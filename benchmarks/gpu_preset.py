@@ -127,8 +127,11 @@ class GenerateMeter:
         return sum(len(c.token_ids) for request in out for c in request.outputs)  # vLLM RequestOutputs
 
 
-def qwen25_vl_3b_shaped(tiny_path: Path) -> Any:
-    """A random Qwen2.5-VL-3B-shaped model in bf16 on the GPU, its vocabulary the tiny VLM's."""
+def qwen25_vl_3b_shaped(tiny_path: Path, device: str = "cuda") -> Any:
+    """A random Qwen2.5-VL-3B-shaped model in bf16 on ``device``, its vocabulary the tiny VLM's.
+
+    ``device="meta"`` builds the shapes only (no memory): a check of the config on any machine.
+    """
     from transformers import AutoConfig, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
     tiny = AutoConfig.from_pretrained(tiny_path)
@@ -151,7 +154,7 @@ def qwen25_vl_3b_shaped(tiny_path: Path) -> Any:
     previous = torch.get_default_dtype()
     torch.set_default_dtype(torch.bfloat16)  # initialise in bf16 on the device: no 15 GB float32 copy on the host
     try:
-        with torch.device("cuda"):
+        with torch.device(device):
             model = Qwen2_5_VLForConditionalGeneration(config)
     finally:
         torch.set_default_dtype(previous)
