@@ -6,6 +6,13 @@ do with our conversations: it renders the chat template without ``tools=`` (the 
 protocol's system prompt lists the tools; training must see the prompt evaluation sees), and it
 fills image placeholders in user messages only (our thumbnails sit in ``tool`` results too). Images
 stay inline in the messages, which also spares encoding every thumbnail into Arrow and back.
+
+Cost, measured against the hand-written loop this replaced (the CPU preset's 80 warm-start episodes,
+2 epochs = 20 steps, tiny VLM, 2 shared cores): 33-42 s of CPU time against 23-36 s, the same first
+loss (6.937) and a last loss of 1.949 against 1.885 (another shuffling order). Most of the extra time
+is TRL's chunked LM head (log-probs, entropy and top-1 in tiles), which saves memory on real
+vocabularies; on the tiny model it is overhead. Kept for what the trainer brings: bf16, accelerate
+and multi-GPU, logging and the same loop as the rest of TRL.
 """
 
 from __future__ import annotations
