@@ -7,12 +7,13 @@ protocol's system prompt lists the tools; training must see the prompt evaluatio
 fills image placeholders in user messages only (our thumbnails sit in ``tool`` results too). Images
 stay inline in the messages, which also spares encoding every thumbnail into Arrow and back.
 
-Cost, measured against the hand-written loop this replaced (the CPU preset's 80 warm-start episodes,
-2 epochs = 20 steps, tiny VLM, 2 shared cores): 33-42 s of CPU time against 23-36 s, the same first
-loss (6.937) and a last loss of 1.949 against 1.885 (another shuffling order). Most of the extra time
-is TRL's chunked LM head (log-probs, entropy and top-1 in tiles), which saves memory on real
-vocabularies; on the tiny model it is overhead. Kept for what the trainer brings: bf16, accelerate
-and multi-GPU, logging and the same loop as the rest of TRL.
+Measured against the hand-written loop this replaced, on the CPU preset's warm-start (tiny VLM, 80
+scripted episodes, 20 epochs = 200 steps, 2 shared cores, one run each): loss 6.937 -> 0.043 in 113 s
+of CPU time, against 6.937 -> 0.067 in 199 s; greedy afterwards, format rate 1.0 on 24 train and 8
+validation questions for both, accuracy 0.33 / 0.25 against 0.29 / 0.25. Short runs (20 steps)
+measured the other way, 33-42 s against 23-36 s: the machine is noisy, and TRL's chunked LM head
+(log-probs, entropy and top-1 in tiles, which saves memory on real vocabularies) costs a little per
+step on a tiny model. Not a reason to keep a loop of our own.
 """
 
 from __future__ import annotations
