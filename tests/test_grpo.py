@@ -21,21 +21,23 @@ from safetensors.torch import load_file
 from agents.grpo import (
     EnvReward,
     MMSearchGRPOConfig,
+    TagsToolEnv,
+    ToolCallsToolEnv,
     build_trainer,
     cpu_preset,
     env_factory,
     make_train_dataset,
     prepare_processing_class,
     split_turns,
-    supervised_fit,
 )
-from agents.hf_policy import HFPolicy, load_pretrained, load_processing_class
+from agents.hf_policy import HFPolicy, load_processing_class
 from agents.scripted_model import plan_script, scripted_vlm
 from agents.tiny_vlm import build_tiny_vlm
 from mmsearch_env.data import load_dataset
 from mmsearch_env.errors import ConfigError
 from mmsearch_env.protocol import get_protocol
 from mmsearch_env.reward import score_trajectory
+from mmsearch_env.search.base import SearchBackendBase
 
 IDS = ("sample-arvenia-image", "sample-arvenia-text", "sample-arvenia-none")
 
@@ -213,7 +215,7 @@ def test_reward_values_for_known_plans(tmp_path, dataset_file):
             action = p.parse(turn)
             if action.kind == "image_search":
                 tool_env.search()
-        breakdown, _ = tool_env._score(turns)
+        breakdown, _ = tool_env.episode.score_turns(turns)
         assert breakdown.reward == value, (example_id, turns)
 
 
@@ -291,8 +293,6 @@ def test_tags_template_renders_env_observations_like_the_qwen_template():
     by the stock Qwen template: what the model sees in training is what it sees in evaluation."""
     import gymnasium as gym
 
-    from agents.grpo import prepare_processing_class
-
     processor = load_processing_class(build_tiny_vlm())
     env = gym.make("MMSearch-v0", dataset="sample")
     obs, _ = env.reset(options={"example_id": "sample-arvenia-image-text"})
@@ -343,57 +343,38 @@ def test_search_options_and_prompts_reach_every_env_the_trainer_builds(tmp_path)
         MMSearchGRPOConfig(output_dir=str(tmp_path), search_options="[1]", use_cpu=True, report_to=[])
 
 
-@pytest.mark.parametrize("group", [False, True])
-def test_supervised_fit_learns_episodes_and_groups_batches_by_length(group, monkeypatch):
-    base = build_tiny_vlm()
-    model, processor, _ = load_pretrained(base)
-    prepare_processing_class(processor, "tags")
-    p = get_protocol("tags")
-    sample = load_dataset("sample", None)[0]
-    user = {"role": "user", "content": [{"type": "image", "image": sample.image}, {"type": "text", "text": "Q?"}]}
-    short = [user, {"role": "assistant", "content": p.format_action("answer", "Arvenia", reason="Known.")}]
-    long = [
-        user,
-        {"role": "assistant", "content": p.format_action("text_search", "Arvenia", reason="Search.")},
-        {"role": "user", "content": [{"type": "text", "text": "<information>Arvenia.</information>"}]},
-        {"role": "assistant", "content": p.format_action("answer", "Arvenia", reason="Read.")},
-    ]
-    seen: list[list[int]] = []
-    original = processor.apply_chat_template
+def test_the_tool_env_closes_only_a_backend_it_built(tmp_path):
+    """A backend object passed in stays open for its owner; one built from a name closes with the adapter."""
+    from mmsearch_env.search import make_search
 
-    def spy(conversations, **kwargs):
-        seen.append([len(c) for c in conversations])
-        return original(conversations, **kwargs)
+    class Counting(SearchBackendBase):
+        name = "counting"
 
-    monkeypatch.setattr(processor, "apply_chat_template", spy)
-    stats = supervised_fit(
-        model, processor, [short, long] * 4, epochs=6, lr=5e-3, batch_size=4, seed=0, progress=False,
-        group_by_turns=group,
-    )  # fmt: skip
-    assert stats["last_loss"] < stats["first_loss"] / 2
-    assert len(seen) == 12 and sorted(n for lengths in seen for n in lengths) == sorted(
-        [2, 4] * 24
-    )  # every episode, every epoch
-    mixed = sum(len(set(lengths)) > 1 for lengths in seen)
-    assert mixed == 0 if group else mixed > 0  # grouped batches hold episodes of one length
+        def __init__(self):
+            self.inner, self.closed = make_search("sample"), 0
+
+        def text_search(self, request):
+            return self.inner.text_search(request)
+
+        def close(self):
+            self.closed += 1
+
+    shared = Counting()
+    kwargs = {"dataset": "sample", "split": None, "protocol": "tags"}
+    for _ in range(2):
+        tool_env = env_factory({**kwargs, "search": shared})()
+        tool_env.reset("sample-arvenia-text")
+        assert "arven crown" in tool_env.text_search("currency of Arvenia")[0]["text"]
+        assert not tool_env.env.owns_search  # the env got the recorder object, never a name
+        tool_env.episode.close()
+    assert shared.closed == 0
+    assert env_factory(kwargs)().episode.recorder.owns_backend  # built from the name "sample": its own
 
 
-def test_supervised_fit_on_step_stops_training_early_and_restores_train_mode():
-    model, processor, _ = load_pretrained(build_tiny_vlm())
-    prepare_processing_class(processor, "tags")
-    p = get_protocol("tags")
-    user = {"role": "user", "content": [{"type": "text", "text": "Q?"}]}
-    episode = [user, {"role": "assistant", "content": p.format_action("answer", "Arvenia", reason="Known.")}]
-    calls: list[tuple[int, bool]] = []
+def test_tool_methods_are_the_only_public_methods():
+    """TRL makes every public method (but reset) a tool: scoring and closing must live elsewhere."""
+    import inspect
 
-    def on_step(done: int) -> bool:
-        calls.append((done, model.training))
-        model.eval()  # a held-out check would switch to eval mode; training must switch back
-        return done == 3
-
-    stats = supervised_fit(
-        model, processor, [episode] * 8, epochs=5, lr=1e-3, batch_size=2, seed=0, progress=False, on_step=on_step
-    )
-    assert stats["steps"] == 3 and [d for d, _ in calls] == [1, 2, 3]  # 20 steps planned, stopped after 3
-    assert all(training for _, training in calls)  # train mode was restored after each call
-    assert not model.training  # and eval mode at the end, as always
+    for cls, tools in ((TagsToolEnv, {"search", "text_search"}), (ToolCallsToolEnv, {"image_search", "text_search"})):
+        public = {n for n, _ in inspect.getmembers(cls, inspect.isfunction) if not n.startswith("_")}
+        assert public == tools | {"reset"}, cls
