@@ -7,6 +7,7 @@ from typing import Any
 
 from agents.grpo.processing import assistant_header_ids, end_of_turn_id
 from agents.grpo.tool_env import MMSearchToolEnv
+from agents.metrics import Outcome, training_metrics
 from mmsearch_env.errors import ConfigError
 from mmsearch_env.reward import RewardBreakdown
 
@@ -83,16 +84,8 @@ class EnvReward:
         self.last = [
             env.episode.score_turns(self.turns(ids)) for ids, env in zip(completion_ids, environments, strict=True)
         ]
-        if log_metric is not None and self.last:
-            n = len(self.last)
-            parts = [b for b, _ in self.last]
-            infos = [i for _, i in self.last]
-            log_metric("mmsearch/accuracy", sum(b.accuracy for b in parts) / n)
-            log_metric("mmsearch/format", sum(b.format for b in parts) / n)
-            log_metric("mmsearch/search_ratio", sum(b.num_searches > 0 for b in parts) / n)
-            log_metric("mmsearch/image_search_ratio", sum(b.image_searches > 0 for b in parts) / n)
-            log_metric("mmsearch/text_search_ratio", sum(b.text_searches > 0 for b in parts) / n)
-            log_metric("mmsearch/searches", sum(b.num_searches for b in parts) / n)
-            log_metric("mmsearch/tool_failures", sum(i.get("search_failures", 0) for i in infos) / n)
-            log_metric("mmsearch/turns", sum(i.get("turn", 0) for i in infos) / n)
+        if log_metric is not None:
+            # the same metrics code as evaluation (agents.metrics), so a training curve and a report agree
+            for name, value in training_metrics(Outcome.from_reward(b, i) for b, i in self.last).items():
+                log_metric(f"mmsearch/{name}", value)
         return [b.reward for b, _ in self.last]

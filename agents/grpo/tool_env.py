@@ -10,36 +10,35 @@ from mmsearch_env.env import MMSearchEnv
 from mmsearch_env.errors import ConfigError
 from mmsearch_env.protocol import get_protocol
 from mmsearch_env.reward import RewardBreakdown
-from mmsearch_env.search import make_search
-from mmsearch_env.search.base import (
+from mmsearch_env.search import (
     ImageSearchRequest,
-    SearchBackendBase,
     SearchResponse,
+    SearchWrapper,
     TextSearchRequest,
     ToolName,
     call_search,
+    make_search,
 )
 
 __all__ = ["MMSearchToolEnv", "RecordingSearch", "RolloutEpisode", "TagsToolEnv", "ToolCallsToolEnv", "env_factory"]
 
 
-class RecordingSearch(SearchBackendBase):
-    """A search backend that records what another backend answered, then serves the same answers again.
+class RecordingSearch(SearchWrapper):
+    """A search wrapper that records what its backend answered, then serves the same answers again.
 
-    While recording, each call goes to ``backend`` and its response is kept. After
-    :meth:`start_replay`, calls are answered from the record in order, so replaying a rollout's turns
-    through the env to score them searches nothing twice. A replayed call the record does not hold
-    (the trainer's parser and the env's disagreed on a turn) gets a failed response, a value like any
-    other backend failure.
+    While recording, each call goes to ``backend`` (through :func:`call_search`, so what is recorded is
+    the checked response the env would see) and its response is kept. After :meth:`start_replay`,
+    calls are answered from the record in order, so replaying a rollout's turns through the env to
+    score them searches nothing twice. A replayed call the record does not hold (the trainer's parser
+    and the env's disagreed on a turn) gets a failed response, a value like any other backend failure.
 
     ``owns_backend``: :meth:`close` closes ``backend`` only when True (it was built for this recorder);
     a backend passed in by a caller stays the caller's to close.
     """
 
-    name = "recording"
-
     def __init__(self, backend: Any, *, owns_backend: bool = False) -> None:
-        self.backend = backend
+        super().__init__(backend)
+        self.name = "recording"
         self.owns_backend = owns_backend
         self.recorded: list[SearchResponse] = []
         self.replaying = False
@@ -63,7 +62,7 @@ class RecordingSearch(SearchBackendBase):
             response = self.recorded[self._cursor]
             self._cursor += 1
             return response
-        return SearchResponse(tool=tool, results=[], error="this search was not run during the rollout")
+        return SearchResponse(tool=tool, error="this search was not run during the rollout")
 
     def image_search(self, request: ImageSearchRequest) -> SearchResponse:
         return self._next("image_search", request)
@@ -73,9 +72,7 @@ class RecordingSearch(SearchBackendBase):
 
     def close(self) -> None:
         if self.owns_backend:
-            closer = getattr(self.backend, "close", None)
-            if callable(closer):
-                closer()
+            self.backend.close()
 
 
 class RolloutEpisode:

@@ -20,12 +20,12 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from agents.grpo import assistant_header_ids, assistant_token_labels, end_of_turn_id
 from agents.hf_policy import load_pretrained
 from agents.tiny_vlm import TinyVLMConfig, build_tiny_vlm, load_tiny_vlm
 from experiments.on_demand.config import OnDemandConfig
 from experiments.on_demand.data import country_names
 from experiments.on_demand.episodes import Episode, sft_episodes
-from experiments.on_demand.tokens import assistant_header_ids, assistant_token_labels
 from mmsearch_env.config import EnvConfig
 from mmsearch_env.data import Example
 
@@ -89,7 +89,7 @@ def fit(
 
     tokenizer = getattr(processor, "tokenizer", processor)
     header_ids = assistant_header_ids(tokenizer)
-    end_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    end_id = end_of_turn_id(tokenizer)
     model.train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
     generator = torch.Generator().manual_seed(seed)
@@ -158,7 +158,7 @@ def slot_accuracy(model: Any, processor: Any, episodes: Sequence[Episode]) -> di
         tokenizer.convert_tokens_to_ids("<text_search>"): "query",
         tokenizer.convert_tokens_to_ids("<answer>"): "answer",
     }
-    header, end = assistant_header_ids(tokenizer), tokenizer.convert_tokens_to_ids("<|im_end|>")
+    header, end = assistant_header_ids(tokenizer), end_of_turn_id(tokenizer)
     hits: dict[str, list[int]] = {"query": [0, 0], "answer": [0, 0]}
     model.eval()
     for start in range(0, len(episodes), 32):
