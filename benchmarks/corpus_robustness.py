@@ -237,7 +237,7 @@ def text_queries(corpus, rng: random.Random) -> list[dict]:
 
 def norm(text: str) -> str:
     folded = unicodedata.normalize("NFKD", text.lower()).encode("ascii", "ignore").decode("ascii")
-    return " " + " ".join(re.findall(r"[a-z0-9+.]+", folded)) + " "
+    return " " + " ".join(t.rstrip(".") for t in re.findall(r"[a-z0-9+.]+", folded)) + " "
 
 
 # -- runs -------------------------------------------------------------------------------------------

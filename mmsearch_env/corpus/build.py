@@ -15,7 +15,7 @@ Sources (pinned; see ``data/LICENSES.md``):
 
 Everything is seeded and sorted, so two builds from the same package versions write the same files.
 Outputs (in ``mmsearch_env/corpus/data/``): ``pages.jsonl.gz``, ``thumbs.npz``, ``image_index.npz``,
-``effnet_lite0.onnx``, ``bm25/``, ``dense.npz``, ``vocab.txt``, ``questions.jsonl.gz``.
+``effnet_lite0.onnx``, ``bm25/``, ``dense.npz``, ``vocab.txt``, ``names.json``, ``questions.jsonl.gz``.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from mmsearch_env.corpus.features import ImageEncoder, StaticTextEncoder, bm25_tokenize, phash, wordpiece
+from mmsearch_env.corpus.names import write_names
 
 log = logging.getLogger(__name__)
 
@@ -549,6 +550,7 @@ def build(
             step()
             log.info("%s: %d pages, %d images so far", step.__name__, len(builder.pages), len(builder.images))
         write_pages(out, builder.pages)
+        write_names(out, builder.pages)
         build_image_index(out, builder.images, builder.image_page, builder.image_kind)
         if not images_only:
             build_text_index(out, builder.pages)
@@ -568,8 +570,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--images-only", action="store_true", help="skip the text index (debugging)")
     parser.add_argument("--questions-only", action="store_true", help="rebuild only questions.jsonl.gz")
     parser.add_argument("--text-only", action="store_true", help="rebuild only the text indexes (from pages)")
+    parser.add_argument("--names-only", action="store_true", help="rebuild only names.json (from pages)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.names_only:
+        with gzip.open(args.out / "pages.jsonl.gz", "rt", encoding="utf-8") as handle:
+            write_names(args.out, [json.loads(line) for line in handle])
+        return
     if args.text_only:
         with gzip.open(args.out / "pages.jsonl.gz", "rt", encoding="utf-8") as handle:
             build_text_index(args.out, [json.loads(line) for line in handle])
