@@ -38,6 +38,7 @@ from mmsearch_env.corpus.features import (
     hamming_similarity,
     phash,
 )
+from mmsearch_env.corpus.localise import propose_regions
 from mmsearch_env.corpus.names import load_names
 from mmsearch_env.corpus.query import QueryAnalyzer
 from mmsearch_env.errors import ConfigError
@@ -63,11 +64,17 @@ class CorpusIndex:
     image_encoder: ImageEncoder
     image_feats: np.ndarray  # (n_views, D) float32, unit norm
     image_hashes: np.ndarray  # (n_views,) uint64
-    view_image: np.ndarray  # (n_views,) image index of each indexed view
+    view_image: np.ndarray  # (n_views,) image index of each indexed view (an image's views are contiguous)
     bm25: object
     text_encoder: StaticTextEncoder
     doc_emb: np.ndarray  # (n_pages, d) float32, unit norm
     analyzer: QueryAnalyzer
+
+    def __post_init__(self) -> None:
+        # scores are reduced to one per indexed image: the max over its contiguous block of views
+        change = np.r_[True, self.view_image[1:] != self.view_image[:-1]]
+        self.view_starts = np.flatnonzero(change)
+        self.image_ids = self.view_image[self.view_starts]
 
 
 # numpy's BLAS spins up its thread pool for every mat-vec: on a loaded machine one text search then
@@ -121,6 +128,9 @@ class CorpusSearch(SearchBackendBase):
         dense_weight: weight of the dense ranking in the fusion (BM25 has weight 1).
         drop_prob, distractors, shuffle, degrade: search-quality knobs (off by default).
         image_threads: onnxruntime threads for the image network (1 suits many parallel envs).
+        localise_below: when the whole query's best match scores below this (the best is ~1.3 for a
+            clean copy, ~0.9 for a screenshot), also search crops of the proposed picture regions; 0 = never.
+        max_regions: at most this many proposed regions per query.
     """
 
     name = "corpus"
@@ -138,6 +148,8 @@ class CorpusSearch(SearchBackendBase):
         shuffle: bool = False,
         degrade: float = 0.0,
         image_threads: int = 1,
+        localise_below: float = 1.1,
+        max_regions: int = 3,
     ) -> None:
         if max_results < 1 or summary_sentences < 1:
             raise ConfigError(
@@ -159,6 +171,9 @@ class CorpusSearch(SearchBackendBase):
         self.distractors = int(distractors)
         self.shuffle = bool(shuffle)
         self.degrade = degrade
+        self.localise_below = localise_below
+        self.max_regions = int(max_regions)
+        self.crop_margin = 0.0
 
     @property
     def knobs_on(self) -> bool:
@@ -166,25 +181,50 @@ class CorpusSearch(SearchBackendBase):
 
     # -- ranking -----------------------------------------------------------------------------------
     def rank_images(self, image: Image.Image, k: int | None = None) -> list[tuple[int, int, float]]:
-        """``(page, image, score)`` for the best ``k`` pages (each page scored by its best image)."""
+        """``(page, image, score)`` for the best ``k`` pages (each page scored by its best image, each
+        image by its best indexed view).
+
+        When even the best match is weak (``localise_below``), the query is taken for a screenshot or a
+        photo with the picture somewhere inside: rectangles framed by long straight edges are proposed
+        (:func:`~mmsearch_env.corpus.localise.propose_regions`), and each corpus image is scored by the
+        best of the whole query and those crops.
+        """
         k = k or self.max_results
         idx = self.index
-        framed = idx.image_encoder.frame(image)  # cropped and letterboxed once, for both features
-        feats = idx.image_encoder([framed], framed=True)[0]
-        scores = idx.image_feats @ feats
-        if self.hash_weight:
-            scores = scores + self.hash_weight * hamming_similarity(phash(framed, framed=True), idx.image_hashes)
+        with _BLAS.limit(limits=1, user_api="blas"):
+            scores = self._image_scores([image])[0]
+            best = float(scores.max())
+            if self.localise_below and best < self.localise_below and min(image.size) >= 64:
+                crops = [image.crop(box) for box in propose_regions(image, max_regions=self.max_regions)]
+                if crops:
+                    crop_scores = self._image_scores(crops)
+                    # a crop takes over only when it matches clearly better than the whole query did:
+                    # text and watermark strokes also frame rectangles, and those match at random
+                    top = int(crop_scores.max(axis=1).argmax())
+                    if float(crop_scores[top].max()) > best + self.crop_margin:
+                        scores = crop_scores[top]
         order = np.argpartition(-scores, min(len(scores) - 1, 4 * k))[: 4 * k]
         order = order[np.argsort(-scores[order], kind="stable")]
         seen: dict[int, tuple[int, int, float]] = {}
         for row in order:
-            image = int(idx.view_image[row])
-            page = int(self.corpus.image_page[image])
+            image_index = int(idx.image_ids[row])
+            page = int(self.corpus.image_page[image_index])
             if page not in seen:
-                seen[page] = (page, image, float(scores[row]))
+                seen[page] = (page, image_index, float(scores[row]))
                 if len(seen) == k:
                     break
         return list(seen.values())
+
+    def _image_scores(self, images: list[Image.Image]) -> np.ndarray:
+        """``(len(images), n_indexed_images)``: each query against each indexed image (best view)."""
+        idx = self.index
+        framed = [idx.image_encoder.frame(im) for im in images]  # cropped and letterboxed once
+        feats = idx.image_encoder(framed, framed=True)
+        scores = feats @ idx.image_feats.T
+        if self.hash_weight:
+            for row, frame in enumerate(framed):
+                scores[row] += self.hash_weight * hamming_similarity(phash(frame, framed=True), idx.image_hashes)
+        return np.maximum.reduceat(scores, idx.view_starts, axis=1)
 
     def rank_text(self, query: str, k: int | None = None, *, pool: int = 50) -> list[int]:
         """Page indices of the best ``k`` pages: the pages the query names (title, other name, symbol)
