@@ -60,8 +60,11 @@ def propose_regions(
     if sh < 16 or sw < 16:
         return []
     # vertical edges between columns c and c+1; horizontal edges between rows r and r+1
-    vert = (np.abs(a[:, 1:] - a[:, :-1]).max(axis=2) > _EDGE_STEP).astype(np.int32)  # (sh, sw-1)
-    horiz = (np.abs(a[1:] - a[:-1]).max(axis=2) > _EDGE_STEP).astype(np.int32)  # (sh-1, sw)
+    # (steps two pixels apart: downsampling blends a frame's edge over two pixels, halving a one-pixel step)
+    vert = np.zeros((sh, sw - 1), np.int32)
+    vert[:, :-1] = np.abs(a[:, 2:] - a[:, :-2]).max(axis=2) > _EDGE_STEP
+    horiz = np.zeros((sh - 1, sw), np.int32)
+    horiz[:-1] = np.abs(a[2:] - a[:-2]).max(axis=2) > _EDGE_STEP
     # a frame side may fall between two analysis pixels: count an edge at c or its neighbour
     vert[:, :-1] |= vert[:, 1:]
     horiz[:-1] |= horiz[1:]
