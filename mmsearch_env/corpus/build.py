@@ -54,8 +54,8 @@ DEFAULT_OUT = Path(__file__).parent / "data"
 #: Images that image search indexes (element tiles too: a photo of a tile should find its element).
 SEARCHABLE_KINDS = ("flag", "outline", "logo", "emoji", "tile")
 #: Views indexed per image (max over views at query time): what CNN features tolerate least — rotation,
-#: mirroring, a crop to the middle of the picture, inverted and grey colours.
-VIEWS = ("plain", "rot-12", "rot12", "rot-25", "rot25", "mirror", "centre60", "invert", "grey")
+#: mirroring, a crop to the middle of the picture, inverted and grey colours, a thumbnail-sized copy.
+VIEWS = ("plain", "rot-12", "rot12", "rot-25", "rot25", "mirror", "centre60", "invert", "grey", "tiny")
 #: openmoji subgroups left out: clock faces differ only by the hands' angle.
 EMOJI_SKIP_SUBGROUPS = ("time",)
 
@@ -492,6 +492,9 @@ def image_view(image: Image.Image, view: str) -> Image.Image:
         return ImageOps.invert(image)
     if view == "grey":
         return ImageOps.grayscale(image).convert("RGB")
+    if view == "tiny":  # what a 28-pixel copy looks like once the network's input scales it up again
+        scale = 28 / max(image.size)
+        return image.resize((max(2, round(image.width * scale)), max(2, round(image.height * scale))), Image.BOX)
     return image
 
 
