@@ -75,6 +75,10 @@ class CorpusIndex:
         change = np.r_[True, self.view_image[1:] != self.view_image[:-1]]
         self.view_starts = np.flatnonzero(change)
         self.image_ids = self.view_image[self.view_starts]
+        # The first view of each image is the image as stored: it wins a tie against a transformed view
+        # of another image (Ireland's flag is Ivory Coast's mirrored; a waxing moon a waning one's).
+        self.view_bonus = np.zeros(len(self.view_image), np.float32)
+        self.view_bonus[self.view_starts] = PLAIN_VIEW_BONUS
 
 
 # numpy's BLAS spins up its thread pool for every mat-vec: on a loaded machine one text search then
@@ -83,6 +87,8 @@ _BLAS = ThreadpoolController()
 
 
 _INDEXES: dict[tuple[Path, int], CorpusIndex] = {}
+#: score bonus of an image's stored (untransformed) view over its rotated, mirrored, cropped... views
+PLAIN_VIEW_BONUS = 0.03
 
 
 def load_index(path: str | Path = DATA_DIR, *, image_threads: int = 1) -> CorpusIndex:
@@ -220,7 +226,7 @@ class CorpusSearch(SearchBackendBase):
         idx = self.index
         framed = [idx.image_encoder.frame(im) for im in images]  # cropped and letterboxed once
         feats = idx.image_encoder(framed, framed=True)
-        scores = feats @ idx.image_feats.T
+        scores = feats @ idx.image_feats.T + idx.view_bonus
         if self.hash_weight:
             for row, frame in enumerate(framed):
                 scores[row] += self.hash_weight * hamming_similarity(phash(frame, framed=True), idx.image_hashes)
