@@ -20,6 +20,8 @@ _ANALYSIS_SIDE = 192
 _EDGE_STEP = 14
 #: every side of a proposed frame must be at least this fraction edge pixels
 _MIN_COVER = 0.85
+#: a proposal whose colours vary less than this (std over its pixels, per channel) is a plain patch
+_MIN_STD = 12.0
 
 
 def _peaks(profile: np.ndarray, count: int, spacing: int) -> list[int]:
@@ -43,10 +45,11 @@ def propose_regions(
     its area (the whole image is searched anyway). Empty when nothing looks like a framed picture.
 
     >>> canvas = Image.new("RGB", (400, 300), (230, 230, 230))
-    >>> canvas.paste(Image.new("RGB", (120, 80), (200, 30, 40)), (60, 100))
+    >>> picture = Image.new("RGB", (120, 80), (200, 30, 40)); picture.paste((255, 255, 255), (0, 30, 120, 50))
+    >>> canvas.paste(picture, (60, 100))
     >>> box = propose_regions(canvas)[0]
-    >>> [round(v / 10) for v in box]  # the pasted picture, to within a few pixels
-    [6, 10, 18, 18]
+    >>> all(abs(got - true) <= 2 for got, true in zip(box, (60, 100, 180, 180)))  # the picture, ±2 px
+    True
     """
     rgb = image.convert("RGB")
     w, h = rgb.size
@@ -60,14 +63,13 @@ def propose_regions(
     if sh < 16 or sw < 16:
         return []
     # vertical edges between columns c and c+1; horizontal edges between rows r and r+1
-    # (steps two pixels apart: downsampling blends a frame's edge over two pixels, halving a one-pixel step)
+    # Edge between columns c and c+1 (rows likewise), found as a step between c-1 and c+1: downsampling
+    # blends a frame's edge over two pixels, halving a one-pixel step. Index c-1 of ``vert`` is that
+    # boundary, so a box's left side at x0 starts the picture at x0 + 1.
     vert = np.zeros((sh, sw - 1), np.int32)
-    vert[:, :-1] = np.abs(a[:, 2:] - a[:, :-2]).max(axis=2) > _EDGE_STEP
+    vert[:, 1:] = np.abs(a[:, 2:] - a[:, :-2]).max(axis=2) > _EDGE_STEP
     horiz = np.zeros((sh - 1, sw), np.int32)
-    horiz[:-1] = np.abs(a[2:] - a[:-2]).max(axis=2) > _EDGE_STEP
-    # a frame side may fall between two analysis pixels: count an edge at c or its neighbour
-    vert[:, :-1] |= vert[:, 1:]
-    horiz[:-1] |= horiz[1:]
+    horiz[1:] = np.abs(a[2:] - a[:-2]).max(axis=2) > _EDGE_STEP
     vcum = np.vstack([np.zeros((1, vert.shape[1]), np.int32), np.cumsum(vert, axis=0)])  # (sh+1, sw-1)
     hcum = np.hstack([np.zeros((horiz.shape[0], 1), np.int32), np.cumsum(horiz, axis=1)])  # (sh-1, sw+1)
     # candidate sides: columns / rows with the longest edge runs (a picture's frame is long and straight)
@@ -93,11 +95,20 @@ def propose_regions(
     # the weakest side decides (a frame is closed); larger frames win ties (a picture beats its parts)
     score = sides.min(axis=0) + 0.25 * sides.mean(axis=0) + 0.15 * np.sqrt((x1 - x0) * (y1 - y0) / (sw * sh))
     order = np.argsort(-score, kind="stable")
-    boxes: list[tuple[int, int, int, int]] = []
-    for i in order:
-        if sides[:, i].min() < _MIN_COVER or len(boxes) == max_regions:
+    framed: list[tuple[int, int, int, int]] = []
+    for i in order[: 40 * max_regions]:
+        if sides[:, i].min() < _MIN_COVER:
             break
         box = (int(x0[i]) + 1, int(y0[i]) + 1, int(x1[i]) + 1, int(y1[i]) + 1)
+        region = a[box[1] : box[3], box[0] : box[2]]
+        if region.size and float(region.std(axis=(0, 1)).max()) >= _MIN_STD:  # a plain patch names nothing
+            framed.append(box)
+    # A picture's own stripes and panels are framed too: keep the outermost frame of nested ones.
+    outer = [b for b in framed if not any(o != b and _inside(b, o) for o in framed)]
+    boxes: list[tuple[int, int, int, int]] = []
+    for box in outer:
+        if len(boxes) == max_regions:
+            break
         if all(_iou(box, b) < 0.6 for b in boxes):
             boxes.append(box)
     inv = 1.0 / scale
@@ -117,6 +128,13 @@ def _longest_runs(mask: np.ndarray) -> np.ndarray:
         lengths = cols_end - cols_start  # starts and ends pair up row by row, in order
         np.maximum.at(best, rows_start, lengths)
     return best
+
+
+def _inside(inner: tuple[int, int, int, int], outer: tuple[int, int, int, int]) -> bool:
+    """Whether ``inner`` lies (up to a 2-pixel slack) within ``outer``."""
+    return (
+        inner[0] >= outer[0] - 2 and inner[1] >= outer[1] - 2 and inner[2] <= outer[2] + 2 and inner[3] <= outer[3] + 2
+    )
 
 
 def _iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
