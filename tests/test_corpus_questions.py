@@ -61,3 +61,12 @@ def test_labels_and_near_identical_pictures(rows):
     assert rows[0]["id"] == "corpus-00000" and rows[0]["answer"] == "Aruba"  # ids are stable
     # no mass-number "atomic weights" (polonium's 209): only standard atomic weights are asked
     assert not [r for r in rows if r["category"] == "element-atomic_weight" and r["entity"] == "element/polonium"]
+
+
+def test_test_split_uses_phrasings_never_seen_in_training(rows):
+    seen = {r["question"] for r in rows if r["split"] != "test"}
+    test = [r for r in rows if r["split"] == "test"]
+    assert test and not {r["question"] for r in test} & seen
+    # the entity is still never named when the picture has to identify it
+    flag = next(r for r in test if r["category"] == "country-flag")
+    assert flag["question"] in ("Whose national flag is pictured here?", "Identify the nation that flies this flag.")

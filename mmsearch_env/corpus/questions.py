@@ -21,6 +21,7 @@ import gzip
 import json
 import logging
 import unicodedata
+import zlib
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from functools import lru_cache
@@ -42,6 +43,7 @@ __all__ = [
     "fair_aliases",
     "load_question_rows",
     "near_identical_images",
+    "test_phrasing",
 ]
 
 log = logging.getLogger(__name__)
@@ -95,6 +97,35 @@ NONE_QUESTIONS = {
     "emoji": ("What is shown in this picture?", "What does this picture show?", "Name the thing in this image."),
     "tile": ("Which chemical symbol is written on this tile?", "What element symbol does this tile show?"),
 }
+# -- test-only phrasings: never used in train or validation, so the test split measures new phrasings as
+# well as new entities (a policy that learned the training templates by rote meets these first at test).
+TEST_IDENTIFY = {
+    "flag": ("Whose national flag is pictured here?", "Identify the nation that flies this flag."),
+    "outline": ("The map outline shown belongs to which nation?", "Identify the country drawn in this silhouette."),
+    "logo": ("Which company or product uses the emblem shown?", "Identify the brand behind this logo."),
+    "emoji": ("Identify the place pictured here.", "This picture shows which landmark or place?"),
+}
+TEST_NONE = {
+    "emoji": ("Identify the thing pictured.", "What is this a picture of?"),
+    "tile": ("This periodic-table tile shows which chemical symbol?", "Read the element symbol off this tile."),
+}
+TEST_SUBJECT = {"flag": "the nation this flag stands for", "outline": "the country drawn in this outline"}
+TEST_COUNTRY_FACTS = {
+    "capital": ("Name the capital city of {s}.", "The seat of government of {s} is which city?"),
+    "currency": ("What money is legal tender in {s}?", "Which currency do people pay with in {s}?"),
+    "calling_code": ("What do you dial before a phone number in {s} when calling from abroad?",
+                     "What is the country dialling code of {s}?"),
+    "tld": ("Websites registered in {s} end in which country domain?", "What is the two-letter web domain of {s}?"),
+    "language": ("Which language is official in {s}?", "Give one official language of {s}."),
+    "subregion": ("Which region of the world does {s} lie in?", "Where in the world is {s} located?"),
+    "demonym": ("What do you call a person from {s}?", "What is the nationality word for people of {s}?"),
+}  # fmt: skip
+TEST_ELEMENT_FACTS = {
+    "atomic_number": ("How many protons are in the nucleus of {s}?", "What number does {s} have in the periodic table?"),
+    "period": ("Which row of the periodic table is {s} in?", "{s} sits in which period of the periodic table?"),
+    "discovery_year": ("Which year saw the discovery of {s}?", "{s} was first discovered in which year?"),
+    "atomic_weight": ("Give the standard atomic weight of {s}.", "What does one mole of {s} weigh in grams, per the standard atomic weight?"),
+}  # fmt: skip
 PLACE_SUBGROUPS = ("place-building", "place-geographic", "place-religious", "place-map", "place-other")
 
 
@@ -267,6 +298,30 @@ def near_identical_images(corpus: Corpus, path: Path) -> set[int]:
     return out
 
 
+def test_phrasing(cand: dict[str, Any], image_kind: str, question_id: str) -> str | None:
+    """A test-only phrasing of ``cand`` (chosen by a hash of its id, so builds agree), or ``None``."""
+    category, need = cand["category"], cand["need"]
+    fact = category.split("-", 1)[1]
+    if category.startswith("country-") and fact in TEST_COUNTRY_FACTS:
+        options, subject = TEST_COUNTRY_FACTS[fact], cand["entity_title"]
+        if need == "image+text":
+            subject = TEST_SUBJECT[image_kind]
+    elif category.startswith("element-") and fact in TEST_ELEMENT_FACTS:
+        options, subject = TEST_ELEMENT_FACTS[fact], cand["entity_title"]
+    elif need == "image":
+        options, subject = TEST_IDENTIFY.get(image_kind, ()), ""
+    elif need == "none":
+        options, subject = TEST_NONE.get(image_kind, ()), ""
+    else:
+        return None
+    if not options:
+        return None
+    question = options[zlib.crc32(question_id.encode()) % len(options)].format(s=subject)
+    if need == "text" and category.startswith("country-"):
+        question += " (The image shows its flag.)"
+    return question
+
+
 def build_questions(out: Path = DATA_DIR, *, seed: int = 0) -> dict[str, int]:
     """Generate every question the facts define and write ``questions.jsonl.gz``; returns counts.
 
@@ -294,9 +349,12 @@ def build_questions(out: Path = DATA_DIR, *, seed: int = 0) -> dict[str, int]:
         query = cand.get("text_query") or (
             cand["query_template"].format(e=cand["entity_title"]) if "query_template" in cand else None
         )
+        question = cand["question"]
+        if splits[cand["entity"]] == "test":
+            question = test_phrasing(cand, str(corpus.image_kind[cand["image"]]), f"corpus-{n:05d}") or question
         row = {
             "id": f"corpus-{n:05d}",
-            "question": cand["question"],
+            "question": question,
             "answer": cand["answer"],
             "candidate_answers": fair_aliases(cand, facts),
             "category": cand["category"],
