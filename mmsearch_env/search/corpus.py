@@ -137,6 +137,8 @@ class CorpusSearch(SearchBackendBase):
         localise_below: when the whole query's best match scores below this (the best is ~1.3 for a
             clean copy, ~0.9 for a screenshot), also search crops of the proposed picture regions; 0 = never.
         max_regions: at most this many proposed regions per query.
+        denoise_below: when the whole query's best match scores below this, a median-filtered copy of
+            the query is searched too and each image keeps its better score; 0 = never.
     """
 
     name = "corpus"
@@ -156,6 +158,7 @@ class CorpusSearch(SearchBackendBase):
         image_threads: int = 1,
         localise_below: float = 1.1,
         max_regions: int = 3,
+        denoise_below: float = 1.25,
     ) -> None:
         if max_results < 1 or summary_sentences < 1:
             raise ConfigError(
@@ -180,6 +183,7 @@ class CorpusSearch(SearchBackendBase):
         self.localise_below = localise_below
         self.max_regions = int(max_regions)
         self.crop_margin = 0.0
+        self.denoise_below = denoise_below
 
     @property
     def knobs_on(self) -> bool:
@@ -190,7 +194,9 @@ class CorpusSearch(SearchBackendBase):
         """``(page, image, score)`` for the best ``k`` pages (each page scored by its best image, each
         image by its best indexed view).
 
-        When even the best match is weak (``localise_below``), the query is taken for a screenshot or a
+        When the best match is not clean (``denoise_below``), a median-filtered copy is scored too (thin
+        overlays such as watermarks vanish). When even the best match is weak (``localise_below``), the
+        query is taken for a screenshot or a
         photo with the picture somewhere inside: rectangles framed by long straight edges are proposed
         (:func:`~mmsearch_env.corpus.localise.propose_regions`), and each corpus image is scored by the
         best of the whole query and those crops.
@@ -199,6 +205,12 @@ class CorpusSearch(SearchBackendBase):
         idx = self.index
         with _BLAS.limit(limits=1, user_api="blas"):
             scores = self._image_scores([image])[0]
+            if self.denoise_below and float(scores.max()) < self.denoise_below:
+                # thin overlays (watermarks, captions, scratches) vanish under a median filter; flat
+                # pictures (flags, silhouettes, logos) survive it
+                # (on the network's 128-px view: a median over a large screenshot costs ~30 ms)
+                smoothed = self.index.image_encoder.frame(image).filter(ImageFilter.MedianFilter(5))
+                scores = np.maximum(scores, self._image_scores([smoothed])[0])
             best = float(scores.max())
             if self.localise_below and best < self.localise_below and min(image.size) >= 64:
                 crops = [image.crop(box) for box in propose_regions(image, max_regions=self.max_regions)]
