@@ -70,3 +70,15 @@ def test_test_split_uses_phrasings_never_seen_in_training(rows):
     # the entity is still never named when the picture has to identify it
     flag = next(r for r in test if r["category"] == "country-flag")
     assert flag["question"] in ("Whose national flag is pictured here?", "Identify the nation that flies this flag.")
+
+
+def test_wordmark_logos_are_labelled_as_answered_by_the_picture(rows):
+    from mmsearch_env.corpus import DATA_DIR
+    from mmsearch_env.corpus.wordmarks import load_logo_text, spells_name
+
+    text = load_logo_text(DATA_DIR)
+    logos = [r for r in rows if r["category"] == "brand-logo"]
+    wordmarks = [r for r in logos if r["search_need"] == "none"]
+    assert 0.05 * len(logos) < len(wordmarks) < 0.3 * len(logos)
+    assert all(spells_name(text.get(r["entity"], ""), r["answer"]) for r in wordmarks)
+    assert not any(spells_name(text.get(r["entity"], ""), r["answer"]) for r in logos if r["search_need"] == "image")

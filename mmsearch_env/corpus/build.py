@@ -15,7 +15,8 @@ Sources (pinned; see ``data/LICENSES.md``):
 
 Everything is seeded and sorted, so two builds from the same package versions write the same files.
 Outputs (in ``mmsearch_env/corpus/data/``): ``pages.jsonl.gz``, ``thumbs.npz``, ``image_index.npz``,
-``effnet_lite0.onnx``, ``bm25/``, ``dense.npz``, ``vocab.txt``, ``names.json``, ``questions.jsonl.gz``.
+``effnet_lite0.onnx``, ``bm25/``, ``dense.npz``, ``vocab.txt``, ``names.json``, ``logo_text.json``,
+``questions.jsonl.gz``.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from mmsearch_env.corpus.features import ImageEncoder, StaticTextEncoder, bm25_tokenize, phash, wordpiece
 from mmsearch_env.corpus.names import write_names
+from mmsearch_env.corpus.wordmarks import ocr_logos
 
 log = logging.getLogger(__name__)
 
@@ -606,6 +608,7 @@ def build(
     from mmsearch_env.corpus.questions import build_questions
 
     load_corpus.cache_clear()
+    ocr_logos(out)  # before the questions: a logo that spells its brand's name is a "none" question
     build_questions(out, seed=seed)
 
 
@@ -620,8 +623,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--text-only", action="store_true", help="rebuild only the text indexes (from pages)")
     parser.add_argument("--names-only", action="store_true", help="rebuild only names.json (from pages)")
     parser.add_argument("--reindex-images", action="store_true", help="rebuild only image_index.npz (from thumbs)")
+    parser.add_argument("--ocr-logos", action="store_true", help="rebuild only logo_text.json (OCR of the logos)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.ocr_logos:
+        ocr_logos(args.out)
+        return
     if args.reindex_images:
         reindex_images(args.out)
         return

@@ -32,6 +32,7 @@ import numpy as np
 
 from mmsearch_env.corpus import DATA_DIR, Corpus, load_corpus
 from mmsearch_env.corpus.perturb import perturb
+from mmsearch_env.corpus.wordmarks import load_logo_text, spells_name
 from mmsearch_env.errors import DatasetError
 
 __all__ = [
@@ -310,8 +311,8 @@ def test_phrasing(cand: dict[str, Any], image_kind: str, question_id: str) -> st
         options, subject = TEST_ELEMENT_FACTS[fact], cand["entity_title"]
     elif need == "image":
         options, subject = TEST_IDENTIFY.get(image_kind, ()), ""
-    elif need == "none":
-        options, subject = TEST_NONE.get(image_kind, ()), ""
+    elif need == "none":  # a wordmark logo is asked like any logo
+        options, subject = TEST_NONE.get(image_kind) or TEST_IDENTIFY.get(image_kind, ()), ""
     else:
         return None
     if not options:
@@ -333,6 +334,7 @@ def build_questions(out: Path = DATA_DIR, *, seed: int = 0) -> dict[str, int]:
     rng = np.random.default_rng(seed)
     splits = _entity_splits(corpus, rng)
     unfair = near_identical_images(corpus, out)
+    logo_text = load_logo_text(out)
     rows, dropped = [], 0
     for n, cand in enumerate(list(_candidates(rng, corpus))):
         image_seed = int(rng.integers(2**31))
@@ -346,6 +348,8 @@ def build_questions(out: Path = DATA_DIR, *, seed: int = 0) -> dict[str, int]:
         need = cand["need"]
         if cand["category"] == "element-atomic_number":
             need = "none"  # the tile prints the atomic number
+        if cand["category"] == "brand-logo" and spells_name(logo_text.get(cand["entity"], ""), cand["answer"]):
+            need = "none"  # a wordmark: the picture spells the answer
         query = cand.get("text_query") or (
             cand["query_template"].format(e=cand["entity_title"]) if "query_template" in cand else None
         )
