@@ -56,8 +56,10 @@ DEFAULT_OUT = Path(__file__).parent / "data"
 #: Images that image search indexes (element tiles too: a photo of a tile should find its element).
 SEARCHABLE_KINDS = ("flag", "outline", "logo", "emoji", "tile")
 #: Views indexed per image (max over views at query time): what CNN features tolerate least — rotation,
-#: mirroring, a crop to the middle of the picture, inverted and grey colours, a thumbnail-sized copy.
-VIEWS = ("plain", "rot-12", "rot12", "rot-25", "rot25", "mirror", "centre60", "invert", "grey", "tiny")
+#: mirroring, a crop to the middle or a corner of the picture, inverted and grey colours, a thumbnail-sized
+#: copy.
+VIEWS = ("plain", "rot-12", "rot12", "rot-25", "rot25", "mirror", "centre60", "invert", "grey", "tiny",
+         "corner60-0-0", "corner60-1-0", "corner60-0-1", "corner60-1-1")  # fmt: skip
 #: openmoji subgroups left out: clock faces differ only by the hands' angle.
 EMOJI_SKIP_SUBGROUPS = ("time",)
 
@@ -490,6 +492,12 @@ def image_view(image: Image.Image, view: str) -> Image.Image:
         w, h = image.size
         cw, ch = max(4, round(w * 0.6)), max(4, round(h * 0.6))
         return image.crop(((w - cw) // 2, (h - ch) // 2, (w - cw) // 2 + cw, (h - ch) // 2 + ch))
+    if view.startswith("corner60-"):  # e.g. corner60-1-0: the top-right 60 % x 60 %
+        right, bottom = (int(v) for v in view.split("-")[1:])
+        w, h = image.size
+        cw, ch = max(4, round(w * 0.6)), max(4, round(h * 0.6))
+        x, y = (w - cw) * right, (h - ch) * bottom
+        return image.crop((x, y, x + cw, y + ch))
     if view == "invert":
         return ImageOps.invert(image)
     if view == "grey":
