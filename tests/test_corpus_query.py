@@ -62,6 +62,8 @@ def test_sentences_split_at_full_stops_not_abbreviations():
 
 def test_summary_keeps_matching_sentences_then_fills_its_budget():
     text = "Arvenia is a land. Bees hum. Cats nap. The capital of Türkiye is Ankara. Dogs bark. Eels swim."
-    summary = summarize(text, ["capital", "turkiye"], 4)
+    summary = summarize(text, ["capital", "turkiye"], 4, fill=True)
     assert summary == "Arvenia is a land. Bees hum. Cats nap. The capital of Türkiye is Ankara."  # accents folded
-    assert summarize(text, ["nothing"], 3) == "Arvenia is a land. Bees hum. Cats nap."
+    assert summarize(text, ["nothing"], 3, fill=True) == "Arvenia is a land. Bees hum. Cats nap."
+    # without fill (the live backends' extractive fallback): only the lead and matching sentences
+    assert summarize(text, ["capital", "turkiye"], 4) == "Arvenia is a land. The capital of Türkiye is Ankara."

@@ -300,7 +300,7 @@ class CorpusSearch(SearchBackendBase):
             SearchResult(
                 title=self.corpus.pages[i].title,
                 url=self.corpus.pages[i].url,
-                summary=summarize(self.corpus.pages[i].text, terms, self.summary_sentences),
+                summary=summarize(self.corpus.pages[i].text, terms, self.summary_sentences, fill=True),
             )
             for i in ranked
         )

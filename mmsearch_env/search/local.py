@@ -304,14 +304,17 @@ def _fold_terms(text: str) -> set[str]:
     return {t for t in _TOKEN_RE.findall(folded) if t not in STOPWORDS}
 
 
-def summarize(text: str, query_terms: Sequence[str], max_sentences: int = 5) -> str:
+def summarize(text: str, query_terms: Sequence[str], max_sentences: int = 5, *, fill: bool = False) -> str:
     """A query-aware extractive summary of at most ``max_sentences`` sentences, in page order: the lead
-    sentence, the sentences sharing most terms with ``query_terms`` (accents folded, so "Turkiye"
-    matches "Türkiye"), then the next sentences of the page until the budget is filled.
+    sentence and the sentences sharing most terms with ``query_terms`` (accents folded, so "Turkiye"
+    matches "Türkiye"); with ``fill``, then the page's next sentences until the budget is used (as a
+    search engine's snippet would, so a fact worded unlike the query still reaches the reader).
 
     >>> summarize("Arvenia is a land. It rains. Its capital is Lumen.", ["capital"], 2)
     'Arvenia is a land. Its capital is Lumen.'
     >>> summarize("Arvenia is a land. It rains. Its capital is Lumen.", ["river"], 2)
+    'Arvenia is a land.'
+    >>> summarize("Arvenia is a land. It rains. Its capital is Lumen.", ["river"], 2, fill=True)
     'Arvenia is a land. It rains.'
     """
     sentences = split_sentences(text)
@@ -324,7 +327,7 @@ def summarize(text: str, query_terms: Sequence[str], max_sentences: int = 5) -> 
     order = sorted(range(1, len(sentences)), key=lambda i: (-overlap[i], i))
     keep = {0} | {i for i in order[: max_sentences - 1] if overlap[i] > 0}
     for i in range(1, len(sentences)):
-        if len(keep) >= max_sentences:
+        if not fill or len(keep) >= max_sentences:
             break
         keep.add(i)
     return " ".join(sentences[i] for i in sorted(keep))
