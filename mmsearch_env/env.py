@@ -180,7 +180,7 @@ class MMSearchEnv(gym.Env[dict[str, Any], str]):
     >>> env = gym.make("MMSearch-v0", split="test")
     >>> obs, info = env.reset(seed=0, options={"example_id": "corpus-00000"})
     >>> obs["question"]
-    'This flag belongs to which country?'
+    'Identify the nation that flies this flag.'
     >>> obs, reward, terminated, truncated, info = env.step(
     ...     "<reason>I do not know this flag.</reason><search><img></search>")
     >>> info["image_searches"], reward, terminated

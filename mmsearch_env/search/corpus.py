@@ -29,15 +29,18 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageFilter
+from threadpoolctl import ThreadpoolController
 
 from mmsearch_env.corpus import DATA_DIR, Corpus, load_corpus
 from mmsearch_env.corpus.features import (
     ImageEncoder,
     StaticTextEncoder,
-    bm25_tokenize,
     hamming_similarity,
     phash,
 )
+from mmsearch_env.corpus.localise import propose_regions
+from mmsearch_env.corpus.names import load_names
+from mmsearch_env.corpus.query import QueryAnalyzer
 from mmsearch_env.errors import ConfigError
 from mmsearch_env.search.base import (
     ImageSearchRequest,
@@ -61,13 +64,31 @@ class CorpusIndex:
     image_encoder: ImageEncoder
     image_feats: np.ndarray  # (n_views, D) float32, unit norm
     image_hashes: np.ndarray  # (n_views,) uint64
-    view_image: np.ndarray  # (n_views,) image index of each indexed view
+    view_image: np.ndarray  # (n_views,) image index of each indexed view (an image's views are contiguous)
     bm25: object
     text_encoder: StaticTextEncoder
     doc_emb: np.ndarray  # (n_pages, d) float32, unit norm
+    analyzer: QueryAnalyzer
+
+    def __post_init__(self) -> None:
+        # scores are reduced to one per indexed image: the max over its contiguous block of views
+        change = np.r_[True, self.view_image[1:] != self.view_image[:-1]]
+        self.view_starts = np.flatnonzero(change)
+        self.image_ids = self.view_image[self.view_starts]
+        # The first view of each image is the image as stored: it wins a tie against a transformed view
+        # of another image (Ireland's flag is Ivory Coast's mirrored; a waxing moon a waning one's).
+        self.view_bonus = np.zeros(len(self.view_image), np.float32)
+        self.view_bonus[self.view_starts] = PLAIN_VIEW_BONUS
+
+
+# numpy's BLAS spins up its thread pool for every mat-vec: on a loaded machine one text search then
+# costs ~14 ms instead of ~1 ms. The search pins BLAS to one thread for the duration of each call.
+_BLAS = ThreadpoolController()
 
 
 _INDEXES: dict[tuple[Path, int], CorpusIndex] = {}
+#: score bonus of an image's stored (untransformed) view over its rotated, mirrored, cropped... views
+PLAIN_VIEW_BONUS = 0.03
 
 
 def load_index(path: str | Path = DATA_DIR, *, image_threads: int = 1) -> CorpusIndex:
@@ -90,7 +111,14 @@ def load_index(path: str | Path = DATA_DIR, *, image_threads: int = 1) -> Corpus
         table, docs = data["table"], data["docs"].astype(np.float32)
     vocab = {tok: i for i, tok in enumerate((path / "vocab.txt").read_text(encoding="utf-8").splitlines())}
     retriever = bm25s.BM25.load(str(path / "bm25"), load_corpus=False, mmap=False)
-    index = CorpusIndex(corpus, encoder, feats, hashes, view_image, retriever, StaticTextEncoder(vocab, table), docs)
+    doc_freq = np.diff(np.asarray(retriever.scores["indptr"]))
+    bm25_vocab = retriever.vocab_dict
+    analyzer = QueryAnalyzer(
+        corpus, bm25_vocab, {t: int(doc_freq[i]) for t, i in bm25_vocab.items() if i < len(doc_freq)}, load_names(path)
+    )
+    index = CorpusIndex(
+        corpus, encoder, feats, hashes, view_image, retriever, StaticTextEncoder(vocab, table), docs, analyzer
+    )
     _INDEXES[key] = index
     return index
 
@@ -106,6 +134,11 @@ class CorpusSearch(SearchBackendBase):
         dense_weight: weight of the dense ranking in the fusion (BM25 has weight 1).
         drop_prob, distractors, shuffle, degrade: search-quality knobs (off by default).
         image_threads: onnxruntime threads for the image network (1 suits many parallel envs).
+        localise_below: when the whole query's best match scores below this (the best is ~1.3 for a
+            clean copy, ~0.9 for a screenshot), also search crops of the proposed picture regions; 0 = never.
+        max_regions: at most this many proposed regions per query.
+        denoise_below: when the whole query's best match scores below this, a median-filtered copy of
+            the query is searched too and each image keeps its better score; 0 = never.
     """
 
     name = "corpus"
@@ -123,6 +156,9 @@ class CorpusSearch(SearchBackendBase):
         shuffle: bool = False,
         degrade: float = 0.0,
         image_threads: int = 1,
+        localise_below: float = 1.1,
+        max_regions: int = 3,
+        denoise_below: float = 1.25,
     ) -> None:
         if max_results < 1 or summary_sentences < 1:
             raise ConfigError(
@@ -144,6 +180,10 @@ class CorpusSearch(SearchBackendBase):
         self.distractors = int(distractors)
         self.shuffle = bool(shuffle)
         self.degrade = degrade
+        self.localise_below = localise_below
+        self.max_regions = int(max_regions)
+        self.crop_margin = 0.0
+        self.denoise_below = denoise_below
 
     @property
     def knobs_on(self) -> bool:
@@ -151,46 +191,85 @@ class CorpusSearch(SearchBackendBase):
 
     # -- ranking -----------------------------------------------------------------------------------
     def rank_images(self, image: Image.Image, k: int | None = None) -> list[tuple[int, int, float]]:
-        """``(page, image, score)`` for the best ``k`` pages (each page scored by its best image)."""
+        """``(page, image, score)`` for the best ``k`` pages (each page scored by its best image, each
+        image by its best indexed view).
+
+        When the best match is not clean (``denoise_below``), a median-filtered copy is scored too (thin
+        overlays such as watermarks vanish). When even the best match is weak (``localise_below``), the
+        query is taken for a screenshot or a
+        photo with the picture somewhere inside: rectangles framed by long straight edges are proposed
+        (:func:`~mmsearch_env.corpus.localise.propose_regions`), and each corpus image is scored by the
+        best of the whole query and those crops.
+        """
         k = k or self.max_results
         idx = self.index
-        framed = idx.image_encoder.frame(image)  # cropped and letterboxed once, for both features
-        feats = idx.image_encoder([framed], framed=True)[0]
-        scores = idx.image_feats @ feats
-        if self.hash_weight:
-            scores = scores + self.hash_weight * hamming_similarity(phash(framed, framed=True), idx.image_hashes)
+        with _BLAS.limit(limits=1, user_api="blas"):
+            scores = self._image_scores([image])[0]
+            if self.denoise_below and float(scores.max()) < self.denoise_below:
+                # thin overlays (watermarks, captions, scratches) vanish under a median filter; flat
+                # pictures (flags, silhouettes, logos) survive it
+                # (on the network's 128-px view: a median over a large screenshot costs ~30 ms)
+                smoothed = self.index.image_encoder.frame(image).filter(ImageFilter.MedianFilter(5))
+                scores = np.maximum(scores, self._image_scores([smoothed])[0])
+            best = float(scores.max())
+            if self.localise_below and best < self.localise_below and min(image.size) >= 64:
+                crops = [image.crop(box) for box in propose_regions(image, max_regions=self.max_regions)]
+                if crops:
+                    crop_scores = self._image_scores(crops)
+                    # a crop takes over only when it matches clearly better than the whole query did:
+                    # text and watermark strokes also frame rectangles, and those match at random
+                    top = int(crop_scores.max(axis=1).argmax())
+                    if float(crop_scores[top].max()) > best + self.crop_margin:
+                        scores = crop_scores[top]
         order = np.argpartition(-scores, min(len(scores) - 1, 4 * k))[: 4 * k]
         order = order[np.argsort(-scores[order], kind="stable")]
         seen: dict[int, tuple[int, int, float]] = {}
         for row in order:
-            image = int(idx.view_image[row])
-            page = int(self.corpus.image_page[image])
+            image_index = int(idx.image_ids[row])
+            page = int(self.corpus.image_page[image_index])
             if page not in seen:
-                seen[page] = (page, image, float(scores[row]))
+                seen[page] = (page, image_index, float(scores[row]))
                 if len(seen) == k:
                     break
         return list(seen.values())
 
+    def _image_scores(self, images: list[Image.Image]) -> np.ndarray:
+        """``(len(images), n_indexed_images)``: each query against each indexed image (best view)."""
+        idx = self.index
+        framed = [idx.image_encoder.frame(im) for im in images]  # cropped and letterboxed once
+        feats = idx.image_encoder(framed, framed=True)
+        scores = feats @ idx.image_feats.T + idx.view_bonus
+        if self.hash_weight:
+            for row, frame in enumerate(framed):
+                scores[row] += self.hash_weight * hamming_similarity(phash(frame, framed=True), idx.image_hashes)
+        return np.maximum.reduceat(scores, idx.view_starts, axis=1)
+
     def rank_text(self, query: str, k: int | None = None, *, pool: int = 50) -> list[int]:
-        """Page indices of the best ``k`` pages by weighted reciprocal rank fusion of BM25 and dense."""
-        k = k or self.max_results
-        tokens = bm25_tokenize(query)
+        """Page indices of the best ``k`` pages: the pages the query names (title, other name, symbol)
+        first, then weighted reciprocal rank fusion of BM25 and dense retrieval."""
+        return self._rank_analyzed(self.index.analyzer.analyze(query), k or self.max_results, pool)
+
+    def _rank_analyzed(self, analysis, k: int, pool: int = 50) -> list[int]:
         fused: dict[int, float] = {}
-        if tokens:
-            bm = np.asarray(self.index.bm25.get_scores(tokens))
-            top = np.argpartition(-bm, pool)[:pool]
-            top = top[np.argsort(-bm[top], kind="stable")]
-            for rank, doc in enumerate(top):
-                if bm[doc] > 0:
-                    fused[int(doc)] = 1.0 / (60 + rank)
-        if self.dense_weight:
-            q = self.index.text_encoder([query])[0]
-            if q.any():
-                dense = self.index.doc_emb @ q
-                top = np.argpartition(-dense, pool)[:pool]
-                top = top[np.argsort(-dense[top], kind="stable")]
+        # a page the query names outranks any fused score (each list adds at most 1.5/60)
+        for rank, doc in enumerate(analysis.entities):
+            fused[doc] = 1.0 + 1.0 / (1 + rank)
+        with _BLAS.limit(limits=1, user_api="blas"):
+            if analysis.tokens:
+                bm = np.asarray(self.index.bm25.get_scores(analysis.tokens))
+                top = np.argpartition(-bm, pool)[:pool]
+                top = top[np.argsort(-bm[top], kind="stable")]
                 for rank, doc in enumerate(top):
-                    fused[int(doc)] = fused.get(int(doc), 0.0) + self.dense_weight / (60 + rank)
+                    if bm[doc] > 0:
+                        fused[int(doc)] = fused.get(int(doc), 0.0) + 1.0 / (60 + rank)
+            if self.dense_weight and analysis.tokens:
+                q = self.index.text_encoder([" ".join(analysis.tokens)])[0]
+                if q.any():
+                    dense = self.index.doc_emb @ q
+                    top = np.argpartition(-dense, pool)[:pool]
+                    top = top[np.argsort(-dense[top], kind="stable")]
+                    for rank, doc in enumerate(top):
+                        fused[int(doc)] = fused.get(int(doc), 0.0) + self.dense_weight / (60 + rank)
         return [doc for doc, _ in sorted(fused.items(), key=lambda kv: (-kv[1], kv[0]))[:k]]
 
     # -- tools -------------------------------------------------------------------------------------
@@ -212,15 +291,16 @@ class CorpusSearch(SearchBackendBase):
 
     def text_search(self, request: TextSearchRequest) -> SearchResponse:
         rng = self._rng(request.rng_seed)
-        ranked = self.rank_text(request.query, self.max_results + (1 if rng is not None else 0))
+        analysis = self.index.analyzer.analyze(request.query)
+        ranked = self._rank_analyzed(analysis, self.max_results + (1 if rng is not None else 0))
         if rng is not None:
             ranked = self._apply_knobs(ranked, rng, lambda page: page, with_images=False)
-        terms = bm25_tokenize(request.query)
+        terms = analysis.terms
         results = tuple(
             SearchResult(
                 title=self.corpus.pages[i].title,
                 url=self.corpus.pages[i].url,
-                summary=summarize(self.corpus.pages[i].text, terms, self.summary_sentences),
+                summary=summarize(self.corpus.pages[i].text, terms, self.summary_sentences, fill=True),
             )
             for i in ranked
         )

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import unicodedata
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ from mmsearch_env.search.base import (
     TextSearchRequest,
 )
 
-__all__ = ["STOPWORDS", "LocalSearch", "Page", "image_descriptor", "summarize", "tokenize"]
+__all__ = ["STOPWORDS", "LocalSearch", "Page", "image_descriptor", "split_sentences", "summarize", "tokenize"]
 
 _TOKEN_RE = re.compile(r"\w+")
 _SENTENCE_RE = re.compile(r"(?<=[.!?])\s+")
@@ -217,18 +218,116 @@ class LocalSearch(SearchBackendBase):
         return summarize(text, query_terms, self.summary_sentences)
 
 
-def summarize(text: str, query_terms: Sequence[str], max_sentences: int = 5) -> str:
-    """A query-aware extractive summary: the lead sentence plus the (at most ``max_sentences - 1``)
-    sentences sharing most terms with ``query_terms``, in page order.
+def split_sentences(text: str) -> list[str]:
+    """Sentences of ``text``: split after ``.``, ``!`` or ``?`` before a capital, digit or quote, but
+    not after an abbreviation ("Co.", "St.", "D.C.", "U.S.", "e.g.") or an initial ("J. R. R. Tolkien").
+
+    >>> split_sentences("Washington, D.C. is the capital. St. Lucia is an island. Mr. J. Smith left!")
+    ['Washington, D.C. is the capital.', 'St. Lucia is an island.', 'Mr. J. Smith left!']
+    """
+    pieces = [p for p in _SENTENCE_RE.split(text.strip()) if p]
+    out: list[str] = []
+    for piece in pieces:
+        if out and (_continues(out[-1]) or not _STARTS_SENTENCE.match(piece)):
+            out[-1] = f"{out[-1]} {piece}"
+        else:
+            out.append(piece)
+    return out
+
+
+def _continues(sentence: str) -> bool:
+    """True when ``sentence`` ends in an abbreviation or initial rather than a full stop."""
+    if not sentence.endswith("."):
+        return False
+    last = sentence.rsplit(None, 1)[-1].rstrip(".").lstrip("(\"'")
+    return (
+        last.lower() in _ABBREVIATIONS
+        or (len(last) == 1 and last.isalpha() and last.isupper())  # an initial
+        or bool(_DOTTED.fullmatch(last + "."))  # D.C., U.S., e.g.
+    )
+
+
+_STARTS_SENTENCE = re.compile(r"[\"'“‘(\[]?[A-Z0-9]")
+_DOTTED = re.compile(r"(?:[A-Za-z]\.){2,}")
+_ABBREVIATIONS = frozenset(
+    [
+        "co",
+        "corp",
+        "inc",
+        "ltd",
+        "st",
+        "mt",
+        "mr",
+        "mrs",
+        "ms",
+        "dr",
+        "prof",
+        "sr",
+        "jr",
+        "vs",
+        "etc",
+        "no",
+        "approx",
+        "ca",
+        "gen",
+        "col",
+        "lt",
+        "sgt",
+        "capt",
+        "rev",
+        "ft",
+        "fig",
+        "vol",
+        "ed",
+        "jan",
+        "feb",
+        "mar",
+        "apr",
+        "jun",
+        "jul",
+        "aug",
+        "sep",
+        "sept",
+        "oct",
+        "nov",
+        "dec",
+        "est",
+        "dept",
+        "univ",
+        "bros",
+    ]
+)
+
+
+def _fold_terms(text: str) -> set[str]:
+    folded = unicodedata.normalize("NFKD", text.lower()).encode("ascii", "ignore").decode("ascii")
+    return {t for t in _TOKEN_RE.findall(folded) if t not in STOPWORDS}
+
+
+def summarize(text: str, query_terms: Sequence[str], max_sentences: int = 5, *, fill: bool = False) -> str:
+    """A query-aware extractive summary of at most ``max_sentences`` sentences, in page order: the lead
+    sentence and the sentences sharing most terms with ``query_terms`` (accents folded, so "Turkiye"
+    matches "Türkiye"); with ``fill``, then the page's next sentences until the budget is used (as a
+    search engine's snippet would, so a fact worded unlike the query still reaches the reader).
 
     >>> summarize("Arvenia is a land. It rains. Its capital is Lumen.", ["capital"], 2)
     'Arvenia is a land. Its capital is Lumen.'
+    >>> summarize("Arvenia is a land. It rains. Its capital is Lumen.", ["river"], 2)
+    'Arvenia is a land.'
+    >>> summarize("Arvenia is a land. It rains. Its capital is Lumen.", ["river"], 2, fill=True)
+    'Arvenia is a land. It rains.'
     """
-    sentences = [s for s in _SENTENCE_RE.split(text.strip()) if s]
-    wanted = set(query_terms)
-    overlap = [len(wanted & set(tokenize(s))) for s in sentences]
-    # The lead sentence says what the page is about (as a search snippet would), then the
-    # sentences sharing most terms with the query.
+    sentences = split_sentences(text)
+    if not sentences:
+        return ""
+    wanted = _fold_terms(" ".join(query_terms))
+    overlap = [len(wanted & _fold_terms(s)) for s in sentences]
+    # The lead sentence says what the page is about (as a search snippet would), then the sentences
+    # sharing most terms with the query, then the page's next sentences (a snippet uses its budget).
     order = sorted(range(1, len(sentences)), key=lambda i: (-overlap[i], i))
     keep = {0} | {i for i in order[: max_sentences - 1] if overlap[i] > 0}
-    return " ".join(sentences[i] for i in sorted(keep) if i < len(sentences))
+    for i in range(1, len(sentences)):
+        if not fill or len(keep) >= max_sentences:
+            break
+        keep.add(i)
+    return " ".join(sentences[i] for i in sorted(keep))
