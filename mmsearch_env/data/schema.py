@@ -9,7 +9,6 @@ import io
 import json
 import os
 import threading
-import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from PIL import Image
 from mmsearch_env.errors import DatasetError, MMSearchError
 from mmsearch_env.search.credentials import redact_url
 from mmsearch_env.search.http import FetchPolicy, fetch
+from mmsearch_env.search.images import open_bounded
 from mmsearch_env.search.status import check_status
 from mmsearch_env.text import valid_unicode
 
@@ -174,17 +174,7 @@ def load_image(source: Any, *, where: str = "image") -> Image.Image:
 
 
 def _open_checked(fp: Any, where: str) -> Image.Image:
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        image = Image.open(fp)
-        width, height = image.size
-        if width * height > MAX_IMAGE_PIXELS:
-            raise DatasetError(
-                f"{where}: the image is {width}x{height} pixels, over the {MAX_IMAGE_PIXELS:,} pixel limit "
-                "(a decompression bomb?); downscale it first"
-            )
-        image.load()
-    return image
+    return open_bounded(fp, max_pixels=MAX_IMAGE_PIXELS, what=where, error=DatasetError, fix="downscale it first")
 
 
 def _string(record: Mapping[str, Any], key: str, where: str, *, required: bool) -> str | None:

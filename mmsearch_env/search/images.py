@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from typing import Any
 
 from PIL import Image
 
@@ -18,25 +19,34 @@ from mmsearch_env.search.credentials import redact_url
 from mmsearch_env.search.http import FetchPolicy, fetch
 from mmsearch_env.search.status import check_status
 
-__all__ = ["MAX_THUMBNAIL_PIXELS", "decode_image", "fetch_image"]
+__all__ = ["MAX_THUMBNAIL_PIXELS", "decode_image", "fetch_image", "open_bounded"]
 
 #: Thumbnails and page images larger than this many pixels are refused before decoding.
 MAX_THUMBNAIL_PIXELS = 16_000_000
 
 
+def open_bounded(
+    fp: Any, *, max_pixels: int, what: str, error: type[Exception] = SearchBackendError, fix: str = ""
+) -> Image.Image:
+    """Open and decode an image, refusing one over ``max_pixels`` from its header, before any pixel is
+    decoded (a decompression bomb). The refusal is ``error`` naming ``what`` and, when given, ``fix``."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        image = Image.open(fp)
+        width, height = image.size
+        if width * height > max_pixels:
+            raise error(
+                f"{what}: the image is {width}x{height} pixels, over the {max_pixels:,} pixel limit "
+                f"(a decompression bomb?){'; ' + fix if fix else ''}"
+            )
+        image.load()
+    return image
+
+
 def decode_image(data: bytes, *, max_pixels: int = MAX_THUMBNAIL_PIXELS, what: str = "image") -> Image.Image:
     """Decode image bytes to RGB, refusing decompression bombs from the header, before any pixel is decoded."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-            width, height = image.size
-            if width * height > max_pixels:
-                raise SearchBackendError(
-                    f"{what}: image is {width}x{height} pixels, over the {max_pixels:,} pixel limit "
-                    "(decompression bomb?)"
-                )
-            image.load()
+        image = open_bounded(io.BytesIO(data), max_pixels=max_pixels, what=what)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise SearchBackendError(f"{what}: refused a decompression bomb ({exc})") from exc
     except (OSError, ValueError, SyntaxError) as exc:
