@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from agents import baselines
+from agents.hf_policy import HFPolicy  # needs torch only when one is built
 from agents.judge import JudgeItem, LLMJudge
 from agents.metrics import policy_metrics, search_utility
 from agents.openai_policy import OpenAIPolicy, parse_endpoint_spec
@@ -121,13 +122,6 @@ def resolve_policy(
         model, base_url = parse_endpoint_spec(arg)
         return OpenAIPolicy(model, base_url, **sampling)
     if kind == "hf" and arg:
-        try:  # torch and transformers: the optional train extra
-            from agents.hf_policy import HFPolicy
-        except ImportError as exc:  # pragma: no cover - depends on the install
-            raise ConfigError(
-                f"policy {spec!r} needs agents.hf_policy and its dependencies ({exc}); "
-                "install them with: pip install torch==2.13.0 'mmsearch-env[train]'"
-            ) from exc
         path, adapter = arg, None
         if "@" in arg and not os.path.exists(arg):
             path, _, adapter = arg.rpartition("@")

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.policy import PolicyBase
+from agents.tiny_vlm import load_processor, make_processor
 from mmsearch_env.errors import ConfigError
 from mmsearch_env.protocol import ActionProtocol, get_protocol
 
@@ -65,8 +66,6 @@ def load_processing_class(path: str | os.PathLike[str]) -> Any:
             tokenizer.pad_token = tokenizer.eos_token
         return tokenizer
     if (path / "tiny_vlm.json").is_file():
-        from agents.tiny_vlm import load_processor
-
         processor = load_processor(path)
     else:
         try:
@@ -76,8 +75,6 @@ def load_processing_class(path: str | os.PathLike[str]) -> Any:
             processor = None
         if not isinstance(processor, ProcessorMixin):
             from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
-
-            from agents.tiny_vlm import make_processor
 
             tokenizer = AutoTokenizer.from_pretrained(path)
             processor = make_processor(

@@ -13,6 +13,8 @@ import random
 from collections.abc import Callable
 from typing import Any
 
+from agents.hf_policy import load_processing_class
+
 __all__ = ["TurnScript", "plan_script", "scripted_vlm"]
 
 #: ``script(prompt_text, turn_index, rng) -> assistant turn text`` (``turn_index`` counts from 0), or
@@ -29,8 +31,6 @@ def scripted_vlm(path: str | os.PathLike[str], script: TurnScript, *, seed: int 
     """
     import torch
     from transformers import Qwen2_5_VLForConditionalGeneration
-
-    from agents.hf_policy import load_processing_class
 
     class ScriptedQwen2_5_VL(Qwen2_5_VLForConditionalGeneration):
         def generate(self, input_ids: Any = None, attention_mask: Any = None, **kwargs: Any) -> Any:

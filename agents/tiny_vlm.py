@@ -33,8 +33,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from mmsearch_env.corpus import load_corpus
+from mmsearch_env.data import load_dataset
 from mmsearch_env.errors import ConfigError
-from mmsearch_env.protocol import TAG_TOKENS
+from mmsearch_env.protocol import TAG_TOKENS, get_protocol
 
 __all__ = [
     "PROTOCOL_TOKENS",
@@ -120,9 +122,6 @@ def _training_corpus(which: str = "sample") -> list[str]:
     (``which="corpus"``: also the embedded corpus's questions, answers, queries and page texts)."""
     from importlib import resources
 
-    from mmsearch_env.data import load_dataset
-    from mmsearch_env.protocol import get_protocol
-
     texts: list[str] = []
     for name in ("tags", "tool_calls"):
         raw = json.loads(resources.files("mmsearch_env").joinpath(f"templates/{name}.json").read_text("utf-8"))
@@ -142,8 +141,6 @@ def _training_corpus(which: str = "sample") -> list[str]:
                 texts.append(p.format_action("text_search", ex.question, reason="I need to search."))
                 texts.append(p.format_action("image_search", reason="I do not know this image."))
     if which == "corpus":
-        from mmsearch_env.corpus import load_corpus
-
         for split in ("train", "validation", "test"):
             for ex in load_dataset("corpus", split):
                 texts += [ex.question, ex.answer, *ex.candidate_answers, str(ex.metadata.get("text_query") or "")]

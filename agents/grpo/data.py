@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
+from mmsearch_env.data.export import to_grpo_dataset
 from mmsearch_env.env import MMSearchEnv
 
 __all__ = ["make_train_dataset", "sample_train_examples"]
@@ -37,8 +38,6 @@ def make_train_dataset(env_kwargs: Mapping[str, Any], *, limit: int | None = Non
     exporting their data: :func:`mmsearch_env.data.export.to_grpo_dataset`. ``limit``: train on that
     many questions of the split, drawn with ``seed`` (the warm-start uses the same ones).
     """
-    from mmsearch_env.data.export import to_grpo_dataset
-
     if limit is None:
         return to_grpo_dataset(dict(env_kwargs))
     env = MMSearchEnv(**{**env_kwargs, "search": "disabled"})

@@ -6,6 +6,7 @@ import copy
 from importlib import resources
 from typing import Any
 
+from agents.tiny_vlm import chat_template_path
 from mmsearch_env.errors import ConfigError
 from mmsearch_env.protocol import get_protocol
 
@@ -53,8 +54,6 @@ def prepare_processing_class(processor: Any, protocol: str) -> Any:
     :data:`TAGS_RESPONSE_TEMPLATE`). The tokenizer pads on the left, as generation needs.
     Returns ``processor``.
     """
-    from agents.tiny_vlm import chat_template_path
-
     tokenizer = getattr(processor, "tokenizer", processor)
     tokenizer.padding_side = "left"
     if get_protocol(protocol).name == "tags":

@@ -13,6 +13,8 @@ from agents.grpo.processing import prepare_processing_class
 from agents.grpo.reward import EnvReward
 from agents.grpo.tool_env import env_factory
 from agents.grpo.warm_start import warm_start
+from agents.hf_policy import load_pretrained
+from agents.tiny_vlm import build_tiny_vlm
 from mmsearch_env.errors import ConfigError
 
 __all__ = ["build_trainer", "load_policy_model", "train"]
@@ -31,9 +33,6 @@ def load_policy_model(config: MMSearchGRPOConfig) -> tuple[Any, Any, str]:
     ``warm_start_epochs`` > 0 and saved to ``output_dir/warm_start``, which a resumed run loads
     instead of warm-starting again. Raises :class:`ConfigError` for a text-only model.
     """
-    from agents.hf_policy import load_pretrained
-    from agents.tiny_vlm import build_tiny_vlm
-
     base = Path(config.model_path) if config.model_path else build_tiny_vlm(seed=config.seed)
     warm_dir = Path(config.output_dir) / "warm_start"
     if config.warm_start_epochs and (warm_dir / "config.json").is_file():

@@ -26,6 +26,7 @@ from typing import Any
 
 from agents.grpo.config import MMSearchGRPOConfig
 from agents.grpo.data import sample_train_examples
+from agents.scripted import OraclePolicy
 from mmsearch_env.env import MMSearchEnv
 
 __all__ = ["EpisodeCollator", "fit_episodes", "warm_start", "warm_start_episodes"]
@@ -146,8 +147,6 @@ def warm_start_episodes(config: MMSearchGRPOConfig) -> tuple[list[list[dict[str,
     answer at once without searching, so the model learns the *format* of every action but not when
     to search: that is left to GRPO.
     """
-    from agents.scripted import OraclePolicy
-
     env = MMSearchEnv(**config.env_kwargs())
     episodes: list[list[dict[str, Any]]] = []
     try:
