@@ -378,3 +378,37 @@ def test_tool_methods_are_the_only_public_methods():
     for cls, tools in ((TagsToolEnv, {"search", "text_search"}), (ToolCallsToolEnv, {"image_search", "text_search"})):
         public = {n for n, _ in inspect.getmembers(cls, inspect.isfunction) if not n.startswith("_")}
         assert public == tools | {"reset"}, cls
+
+
+def test_every_env_setting_is_a_training_flag(tmp_path):
+    """MMSearchGRPOConfig inherits EnvConfig's fields: each one is a command-line flag of the trainer."""
+    from dataclasses import fields
+
+    from trl import TrlParser
+
+    from mmsearch_env.config import EnvConfig
+
+    values = {
+        "dataset": ("sample", "sample"),
+        "split": ("validation", "validation"),
+        "search": ("sample", "sample"),
+        "search_options": ('{"max_results": 3}', {"max_results": 3}),
+        "search_timeout": ("5", 5.0),
+        "thumbnail_size": ("64", 64),
+        "protocol": ("tool_calls", "tool_calls"),
+        "prompts": ("p.json", "p.json"),
+        "image_position": ("last", "last"),
+        "max_turns": ("4", 4),
+        "max_image_searches": ("2", 2),
+        "max_text_searches": ("1", 1),
+        "search_penalty": ("0.2", 0.2),
+        "format_weight": ("0.3", 0.3),
+        "max_action_chars": ("4096", 4096),
+        "render_mode": ("ansi", "ansi"),
+    }
+    assert set(values) == {f.name for f in fields(EnvConfig)}  # a new env setting needs a row here
+    argv = ["--output_dir", str(tmp_path), "--use_cpu", "true", "--report_to", "none"]
+    for name, (text, _) in values.items():
+        argv += [f"--{name}", text]
+    (config,) = TrlParser((MMSearchGRPOConfig,)).parse_args_and_config(argv)
+    assert config.env_config() == EnvConfig(**{name: value for name, (_, value) in values.items()})
