@@ -32,7 +32,7 @@ from typing import Any
 
 from agents.policy import PolicyBase
 from mmsearch_env.errors import ConfigError
-from mmsearch_env.search.credentials import get_secret
+from mmsearch_env.web.credentials import get_secret
 from mmsearch_env.search.openai_chat import (
     ChatEndpoint,
     ChatReply,

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from live_servers import LocalServer, Reply, html_page, png_bytes, serpapi_google, serpapi_lens
 
 from mmsearch_env.search import ImageSearchRequest, TextSearchRequest, make_search
-from mmsearch_env.search.http import FetchPolicy, fetch
+from mmsearch_env.web.http import FetchPolicy, fetch
 
 RESULTS = Path(__file__).parent / "results"
 

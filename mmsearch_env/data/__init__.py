@@ -58,7 +58,7 @@ def load_dataset(dataset: Any = "corpus", split: str | None = "train") -> Sequen
             * ``"hf:NAME"``: ``datasets.load_dataset(NAME, split=split)`` (needs the network);
             * a dict (JSON-able, so ``gym.make`` kwargs stay JSON): ``{"path": ..., "format": "auto" |
               "mmsearch" | "fvqa" | "infoseek", "split": ..., "image_dir": ..., "fetch_policy": {...}
-              (options of :class:`mmsearch_env.search.http.FetchPolicy` for image URLs),
+              (options of :class:`mmsearch_env.web.http.FetchPolicy` for image URLs),
               "row_group_cache": 2}``;
             * a ``datasets.Dataset`` / ``DatasetDict``;
             * a list of rows (dicts with ``question``, ``image``, ``answer`` and optional

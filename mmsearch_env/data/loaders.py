@@ -26,7 +26,7 @@ Row formats (detected from the columns / keys, or named with ``format=``):
   other columns → ``metadata``.
 
 Images may be bytes, paths (relative to the data file), ``http(s)://`` URLs (downloaded through the
-SSRF-guarded :mod:`mmsearch_env.search.http` fetcher, options ``fetch_policy``) or PIL images.
+SSRF-guarded :mod:`mmsearch_env.web.http` fetcher, options ``fetch_policy``) or PIL images.
 
 Laziness. File loaders never decode an image up front: an :class:`~mmsearch_env.data.schema.ImageRef`
 reads it when the environment first shows it. Parquet loaders read every column *except* the image

@@ -19,9 +19,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance
 
 from mmsearch_env.data.schema import Example
-from mmsearch_env.search.local import Page
 
-__all__ = ["COUNTRIES", "SPLITS", "draw_flag", "sample_examples", "sample_pages"]
+__all__ = ["COUNTRIES", "SPLITS", "URL_BASE", "Country", "draw_flag", "flags", "sample_examples"]
 
 URL_BASE = "https://sample.mmsearch.invalid/wiki/"  # .invalid: reserved, can never resolve
 
@@ -241,50 +240,10 @@ def _perturb(image: Image.Image, rng: np.random.Generator) -> Image.Image:
     return ImageEnhance.Color(view).enhance(float(rng.uniform(0.85, 1.15)))
 
 
-def _flag_text(c: Country) -> str:
-    if c.layout == "cross":
-        design = f"a {c.stripes[1]} Nordic cross on a {c.stripes[0]} field"
-    else:
-        design = f"{len(c.stripes)} {c.layout} stripes of {', '.join(c.stripes[:-1])} and {c.stripes[-1]}"
-    return (
-        f"The flag of {c.name} is the national flag of {c.name}. It shows {design}, "
-        f"with a {c.emblem_colour} {c.emblem} in the centre. The flag was adopted when {c.name} was founded in "
-        f"{c.founded}. Vexillologists list it among the flags of {c.region}."
-    )
-
-
-def _country_text(c: Country) -> str:
-    return (
-        f"{c.name} is a country in {c.region}. The capital and largest city of {c.name} is {c.capital}. "
-        f"The currency of {c.name} is the {c.currency}. {c.name} was founded in {c.founded}. "
-        f"Its flag carries a {c.emblem_colour} {c.emblem}."
-    )
-
-
-def _capital_text(c: Country) -> str:
-    return (
-        f"{c.capital} is a city in {c.region}. It is the capital of {c.name}. "
-        f"Travellers to {c.capital} pay in the {c.currency}."
-    )
-
-
 @lru_cache(maxsize=1)
-def _flags() -> tuple[Image.Image, ...]:
+def flags() -> tuple[Image.Image, ...]:
+    """Each country's flag, drawn once (the questions show perturbed copies; the sample web the originals)."""
     return tuple(draw_flag(c) for c in COUNTRIES)
-
-
-@lru_cache(maxsize=1)
-def sample_pages() -> tuple[Page, ...]:
-    """The sample "web": per country a flag page, a country page and a capital page."""
-    pages = []
-    for country, flag in zip(COUNTRIES, _flags(), strict=True):
-        slug = country.name
-        pages.append(Page(URL_BASE + f"Flag_of_{slug}", f"Flag of {slug}", _flag_text(country), (flag,)))
-        pages.append(
-            Page(URL_BASE + slug, f"{slug} - country profile", _country_text(country), (flag.resize((96, 64)),))
-        )
-        pages.append(Page(URL_BASE + country.capital.replace(" ", "_"), country.capital, _capital_text(country)))
-    return tuple(pages)
 
 
 @cache
@@ -293,7 +252,7 @@ def sample_examples(split: str | None) -> tuple[Example, ...]:
     indices = range(len(COUNTRIES)) if split is None else SPLITS[split]
     examples = []
     for i in indices:
-        country, flag = COUNTRIES[i], _flags()[i]
+        country, flag = COUNTRIES[i], flags()[i]
         rng = np.random.default_rng(1000 + i)  # per country, so splits do not shift each other's pixels
         slot = i % 2
         facts = {

@@ -18,11 +18,11 @@ from typing import Any
 from PIL import Image
 
 from mmsearch_env.errors import DatasetError, MMSearchError
-from mmsearch_env.search.credentials import redact_url
-from mmsearch_env.search.http import FetchPolicy, fetch
-from mmsearch_env.search.images import open_bounded
-from mmsearch_env.search.status import check_status
 from mmsearch_env.text import valid_unicode
+from mmsearch_env.web.credentials import redact_url
+from mmsearch_env.web.http import FetchPolicy, fetch
+from mmsearch_env.web.images import open_bounded
+from mmsearch_env.web.status import check_status
 
 __all__ = [
     "SEARCH_NEEDS",
@@ -196,9 +196,9 @@ def _is_url(value: Any) -> bool:
 
 
 def url_image(url: str, *, where: str, fetch_policy: Any = None) -> ImageRef:
-    """An :class:`ImageRef` that downloads ``url`` through the SSRF-guarded fetcher of :mod:`mmsearch_env.search.http`.
+    """An :class:`ImageRef` that downloads ``url`` through the SSRF-guarded fetcher of :mod:`mmsearch_env.web.http`.
 
-    ``fetch_policy``: a :class:`~mmsearch_env.search.http.FetchPolicy` or its options dict (default: the
+    ``fetch_policy``: a :class:`~mmsearch_env.web.http.FetchPolicy` or its options dict (default: the
     strict web policy — public addresses only, 20 s, 5 MB).
     """
 

@@ -28,6 +28,7 @@ from mmsearch_env.search.faults import FaultySearch
 from mmsearch_env.search.fvqa_cache import FvqaImageSearch
 from mmsearch_env.search.local import LocalSearch, Page, load_pages
 from mmsearch_env.search.resilience import ResilientSearch
+from mmsearch_env.search.sample_web import sample_pages
 from mmsearch_env.search.searxng import SearxngSearch
 from mmsearch_env.search.serpapi import SerpAPISearch
 from mmsearch_env.search.service_client import ServiceSearch
@@ -59,10 +60,6 @@ __all__ = [
 
 
 def _sample(**options: Any) -> LocalSearch:
-    # mmsearch_env.data builds its sample pages from search.local.Page, and data.schema fetches URL images
-    # through search.http: importing data here at module level would make the two packages import each other.
-    from mmsearch_env.data.sample import sample_pages
-
     return LocalSearch(sample_pages(), **options)
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from mmsearch_env.data.schema import load_image, read_jsonl
 from mmsearch_env.errors import ConfigError, DatasetError
 from mmsearch_env.search.base import (
     ImageSearchRequest,
@@ -88,8 +89,6 @@ def load_pages(path: str | os.PathLike[str]) -> list[Page]:
 
     Image paths are relative to the file. Errors name the line and the field.
     """
-    from mmsearch_env.data.schema import load_image, read_jsonl  # data imports search; keep this edge lazy
-
     base = Path(path).parent
     pages = []
     for where, row in read_jsonl(path, what="pages file"):

@@ -12,7 +12,7 @@ page summariser (:class:`mmsearch_env.search.summarize.ChatSummarizer`) all talk
   ``max_tokens``) and the token usage.
 * **Errors that cannot leak keys.** Every SDK failure (after the SDK's own retries: connection errors,
   timeouts, 408/409/429/5xx with ``Retry-After``) becomes one :class:`EndpointError` whose text has every
-  configured key, every secret from :mod:`mmsearch_env.search.credentials` and anything that looks like a
+  configured key, every secret from :mod:`mmsearch_env.web.credentials` and anything that looks like a
   bearer token blanked out (:func:`redact_secrets`); the SDK's exception, whose text may echo the key, is
   not chained. A request that times out is abandoned: the SDK closes its connection.
 
@@ -33,7 +33,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from mmsearch_env.errors import ConfigError, MMSearchError, did_you_mean
-from mmsearch_env.search.credentials import redact
+from mmsearch_env.web.credentials import redact
 
 __all__ = [
     "ChatEndpoint",
@@ -63,7 +63,7 @@ class EndpointError(MMSearchError, RuntimeError):
 
 
 def redact_secrets(text: str, secrets: Iterable[str | None] = ()) -> str:
-    """``text`` without ``secrets``, any key :func:`~mmsearch_env.search.credentials.get_secret` handed out,
+    """``text`` without ``secrets``, any key :func:`~mmsearch_env.web.credentials.get_secret` handed out,
     or anything shaped like a bearer token or an ``sk-`` key.
 
     >>> redact_secrets("401: key Bearer abc.def is wrong; sk-proj-0123456789abc too; mine: hunter22", ["hunter22"])

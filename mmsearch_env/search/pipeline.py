@@ -16,9 +16,9 @@ from typing import Literal, TypeVar
 
 from mmsearch_env.errors import ConfigError, SearchBackendError, SearchTransientError
 from mmsearch_env.search.base import SearchResult
-from mmsearch_env.search.credentials import redact
 from mmsearch_env.search.reader import PageReader
 from mmsearch_env.search.summarize import ChatSummarizer, extractive_summary
+from mmsearch_env.web.credentials import redact
 
 __all__ = ["Candidate", "TextPipeline", "fill_parallel"]
 

@@ -20,10 +20,10 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from mmsearch_env.errors import ConfigError, SearchBackendError, did_you_mean
-from mmsearch_env.search.credentials import get_secret, redact_url
 from mmsearch_env.search.extras import require
-from mmsearch_env.search.http import FetchPolicy, UnsafeURLError, fetch
-from mmsearch_env.search.status import check_status
+from mmsearch_env.web.credentials import get_secret, redact_url
+from mmsearch_env.web.http import FetchPolicy, UnsafeURLError, fetch
+from mmsearch_env.web.status import check_status
 
 __all__ = ["JinaReader", "LocalReader", "PageReader", "PageText", "make_reader"]
 

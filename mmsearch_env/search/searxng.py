@@ -13,10 +13,10 @@ from typing import Any
 
 from mmsearch_env.errors import ConfigError, SearchBackendError, SearchTransientError
 from mmsearch_env.search.base import SearchBackendBase, SearchResponse, TextSearchRequest
-from mmsearch_env.search.http import FetchPolicy, fetch
 from mmsearch_env.search.pipeline import Candidate
 from mmsearch_env.search.serpapi import make_text_pipeline, text_cache_options
-from mmsearch_env.search.status import check_status
+from mmsearch_env.web.http import FetchPolicy, fetch
+from mmsearch_env.web.status import check_status
 
 __all__ = ["SearxngSearch"]
 

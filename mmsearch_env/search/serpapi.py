@@ -1,7 +1,7 @@
 """SerpAPI backends: Google Lens image search and Google text search (→ page reader → summariser).
 
 ``gym.make("MMSearch-v0", search="serpapi", search_options={...})`` with the key in ``SERPAPI_API_KEY``
-(or a secrets file, see :mod:`mmsearch_env.search.credentials`). The key travels in the query string, as
+(or a secrets file, see :mod:`mmsearch_env.web.credentials`). The key travels in the query string, as
 SerpAPI requires, and is redacted from every message.
 
 Image search (``engine=google_lens``) needs a *public* URL of the question image: the dataset's
@@ -36,13 +36,13 @@ from mmsearch_env.search.base import (
     SearchResult,
     TextSearchRequest,
 )
-from mmsearch_env.search.credentials import get_secret, redact
-from mmsearch_env.search.http import FetchPolicy, FetchResult, fetch
-from mmsearch_env.search.images import MAX_THUMBNAIL_PIXELS, decode_image, fetch_image
 from mmsearch_env.search.pipeline import Candidate, TextPipeline, fill_parallel
 from mmsearch_env.search.reader import make_reader
-from mmsearch_env.search.status import check_status
 from mmsearch_env.search.summarize import ChatSummarizer
+from mmsearch_env.web.credentials import get_secret, redact
+from mmsearch_env.web.http import FetchPolicy, FetchResult, fetch
+from mmsearch_env.web.images import MAX_THUMBNAIL_PIXELS, decode_image, fetch_image
+from mmsearch_env.web.status import check_status
 
 __all__ = ["SERPAPI_PRICE_PER_SEARCH", "ImageHost", "SerpAPISearch", "make_text_pipeline"]
 

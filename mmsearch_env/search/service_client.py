@@ -21,7 +21,7 @@ from mmsearch_env.search.base import (
     ToolName,
 )
 from mmsearch_env.search.codec import request_to_json, response_from_json
-from mmsearch_env.search.status import parse_retry_after
+from mmsearch_env.web.status import parse_retry_after
 
 __all__ = ["TOKEN_ENV", "ServiceSearch"]
 

@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from mmsearch_env.errors import ConfigError
-from mmsearch_env.search.credentials import get_secret
-from mmsearch_env.search.http import FetchPolicy
 from mmsearch_env.search.local import LocalSearch, Page, tokenize
 from mmsearch_env.search.openai_chat import ChatEndpoint, EndpointError, GenerationSettings
 from mmsearch_env.search.reader import PageText
+from mmsearch_env.web.credentials import get_secret
+from mmsearch_env.web.http import FetchPolicy
 
 __all__ = ["SUMMARY_SETTINGS", "SUMMARY_SYSTEM_PROMPT", "ChatSummarizer", "Summary", "extractive_summary"]
 

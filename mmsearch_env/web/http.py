@@ -20,9 +20,9 @@ Everything a live backend downloads goes through :func:`fetch`, because the URLs
 Failures raise :mod:`mmsearch_env.errors` types: :class:`UnsafeURLError` (a refused target),
 :class:`~mmsearch_env.errors.SearchTransientError` (timeouts, resets, refused connections) and
 :class:`~mmsearch_env.errors.SearchBackendError` (oversize bodies, wrong content types). Any HTTP status
-is returned as is: :func:`mmsearch_env.search.status.check_status` turns one into an error, and
-:mod:`mmsearch_env.search.images` decodes downloaded images.
-Error messages show URLs with secret query parameters redacted (see :func:`~mmsearch_env.search.credentials.redact_url`).
+is returned as is: :func:`mmsearch_env.web.status.check_status` turns one into an error, and
+:mod:`mmsearch_env.web.images` decodes downloaded images.
+Error messages show URLs with secret query parameters redacted (see :func:`~mmsearch_env.web.credentials.redact_url`).
 
 DNS lookups are bounded by ``connect_timeout`` (a slow lookup's thread is abandoned, not killed).
 Environment proxy settings are ignored on purpose: a proxy would connect on our behalf to targets we
@@ -51,10 +51,10 @@ from mmsearch_env.errors import (
     SearchBackendError,
     SearchTransientError,
 )
-from mmsearch_env.search.credentials import redact, redact_url
+from mmsearch_env.web.credentials import redact, redact_url
 
 # check_status lives in search.status; re-exported for the modules that still import it from here
-from mmsearch_env.search.status import check_status
+from mmsearch_env.web.status import check_status
 
 __all__ = [
     "FetchPolicy",
@@ -376,7 +376,7 @@ def fetch(
         accept: allowed content types of a 2xx body (``"image/*"`` wildcards); ``None`` accepts any.
         what: how messages name the service ("SerpAPI"); defaults to the redacted URL.
 
-    Any status is returned (callers decide with :func:`~mmsearch_env.search.status.check_status`); redirects
+    Any status is returned (callers decide with :func:`~mmsearch_env.web.status.check_status`); redirects
     are followed and re-checked.
     """
     policy = policy or FetchPolicy()

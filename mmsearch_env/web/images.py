@@ -1,7 +1,7 @@
 """Images from the web: decode downloaded bytes without falling for decompression bombs, and fetch one safely.
 
 :func:`decode_image` reads the size from the header and refuses images over ``max_pixels`` before a
-pixel is decoded; :func:`fetch_image` downloads through the SSRF-guarded :func:`~mmsearch_env.search.http.fetch`
+pixel is decoded; :func:`fetch_image` downloads through the SSRF-guarded :func:`~mmsearch_env.web.http.fetch`
 (``image/*`` only) and decodes. Failures raise :class:`~mmsearch_env.errors.SearchBackendError` (a bad
 image is not worth retrying) or what the fetch raised.
 """
@@ -15,9 +15,9 @@ from typing import Any
 from PIL import Image
 
 from mmsearch_env.errors import SearchBackendError
-from mmsearch_env.search.credentials import redact_url
-from mmsearch_env.search.http import FetchPolicy, fetch
-from mmsearch_env.search.status import check_status
+from mmsearch_env.web.credentials import redact_url
+from mmsearch_env.web.http import FetchPolicy, fetch
+from mmsearch_env.web.status import check_status
 
 __all__ = ["MAX_THUMBNAIL_PIXELS", "decode_image", "fetch_image", "open_bounded"]
 
@@ -55,7 +55,7 @@ def decode_image(data: bytes, *, max_pixels: int = MAX_THUMBNAIL_PIXELS, what: s
 
 
 def fetch_image(url: str, *, policy: FetchPolicy | None = None, max_pixels: int = MAX_THUMBNAIL_PIXELS) -> Image.Image:
-    """Download and decode one image under the SSRF/size/type rules of :func:`~mmsearch_env.search.http.fetch`."""
+    """Download and decode one image under the SSRF/size/type rules of :func:`~mmsearch_env.web.http.fetch`."""
     shown = f"image {redact_url(url)!r}"
     result = check_status(fetch(url, policy=policy, accept=("image/*",), what=shown), shown)
     return decode_image(result.content, max_pixels=max_pixels, what=shown)

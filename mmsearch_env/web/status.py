@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from typing import Protocol, TypeVar
 
 from mmsearch_env.errors import SearchBackendError, SearchRateLimitedError, SearchTransientError
-from mmsearch_env.search.credentials import redact
+from mmsearch_env.web.credentials import redact
 
 __all__ = ["HTTPReply", "check_status", "parse_retry_after"]
 
@@ -22,7 +22,7 @@ _REDIRECTS = (301, 302, 303, 307, 308)
 
 
 class HTTPReply(Protocol):
-    """What :func:`check_status` reads of a reply (a :class:`~mmsearch_env.search.http.FetchResult`)."""
+    """What :func:`check_status` reads of a reply (a :class:`~mmsearch_env.web.http.FetchResult`)."""
 
     @property
     def status(self) -> int: ...
@@ -61,7 +61,7 @@ def check_status(result: Reply, what: str, detail: str | None = None) -> Reply:
     """Return ``result`` when its status is 2xx, else raise the matching error (see the module docstring).
 
     ``detail`` is the service's own error text (e.g. SerpAPI's ``error`` field), shown redacted.
-    Header names are looked up in lowercase (as :class:`~mmsearch_env.search.http.FetchResult` stores them).
+    Header names are looked up in lowercase (as :class:`~mmsearch_env.web.http.FetchResult` stores them).
     """
     if 200 <= result.status < 300:
         return result
