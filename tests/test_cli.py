@@ -13,6 +13,7 @@ from dataclasses import fields
 from pathlib import Path
 
 import pytest
+from env_flags import ENV_FLAG_VALUES
 
 from agents.cli import build_parser, main
 from mmsearch_env.config import EnvConfig, env_config_from_args
@@ -86,23 +87,6 @@ def test_quickstart_example_runs():
 
 
 #: A value for every EnvConfig field a command line can set (a new field must be added here).
-ENV_FLAG_VALUES = {
-    "dataset": ("sample", "sample"),
-    "split": ("validation", "validation"),
-    "search": ("sample", "sample"),
-    "search_options": ('{"max_results": 3}', {"max_results": 3}),
-    "search_timeout": ("5", 5.0),
-    "thumbnail_size": ("64", 64),
-    "protocol": ("tool_calls", "tool_calls"),
-    "prompts": ("prompts.json", "prompts.json"),
-    "image_position": ("last", "last"),
-    "max_turns": ("4", 4),
-    "max_image_searches": ("2", 2),
-    "max_text_searches": ("1", 1),
-    "search_penalty": ("0.2", 0.2),
-    "format_weight": ("0.3", 0.3),
-    "max_action_chars": ("4096", 4096),
-}
 
 
 @pytest.mark.parametrize("command", ["eval", "curate"])

@@ -12,6 +12,7 @@ import re
 
 import pytest
 import torch_guard  # noqa: F401  (skips the module without the training extra)
+from env_flags import ENV_FLAG_VALUES
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
@@ -388,24 +389,7 @@ def test_every_env_setting_is_a_training_flag(tmp_path):
 
     from mmsearch_env.config import EnvConfig
 
-    values = {
-        "dataset": ("sample", "sample"),
-        "split": ("validation", "validation"),
-        "search": ("sample", "sample"),
-        "search_options": ('{"max_results": 3}', {"max_results": 3}),
-        "search_timeout": ("5", 5.0),
-        "thumbnail_size": ("64", 64),
-        "protocol": ("tool_calls", "tool_calls"),
-        "prompts": ("p.json", "p.json"),
-        "image_position": ("last", "last"),
-        "max_turns": ("4", 4),
-        "max_image_searches": ("2", 2),
-        "max_text_searches": ("1", 1),
-        "search_penalty": ("0.2", 0.2),
-        "format_weight": ("0.3", 0.3),
-        "max_action_chars": ("4096", 4096),
-        "render_mode": ("ansi", "ansi"),
-    }
+    values = ENV_FLAG_VALUES
     assert set(values) == {f.name for f in fields(EnvConfig)}  # a new env setting needs a row here
     argv = ["--output_dir", str(tmp_path), "--use_cpu", "true", "--report_to", "none"]
     for name, (text, _) in values.items():
