@@ -34,6 +34,17 @@ def score(row: dict, answer: str) -> float:
         ("country-capital", "São Tomé", {}, ["Sao Tome"]),
         ("country-language", "French", {"languages": ["French", "Swiss German"]}, ["German"]),
         ("emoji-travel-places", "glowing star", {"tags": "glittery, glow, shining, sparkle, star"}, ["star"]),
+        ("emoji-objects", "headphone", {"tags": "earbud, sound"}, ["headphones"]),
+        ("emoji-objects", "locked", {"tags": "closed, lock, private"}, ["lock", "padlock"]),
+        ("emoji-animals-nature", "black bird", {"tags": "bird, crow"}, ["blackbird", "bird", "crow"]),
+        ("element-period", "4", {}, ["period 4"]),
+        ("country-subregion", "South-Eastern Asia", {"region": "Asia"}, ["Southeast Asia", "Asia"]),
+        ("country-demonym", "Uzbekistani", {}, ["Uzbek", "Uzbekistanis"]),
+        ("country-demonym", "Solomon Islander", {}, ["Solomon Islanders"]),
+        ("brand-logo", "Hacker Noon", {}, ["HackerNoon"]),
+        ("brand-logo", "Apache NetBeans IDE", {}, ["NetBeans", "Apache NetBeans"]),
+        ("brand-logo", "Draugiem.lv", {}, ["Draugiem"]),
+        ("wiki-capital_of", "Bosnia and Herzegovina", {}, ["Bosnia"]),
     ],
 )  # fmt: skip
 def test_common_correct_forms_are_accepted(category, answer, facts, accepted):
@@ -82,3 +93,25 @@ def test_wordmark_logos_are_labelled_as_answered_by_the_picture(rows):
     assert 0.05 * len(logos) < len(wordmarks) < 0.3 * len(logos)
     assert all(spells_name(text.get(r["entity"], ""), r["answer"]) for r in wordmarks)
     assert not any(spells_name(text.get(r["entity"], ""), r["answer"]) for r in logos if r["search_need"] == "image")
+
+
+def test_no_accepted_form_is_blank():
+    aliases = fair_aliases({"category": "country-outline", "answer": "Uzbekistan", "aliases": ["Ўзбекистон"]}, {})
+    assert aliases == ["Ўзбекистон"]  # its accent-free fold is empty, so it is not listed
+
+
+def test_wikipedia_questions_ask_facts_the_page_states(rows):
+    from mmsearch_env.corpus import load_corpus
+
+    wiki = [r for r in rows if r["category"].startswith("wiki-")]
+    assert {r["category"] for r in wiki} == {"wiki-born", "wiki-died", "wiki-capital_of"}
+    assert {r["split"] for r in wiki} == {"train", "validation", "test"} and {r["search_need"] for r in wiki} == {
+        "text"
+    }
+    corpus = load_corpus()
+    for r in wiki[::50]:
+        page = corpus.page(r["entity"])
+        assert r["answer"] in page.text and page.title in r["question"], r
+    # numbered after every other question, so adding them moved no existing id
+    first = min(int(r["id"].split("-")[1]) for r in wiki)
+    assert all(int(r["id"].split("-")[1]) < first for r in rows if not r["category"].startswith("wiki-"))

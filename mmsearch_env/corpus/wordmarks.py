@@ -39,12 +39,16 @@ def spells_name(read: str, name: str) -> bool:
     (False, False, False)
     >>> spells_name("fairphcne", "Fairphone")  # one letter misread
     True
+    >>> spells_name("n ker cad", "Tinkercad")  # a wordmark over several lines, its first letters missed
+    True
     """
     read, name = _squash(read), _squash(name)
     if len(name) < 2 or not read:
         return False
     if name in read:
         return True
+    if len(read) >= 5 and read in name and len(read) >= 0.75 * len(name):
+        return True  # most of the name read exactly (a stacked wordmark loses letters at line ends)
     # a misread wordmark: as long as the name, and nearly the same letters (partial_ratio alone would
     # match a one-letter read "r" inside "apachepulsar")
     return len(name) >= 4 and len(read) >= 0.8 * len(name) and fuzz.partial_ratio(name, read) >= 87.5
