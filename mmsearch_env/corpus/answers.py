@@ -32,9 +32,12 @@ def fair_aliases(cand: dict[str, Any], facts: dict[str, Any]) -> list[str]:
             forms += [cur["name"], cur["code"], cur["name"].split()[-1]]  # "Albanian lek" -> "lek"
             forms += FORMER_CURRENCY_SUCCESSORS.get(cur["code"], [])
     elif category == "country-subregion" and facts.get("region"):
-        forms += [facts["region"], *(["America", "North America"] if facts["region"] == "Americas" else [])]
+        forms.append(facts["region"])
+        if facts["region"] == "Americas":  # the continent: North America runs down to Panama
+            forms += ["America", *(["North America"] if answer in NORTH_AMERICA else ["South America"])]
         forms += SUBREGION_COMMON_NAMES.get(answer, [])
     elif category == "country-demonym":
+        forms += [*DEMONYM_COMMON_FORMS.get(answer, []), *(answer.split(" or ") if " or " in answer else [])]
         if answer.endswith("stani"):  # "Uzbekistani" -> "Uzbek": the usual word
             forms += [answer[: -len("istani")], answer[: -len("istani")] + "s"]
         if answer[-1:] in "ni" or answer.endswith("er"):
@@ -59,14 +62,20 @@ def _plural(word: str) -> str:
 
 
 def _emoji_forms(name: str, tags: set[str]) -> list[str]:
-    words = name.split()
     forms = [*EMOJI_COMMON_NAMES.get(name, [])]
+    if " with " in name:  # "camera with flash" is a camera: the head noun comes before "with"
+        name = name.split(" with ")[0]
+        forms.append(name)
+    words = name.split()
     if len(words) > 1 and words[-1] in tags:  # "glowing star" -> "star"
         forms.append(words[-1])
     if len(words) == 2:
         forms.append("".join(words))  # "black bird" -> "blackbird"
     if not name.endswith("s"):  # "headphone" -> "headphones"
         forms.append(" ".join([*words[:-1], _plural(words[-1])]))
+    for tag in tags:  # "hamburger" -> "burger": the short name a tag gives
+        if len(words) == 1 and len(tag) >= 4 and name != tag and name.endswith(tag):
+            forms.append(tag)
     for tag in tags:  # "locked" -> "lock": the noun an adjective name is made from
         if (
             len(words) == 1
@@ -106,10 +115,21 @@ SUBREGION_COMMON_NAMES = {
     "Northern Africa": ["North Africa"], "Southern Africa": [], "Eastern Africa": ["East Africa"],
     "Western Africa": ["West Africa"], "Middle Africa": ["Central Africa"],
 }  # fmt: skip
+#: demonyms a source spells unusually, beside the usual spelling
+DEMONYM_COMMON_FORMS = {
+    "Maldivan": ["Maldivian"],
+    "Kirghiz": ["Kyrgyz", "Kyrgyzstani"],
+    "Tadzhik": ["Tajik", "Tajikistani"],
+}
 #: countries usually called by a shorter name than their title
 COUNTRY_SHORT_NAMES = {"Bosnia and Herzegovina": ["Bosnia"]}
 #: emoji whose picture most people name differently from the Unicode name
-EMOJI_COMMON_NAMES = {"chipmunk": ["squirrel"], "black bird": ["crow", "raven"], "locked": ["padlock"]}
+EMOJI_COMMON_NAMES = {
+    "chipmunk": ["squirrel"], "black bird": ["crow", "raven"], "locked": ["padlock"],
+    "fishing pole": ["fishing rod", "rod"],
+}  # fmt: skip
+#: subregions of the Americas on the North American continent
+NORTH_AMERICA = ("North America", "Central America", "Caribbean")
 
 
 #: currencies a source still lists after they were replaced: code -> the successor's name and code

@@ -33,9 +33,9 @@ import numpy as np
 
 from mmsearch_env.corpus import DATA_DIR, Corpus, load_corpus
 from mmsearch_env.corpus.answers import fair_aliases
-from mmsearch_env.corpus.perturb import perturb
+from mmsearch_env.corpus.perturb import ink_kept, perturb
 from mmsearch_env.corpus.wikiquestions import title_card, wiki_candidates
-from mmsearch_env.corpus.wordmarks import load_logo_text, spells_name
+from mmsearch_env.corpus.wordmarks import MISREAD_WORDMARKS, acronym, load_logo_text, spells_name
 from mmsearch_env.errors import DatasetError
 
 __all__ = [
@@ -288,6 +288,20 @@ def test_phrasing(cand: dict[str, Any], image_kind: str, question_id: str) -> st
     return question
 
 
+#: an identify question's picture keeps at least this share of the image's ink through its crop
+MIN_INK_KEPT = 0.75
+
+
+def _seed_keeping_ink(image: Any, seed: int, question_id: str) -> int:
+    """``seed``, or a seed derived from the question id (deterministic) whose crop keeps enough ink:
+    a crop that cuts a frame logo to an "L" or a country's islands off leaves nothing to identify."""
+    for attempt in range(16):
+        if ink_kept(image, seed) >= MIN_INK_KEPT:
+            return seed
+        seed = zlib.crc32(f"{question_id}/{attempt}".encode()) & 0x7FFFFFFF
+    return seed
+
+
 def build_questions(out: Path = DATA_DIR, *, seed: int = 0) -> dict[str, int]:
     """Generate every question the facts define and write ``questions.jsonl.gz``; returns counts.
 
@@ -314,8 +328,15 @@ def build_questions(out: Path = DATA_DIR, *, seed: int = 0) -> dict[str, int]:
         need = cand["need"]
         if cand["category"] == "element-atomic_number":
             need = "none"  # the tile prints the atomic number
-        if cand["category"] == "brand-logo" and spells_name(logo_text.get(cand["entity"], ""), cand["answer"]):
-            need = "none"  # a wordmark: the picture spells the answer
+        if cand["category"] == "brand-logo":
+            read = logo_text.get(cand["entity"], "")
+            initials = acronym(read, cand["answer"])
+            if initials:  # "TFI" printed for Transport for Ireland: an accepted answer the picture shows
+                cand = {**cand, "aliases": [*cand["aliases"], initials]}
+            if spells_name(read, cand["answer"]) or initials or cand["entity"] in MISREAD_WORDMARKS:
+                need = "none"  # a wordmark: the picture spells the answer
+        if need in ("image", "image+text") and str(corpus.image_kind[cand["image"]]) != "flag":
+            image_seed = _seed_keeping_ink(corpus.thumbnail(cand["image"]), image_seed, f"corpus-{n:05d}")
         query = cand.get("text_query") or (
             cand["query_template"].format(e=cand["entity_title"]) if "query_template" in cand else None
         )
