@@ -127,6 +127,8 @@ def test_split_selection_and_images_are_perturbed_views(corpus):
     assert again.image.tobytes() == example.image.tobytes()  # regenerated bit for bit
     rows = [r for r in load_question_rows() if r["split"] == "test"]
     for i in range(0, len(rows), 15):  # never the stored file
+        if "card" in rows[i]["image_ref"]:
+            continue  # a Wikipedia question: its picture is a name card, drawn at load time
         stored = corpus.thumbnail(rows[i]["image_ref"]["image"])
         assert examples[i].image.size != stored.size or examples[i].image.tobytes() != stored.tobytes()
     with pytest.raises(ConfigError, match="has no split 'dev'"):
@@ -163,7 +165,8 @@ def test_a_sample_of_answers_is_retrievable_with_the_shipped_search(search, rows
                     query = example.metadata["query_template"].format(e=titles[0])
             if need != "image":
                 summaries = " ".join(
-                    normalize_answer(r.summary) for r in search.text_search(TextSearchRequest(query)).results
+                    normalize_answer(r.summary.replace("–", " "))  # "(1815–1852)" holds both years
+                    for r in search.text_search(TextSearchRequest(query)).results
                 )
                 assert any(f" {t} " in f" {summaries} " for t in targets), (example, query)
 

@@ -12,17 +12,21 @@ import io
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance
 
-__all__ = ["PERTURBATIONS", "apply_perturbation", "perturb"]
+__all__ = ["PERTURBATIONS", "apply_perturbation", "ink_kept", "perturb"]
 
 PERTURBATIONS = ("crop", "resize", "rotate", "colour", "jpeg", "pad", "overlay")
 
 
-def _crop(image: Image.Image, rng: np.random.Generator) -> Image.Image:
-    w, h = image.size
+def _crop_box(size: tuple[int, int], rng: np.random.Generator) -> tuple[int, int, int, int]:
+    w, h = size
     keep = rng.uniform(0.8, 0.92)
     cw, ch = max(8, round(w * keep)), max(8, round(h * keep))
     x, y = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
-    return image.crop((x, y, x + cw, y + ch))
+    return x, y, x + cw, y + ch
+
+
+def _crop(image: Image.Image, rng: np.random.Generator) -> Image.Image:
+    return image.crop(_crop_box(image.size, rng))
 
 
 def _resize(image: Image.Image, rng: np.random.Generator) -> Image.Image:
@@ -106,9 +110,31 @@ def perturb(image: Image.Image, seed: int, *, n: int = 2) -> tuple[Image.Image, 
     True
     """
     rng = np.random.default_rng(seed)
-    kinds = tuple(sorted(rng.choice(len(PERTURBATIONS), size=n, replace=False).tolist()))
-    names = tuple(PERTURBATIONS[k] for k in kinds)
+    names = _names(rng, n)
     out = image.convert("RGB")
     for name in names:
         out = _FUNCS[name](out, rng)
     return out, names
+
+
+def _names(rng: np.random.Generator, n: int) -> tuple[str, ...]:
+    kinds = tuple(sorted(rng.choice(len(PERTURBATIONS), size=n, replace=False).tolist()))
+    return tuple(PERTURBATIONS[k] for k in kinds)
+
+
+def ink_kept(image: Image.Image, seed: int, *, n: int = 2) -> float:
+    """The share of ``image``'s ink (pixels far from white) that :func:`perturb` with ``seed`` keeps
+    through its crop (1.0 when it does not crop): a crop that cuts a frame logo to an "L" leaves too
+    little to recognise.
+
+    >>> from PIL import Image
+    >>> ink_kept(Image.new("RGB", (64, 64), "white"), seed=0)
+    1.0
+    """
+    rng = np.random.default_rng(seed)
+    if "crop" not in _names(rng, n):  # crop is first in the fixed order, so the rng is where it starts
+        return 1.0
+    x0, y0, x1, y1 = _crop_box(image.size, rng)
+    ink = np.abs(np.asarray(image.convert("RGB"), dtype=np.int16) - 255).sum(axis=2) > 60
+    total = int(ink.sum())
+    return 1.0 if total == 0 else float(ink[y0:y1, x0:x1].sum()) / total

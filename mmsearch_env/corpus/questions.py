@@ -9,7 +9,9 @@ Question images are *perturbed views* of corpus images, regenerated at load time
 thumbnail and a per-question seed (:func:`mmsearch_env.corpus.perturb.perturb`) — bit-identical on every
 load, never the stored file, and about 40 bytes per question instead of a few kB of JPEG each.
 
-Questions are defined by the data alone, never filtered by what the shipped search finds; pictures that
+Questions over the Wikipedia summaries (years of birth and death, the country of a capital) come from
+:mod:`mmsearch_env.corpus.wikiquestions` and are numbered after the others. Questions are defined by the
+data alone, never filtered by what the shipped search finds; pictures that
 look almost the same as another page's (Chad and Romania) are not asked about. Accepted answers include
 the common correct forms (:func:`fair_aliases`). :func:`check_question` measures whether the shipped
 search lets a perfect reader answer (``benchmarks/corpus_questions.py`` reports it over the whole set).
@@ -20,7 +22,6 @@ from __future__ import annotations
 import gzip
 import json
 import logging
-import unicodedata
 import zlib
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
@@ -31,8 +32,10 @@ from typing import Any
 import numpy as np
 
 from mmsearch_env.corpus import DATA_DIR, Corpus, load_corpus
-from mmsearch_env.corpus.perturb import perturb
-from mmsearch_env.corpus.wordmarks import load_logo_text, spells_name
+from mmsearch_env.corpus.answers import fair_aliases
+from mmsearch_env.corpus.perturb import ink_kept, perturb
+from mmsearch_env.corpus.wikiquestions import title_card, wiki_candidates
+from mmsearch_env.corpus.wordmarks import MISREAD_WORDMARKS, acronym, load_logo_text, spells_name
 from mmsearch_env.errors import DatasetError
 
 __all__ = [
@@ -230,44 +233,6 @@ def _candidates(rng: np.random.Generator, corpus: Corpus) -> Iterator[dict[str, 
                    "answer": f["name"], "aliases": []}  # fmt: skip
 
 
-def _fold(text: str) -> str:
-    return unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
-
-
-def fair_aliases(cand: dict[str, Any], facts: dict[str, Any]) -> list[str]:
-    """Every common correct form of a candidate's answer (the reward stays exact match on these):
-    accent-free and hyphen-free spellings, every legal currency with its short name and code, plural
-    demonyms, the continent beside the subregion, the common short name of an emoji, the languages a
-    source lists under a dialect name ("Swiss German" is German), and the currency that replaced an
-    outdated one."""
-    category, answer = cand["category"], cand["answer"]
-    forms = [*cand["aliases"]]
-    if category == "country-currency":
-        for cur in facts.get("currency", []):
-            forms += [cur["name"], cur["code"], cur["name"].split()[-1]]  # "Albanian lek" -> "lek"
-            forms += FORMER_CURRENCY_SUCCESSORS.get(cur["code"], [])
-    elif category == "country-subregion" and facts.get("region"):
-        forms += [facts["region"], *(["America", "North America"] if facts["region"] == "Americas" else [])]
-    elif category == "country-demonym" and answer[-1:] in "ni":
-        forms.append(answer + "s")  # "Kenyan" -> "Kenyans", "Pakistani" -> "Pakistanis"
-    elif category == "country-language":
-        forms += [LANGUAGE_DIALECTS[lang] for lang in facts.get("languages", []) if lang in LANGUAGE_DIALECTS]
-    elif category.startswith("emoji-"):
-        words = answer.split()
-        tags = {t.strip() for t in facts.get("tags", "").split(",")}
-        if len(words) > 1 and words[-1] in tags:  # "glowing star" -> "star"
-            forms.append(words[-1])
-    for form in [answer, *forms]:
-        forms += [_fold(form), form.replace("-", " "), _fold(form).replace("-", " ")]
-    return [f for f in dict.fromkeys(forms) if f and f != answer]
-
-
-#: currencies a source still lists after they were replaced: code -> the successor's name and code
-FORMER_CURRENCY_SUCCESSORS = {"ANG": ["Caribbean guilder", "XCG"]}
-#: languages a source names by a dialect: the language's own name is just as correct
-LANGUAGE_DIALECTS = {"Swiss German": "German"}
-
-
 def near_identical_images(corpus: Corpus, path: Path) -> set[int]:
     """Images that look (almost) the same as another page's image of the same kind — Chad and Romania,
     Indonesia and Monaco, specks of ocean islands: no question asks to identify them.
@@ -323,6 +288,20 @@ def test_phrasing(cand: dict[str, Any], image_kind: str, question_id: str) -> st
     return question
 
 
+#: an identify question's picture keeps at least this share of the image's ink through its crop
+MIN_INK_KEPT = 0.75
+
+
+def _seed_keeping_ink(image: Any, seed: int, question_id: str) -> int:
+    """``seed``, or a seed derived from the question id (deterministic) whose crop keeps enough ink:
+    a crop that cuts a frame logo to an "L" or a country's islands off leaves nothing to identify."""
+    for attempt in range(16):
+        if ink_kept(image, seed) >= MIN_INK_KEPT:
+            return seed
+        seed = zlib.crc32(f"{question_id}/{attempt}".encode()) & 0x7FFFFFFF
+    return seed
+
+
 def build_questions(out: Path = DATA_DIR, *, seed: int = 0) -> dict[str, int]:
     """Generate every question the facts define and write ``questions.jsonl.gz``; returns counts.
 
@@ -336,7 +315,8 @@ def build_questions(out: Path = DATA_DIR, *, seed: int = 0) -> dict[str, int]:
     unfair = near_identical_images(corpus, out)
     logo_text = load_logo_text(out)
     rows, dropped = [], 0
-    for n, cand in enumerate(list(_candidates(rng, corpus))):
+    candidates = list(_candidates(rng, corpus))
+    for n, cand in enumerate(candidates):
         image_seed = int(rng.integers(2**31))
         facts = corpus.pages[corpus.by_id[cand["entity"]]].facts
         if cand["need"] in ("image", "image+text") and cand["image"] in unfair:
@@ -348,8 +328,15 @@ def build_questions(out: Path = DATA_DIR, *, seed: int = 0) -> dict[str, int]:
         need = cand["need"]
         if cand["category"] == "element-atomic_number":
             need = "none"  # the tile prints the atomic number
-        if cand["category"] == "brand-logo" and spells_name(logo_text.get(cand["entity"], ""), cand["answer"]):
-            need = "none"  # a wordmark: the picture spells the answer
+        if cand["category"] == "brand-logo":
+            read = logo_text.get(cand["entity"], "")
+            initials = acronym(read, cand["answer"])
+            if initials:  # "TFI" printed for Transport for Ireland: an accepted answer the picture shows
+                cand = {**cand, "aliases": [*cand["aliases"], initials]}
+            if spells_name(read, cand["answer"]) or initials or cand["entity"] in MISREAD_WORDMARKS:
+                need = "none"  # a wordmark: the picture spells the answer
+        if need in ("image", "image+text") and str(corpus.image_kind[cand["image"]]) != "flag":
+            image_seed = _seed_keeping_ink(corpus.thumbnail(cand["image"]), image_seed, f"corpus-{n:05d}")
         query = cand.get("text_query") or (
             cand["query_template"].format(e=cand["entity_title"]) if "query_template" in cand else None
         )
@@ -371,6 +358,13 @@ def build_questions(out: Path = DATA_DIR, *, seed: int = 0) -> dict[str, int]:
             row["text_query"] = query
         if "query_template" in cand:
             row["query_template"] = cand["query_template"]
+        rows.append(row)
+    n = len(candidates)  # Wikipedia questions number on after the others, so adding them moves no id
+    for offset, cand in enumerate(wiki_candidates(corpus, seed)):
+        row = {k: cand[k] for k in ("question", "answer", "category", "search_need", "split", "image_ref",
+                                    "entity", "text_query")}  # fmt: skip
+        row["id"] = f"corpus-{n + offset:05d}"
+        row["candidate_answers"] = fair_aliases(cand, {})
         rows.append(row)
     with gzip.GzipFile(out / "questions.jsonl.gz", "wb", mtime=0) as handle:
         for row in rows:
@@ -401,7 +395,8 @@ def check_question(search: Any, row: dict[str, Any], example: Any) -> bool:
     if not query:
         return True
     response = search.text_search(TextSearchRequest(query))
-    texts = " ".join(normalize_answer(r.summary or "") for r in response.results)
+    # a reader splits "(1815–1852)" at the dash; the normaliser keeps non-ASCII dashes inside a token
+    texts = " ".join(normalize_answer((r.summary or "").replace("–", " ")) for r in response.results)
     targets = [normalize_answer(a) for a in (row["answer"], *row["candidate_answers"])]
     return any(t and f" {t} " in f" {texts} " for t in targets)
 
@@ -454,7 +449,8 @@ def _example(row: dict[str, Any], corpus: Corpus) -> Any:
     from mmsearch_env.data.schema import Example
 
     ref = row["image_ref"]
-    image, kinds = perturb(corpus.thumbnail(ref["image"]), ref["seed"])
+    source = title_card(ref["card"]) if "card" in ref else corpus.thumbnail(ref["image"])
+    image, kinds = perturb(source, ref["seed"])
     metadata = {k: row[k] for k in ("entity", "text_query", "query_template", "split") if k in row}
     metadata["perturbations"] = list(kinds)
     return Example(

@@ -18,7 +18,10 @@ import numpy as np
 from PIL import Image
 from rapidfuzz import fuzz
 
-__all__ = ["load_logo_text", "ocr_logos", "spells_name"]
+__all__ = ["MISREAD_WORDMARKS", "acronym", "load_logo_text", "ocr_logos", "spells_name"]
+
+#: wordmarks the OCR engine misreads (checked by eye): DVC prints its name, read as "dc"
+MISREAD_WORDMARKS = frozenset({"brand/dvc"})
 
 #: recognised lines below this confidence are ignored
 MIN_CONFIDENCE = 0.6
@@ -39,15 +42,34 @@ def spells_name(read: str, name: str) -> bool:
     (False, False, False)
     >>> spells_name("fairphcne", "Fairphone")  # one letter misread
     True
+    >>> spells_name("ubl", "JBL"), spells_name("ubx", "JBL")
+    (True, False)
+    >>> spells_name("n ker cad", "Tinkercad")  # a wordmark over several lines, its first letters missed
+    True
     """
     read, name = _squash(read), _squash(name)
     if len(name) < 2 or not read:
         return False
     if name in read:
         return True
+    if len(name) == len(read) == 3 and sum(a != b for a, b in zip(name, read, strict=True)) <= 1:
+        return True  # a three-letter wordmark with one letter misread ("JBL" read as "ubl")
+    if len(read) >= 5 and read in name and len(read) >= 0.75 * len(name):
+        return True  # most of the name read exactly (a stacked wordmark loses letters at line ends)
     # a misread wordmark: as long as the name, and nearly the same letters (partial_ratio alone would
     # match a one-letter read "r" inside "apachepulsar")
     return len(name) >= 4 and len(read) >= 0.8 * len(name) and fuzz.partial_ratio(name, read) >= 87.5
+
+
+def acronym(read: str, name: str) -> str | None:
+    """The initials of a multi-word ``name`` in capitals when OCR text ``read`` is exactly them, else None.
+
+    >>> acronym("tfi", "Transport for Ireland"), acronym("tf", "Transport for Ireland"), acronym("a", "Apple")
+    ('TFI', None, None)
+    """
+    words = re.findall(r"[A-Za-z0-9]+", name)
+    initials = "".join(w[0] for w in words).lower()
+    return initials.upper() if len(words) >= 2 and _squash(read) == initials else None
 
 
 def ocr_logos(out: Path) -> dict[str, str]:
