@@ -83,7 +83,7 @@ def test_quickstart_example_runs():
     result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, check=False, env=env)
     assert result.returncode == 0, result.stderr
     assert "reward: 0.91" in result.stdout
-    assert "oracle-plan: accuracy 0.99, search ratio 0.76" in result.stdout
+    assert "oracle-plan: accuracy 1.00, search ratio 0.82" in result.stdout
 
 
 #: A value for every EnvConfig field a command line can set (a new field must be added here).

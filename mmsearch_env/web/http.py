@@ -53,7 +53,7 @@ from mmsearch_env.errors import (
 )
 from mmsearch_env.web.credentials import redact, redact_url
 
-# check_status lives in search.status; re-exported for the modules that still import it from here
+# check_status lives in web.status; re-exported for the modules that still import it from here
 from mmsearch_env.web.status import check_status
 
 __all__ = [
