@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageChops
 
+from mmsearch_env.errors import ConfigError
 from mmsearch_env.search.local import STOPWORDS
 
 __all__ = [
@@ -176,8 +177,6 @@ class ImageEncoder:
         try:
             import onnxruntime as ort
         except ImportError as exc:  # pragma: no cover - onnxruntime is a core dependency
-            from mmsearch_env.errors import ConfigError
-
             raise ConfigError("image search over the corpus needs onnxruntime: pip install onnxruntime") from exc
         options = ort.SessionOptions()
         # One thread by default: envs run many in parallel (vector envs, trainers). More threads help a

@@ -36,7 +36,10 @@ from mmsearch_env.corpus.answers import fair_aliases
 from mmsearch_env.corpus.perturb import ink_kept, perturb
 from mmsearch_env.corpus.wikiquestions import title_card, wiki_candidates
 from mmsearch_env.corpus.wordmarks import MISREAD_WORDMARKS, acronym, load_logo_text, spells_name
+from mmsearch_env.data.schema import Example
 from mmsearch_env.errors import DatasetError
+from mmsearch_env.reward import normalize_answer
+from mmsearch_env.search.base import TextSearchRequest
 
 __all__ = [
     "SPLITS",
@@ -378,9 +381,6 @@ def check_question(search: Any, row: dict[str, Any], example: Any) -> bool:
     """Whether the shipped search lets a perfect reader answer ``row``: for image needs, the entity's
     page in the image-search top 5 (``image+text``: top 1, whose title fills the text query); for text
     needs, an accepted answer in the five text-search summaries. ``none`` questions pass."""
-    from mmsearch_env.reward import normalize_answer
-    from mmsearch_env.search.base import TextSearchRequest
-
     need = row["search_need"]
     if need == "none":
         return True
@@ -446,8 +446,6 @@ class CorpusExamples(Sequence):  # type: ignore[type-arg]
 
 
 def _example(row: dict[str, Any], corpus: Corpus) -> Any:
-    from mmsearch_env.data.schema import Example
-
     ref = row["image_ref"]
     source = title_card(ref["card"]) if "card" in ref else corpus.thumbnail(ref["image"])
     image, kinds = perturb(source, ref["seed"])

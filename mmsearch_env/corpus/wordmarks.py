@@ -18,6 +18,8 @@ import numpy as np
 from PIL import Image
 from rapidfuzz import fuzz
 
+from mmsearch_env.corpus import load_corpus
+
 __all__ = ["MISREAD_WORDMARKS", "acronym", "load_logo_text", "ocr_logos", "spells_name"]
 
 #: wordmarks the OCR engine misreads (checked by eye): DVC prints its name, read as "dc"
@@ -76,8 +78,6 @@ def ocr_logos(out: Path) -> dict[str, str]:
     """Read the text in every logo thumbnail at ``out`` and write ``logo_text.json``; returns it."""
     from rapidocr_onnxruntime import RapidOCR
     from tqdm import tqdm
-
-    from mmsearch_env.corpus import load_corpus
 
     corpus = load_corpus(out)
     engine = RapidOCR()

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from mmsearch_env.corpus.questions import corpus_examples
 from mmsearch_env.data.loaders import load_file, load_hf
 from mmsearch_env.data.sample import sample_examples
 from mmsearch_env.data.schema import (
@@ -95,8 +96,6 @@ def load_dataset(dataset: Any = "corpus", split: str | None = "train") -> Sequen
                 + did_you_mean(str(split), splits)
             )
         if dataset == "corpus":
-            from mmsearch_env.corpus.questions import corpus_examples
-
             return corpus_examples(split)  # lazy: images are built when a question is drawn
 
         return list(sample_examples(split))
