@@ -51,6 +51,26 @@ def score(row: dict, answer: str) -> float:
         ("emoji-activities", "fishing pole", {"tags": "fish, fishing, pole"}, ["fishing rod", "pole"]),
         ("country-subregion", "Caribbean", {"region": "Americas"}, ["North America", "Americas"]),
         ("country-demonym", "Kittitian or Nevisian", {}, ["Kittitian", "Nevisian"]),
+        ("country-demonym", "Antiguan, Barbudan", {}, ["Antiguan", "Barbudans"]),
+        ("country-demonym", "Polish", {}, ["Pole", "Poles"]),
+        ("country-demonym", "German", {}, ["Germans"]),
+        ("country-demonym", "St. Maartener", {}, ["Sint Maartener", "Saint Maartener"]),
+        ("country-capital", "Saint John's", {}, ["St. John's", "St Johns"]),
+        ("country-capital", "Port of Spain", {}, ["Port-of-Spain"]),
+        ("country-currency", "Polish złoty", {"currency": [{"name": "Polish złoty", "code": "PLN"}]}, ["zloty"]),
+        ("country-currency", "Russian ruble", {"currency": [{"name": "Russian ruble", "code": "RUB"}]}, ["rouble"]),
+        ("country-currency", "denar", {"currency": [{"name": "denar", "code": "MKD"}]}, ["Macedonian denar"]),
+        ("country-currency", "British pound", {"currency": [{"name": "British pound", "code": "GBP"}]},
+         ["pound sterling", "sterling"]),
+        ("country-language", "Persian (Farsi)", {"languages": ["Persian (Farsi)"]}, ["Persian", "Farsi"]),
+        ("country-language", "Moldavian", {"languages": ["Moldavian"]}, ["Romanian"]),
+        ("emoji-travel-places", "airplane", {"tags": "aeroplane"}, ["aeroplane", "plane"]),
+        ("emoji-objects", "optical disk", {"tags": "cd, computer, disk"}, ["optical disc", "CD"]),
+        ("emoji-objects", "battery", {"tags": ""}, ["batteries"]),
+        ("emoji-food-drink", "grapes", {"tags": "fruit, grape"}, ["grape"]),
+        ("emoji-animals-nature", "dog face", {"tags": "dog, face, pet"}, ["dog"]),
+        ("emoji-food-drink", "fried shrimp", {"tags": "fried, prawn, shrimp, tempura"}, ["fried prawn", "tempura"]),
+        ("brand-logo", "Southwest Airlines", {}, ["Southwest"]),
     ],
 )  # fmt: skip
 def test_common_correct_forms_are_accepted(category, answer, facts, accepted):
@@ -130,6 +150,25 @@ def test_south_america_is_not_north_america():
         {"category": "country-subregion", "answer": "South America", "aliases": []}, {"region": "Americas"}
     )
     assert exact_match("North America", "South America", aliases) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("category", "answer", "tags", "wrong"),
+    [("emoji-food-drink", "hot dog", "frankfurter, hotdog, sausage, dog", "dog"),
+     ("emoji-animals-nature", "dog face", "dog, face, pet", "face"),
+     ("emoji-objects", "magnifying glass tilted right", "glass, magnifying, search, tool, right", "right"),
+     ("emoji-objects", "hammer and wrench", "hammer, spanner, tool, wrench", "wrench"),
+     ("emoji-objects", "glasses", "eye, eyeglass, eyewear, glasses", "glass"),
+     ("emoji-food-drink", "french fries", "french, fries", "french frie")],
+)  # fmt: skip
+def test_a_word_of_the_name_that_is_another_thing_is_not_accepted(category, answer, tags, wrong):
+    aliases = fair_aliases({"category": category, "answer": answer, "aliases": []}, {"tags": tags})
+    assert exact_match(wrong, answer, aliases) == 0.0, aliases
+
+
+def test_a_web_domain_is_not_respelt():
+    aliases = fair_aliases({"category": "country-tld", "answer": ".ax", "aliases": ["ax"]}, {})
+    assert exact_match("axe", ".ax", aliases) == 0.0
 
 
 def test_a_camera_with_flash_is_not_a_flash():
