@@ -32,7 +32,8 @@ def curate_train(
     and ``out/required_only.parquet`` (see :data:`CURATED_SETS`).
 
     Returns the labels, the size of the balanced set and the sets that fell back to every question
-    (when curation leaves a set empty, as with the quick preset's barely trained model).
+    (when curation leaves a set with fewer questions than one GRPO step draws, as it can with the quick
+    preset's barely trained model).
     """
     import torch
 
@@ -63,9 +64,18 @@ def curate_train(
         "required_only": [examples[row["index"]] for row in labels if row["label"] == "search_required"],
     }
     fallback = []
+    # One GRPO step draws grpo_batch / grpo_generations distinct questions; a smaller set trains no step
+    # at all (TRL's sampler yields no full batch) and the arm would end with no checkpoint.
+    needed = config.grpo_batch // config.grpo_generations
     for name, chosen in sets.items():
-        if not chosen:
-            logger.warning("curation left the %s set empty; training on all questions instead", name)
+        if len(chosen) < needed:
+            logger.warning(
+                "curation left the %s set %d question(s), fewer than one GRPO step needs (%d); training on all "
+                "questions instead",
+                name,
+                len(chosen),
+                needed,
+            )
             chosen, sets[name] = list(examples), list(examples)
             fallback.append(name)
         write_questions(chosen, out / f"{name}.parquet")
