@@ -206,8 +206,7 @@ class MMSearchEnv(gym.Env[dict[str, Any], str]):
         self.config = EnvConfig.coerce(config, **kwargs)
         config = self.config
         self.examples: Sequence[Example] = load_dataset(config.dataset, config.split)
-        ids = getattr(self.examples, "ids", None) or [example.id for example in self.examples]
-        self._index_of = {example_id: i for i, example_id in enumerate(ids)}
+        self._index_of: dict[str, int] | None = None  # built on the first reset by example_id
         self.protocol = get_protocol(config.protocol)
         self.prompts = load_prompts(self.protocol, config.prompts)
         search = config.search
@@ -397,6 +396,10 @@ class MMSearchEnv(gym.Env[dict[str, Any], str]):
             raise ConfigError(f"unknown reset option(s) {sorted(unknown)}; use 'index' or 'example_id'")
         if "example_id" in options:
             key = options["example_id"]
+            if self._index_of is None:
+                # Lazily: rollout pools make many envs over one large dataset, and most never look an id up.
+                ids = getattr(self.examples, "ids", None) or [example.id for example in self.examples]
+                self._index_of = {example_id: i for i, example_id in enumerate(ids)}
             if key not in self._index_of:
                 raise ConfigError(f"no example with id {key!r} in this dataset ({len(self.examples)} examples)")
             return self._index_of[key]
