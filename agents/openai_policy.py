@@ -32,7 +32,6 @@ from typing import Any
 
 from agents.policy import PolicyBase
 from mmsearch_env.errors import ConfigError
-from mmsearch_env.web.credentials import get_secret
 from mmsearch_env.search.openai_chat import (
     ChatEndpoint,
     ChatReply,
@@ -40,6 +39,7 @@ from mmsearch_env.search.openai_chat import (
     GenerationSettings,
     split_settings_query,
 )
+from mmsearch_env.web.credentials import get_secret
 
 __all__ = [
     "EndpointError",

@@ -73,7 +73,9 @@ QUESTION_ID = "sample-arvenia-image-text"
 
 def write_dataset(folder: Path) -> str:
     """The one benchmark question as a JSONL dataset (image as a PNG beside it)."""
-    (example,) = [e for e in MMSearchEnv(dataset="sample", split=None, search="disabled").examples if e.id == QUESTION_ID]
+    (example,) = [
+        e for e in MMSearchEnv(dataset="sample", split=None, search="disabled").examples if e.id == QUESTION_ID
+    ]
     example.image.save(folder / "question.png")
     row = {"id": example.id, "question": example.question, "image": "question.png", "answer": example.answer}
     path = folder / "question.jsonl"
@@ -87,7 +89,9 @@ def script():
         PROTOCOL.format_action("text_search", "capital of the country", reason="Need a fact."),
         PROTOCOL.format_action("answer", "Velmont", reason="Found it."),
     ]
-    (example,) = [e for e in MMSearchEnv(dataset="sample", split=None, search="disabled").examples if e.id == QUESTION_ID]
+    (example,) = [
+        e for e in MMSearchEnv(dataset="sample", split=None, search="disabled").examples if e.id == QUESTION_ID
+    ]
     return plan_script({example.question: turns})
 
 
