@@ -37,22 +37,18 @@ not execute or phone home.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import logging
 import math
 import numbers
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 from typing import Any
 
-import jinja2
-
 from agents.trajectories import read_trajectories
 from agents.viewer_images import ImageStore
+from agents.viewer_template import page_template, script_hash
 from mmsearch_env.errors import ConfigError, DatasetError
 from mmsearch_env.records import EpisodeRecord, SearchRecord
 from mmsearch_env.text import clean_text
@@ -87,7 +83,6 @@ FACETS = (
 )
 _NONE = "—"
 _BADGES = {"correct": "✓ correct", "wrong": "✗ wrong", "unknown": "? unscored"}
-_TEMPLATES = Path(__file__).parent / "templates"
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -178,9 +173,9 @@ def render_viewer(
     counts.append(f"{len(images.rules)} distinct images")
     if images.missing:
         counts.append(f"{images.missing} missing")
-    return _template().render(
+    return page_template().render(
         title=_text(title),
-        script_hash=_script_hash(),
+        script_hash=script_hash(),
         image_rules=images.rules,
         counts=counts,
         policies=_policy_rows(episodes),
@@ -486,33 +481,3 @@ def _fmt(value: Any, digits: int = 4) -> str:
 
 def _seconds(value: float) -> str:
     return f"{value:.2f} s" if value >= 1.0 else f"{value * 1000:.2f} ms"
-
-
-# ---------------------------------------------------------------------------------------------------
-# the template
-
-
-@cache
-def _environment() -> jinja2.Environment:
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(_TEMPLATES),
-        autoescape=True,  # every extension, so no template can opt out by its name
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        auto_reload=False,
-    )
-    env.policies["json.dumps_kwargs"] = {"sort_keys": True, "separators": (",", ":")}
-    return env
-
-
-@cache
-def _template() -> jinja2.Template:
-    return _environment().get_template("viewer.html.jinja")
-
-
-@cache
-def _script_hash() -> str:
-    """The CSP hash of the viewer's script, exactly as the page includes it."""
-    script = _environment().get_template("viewer.js").render()
-    return "sha256-" + base64.b64encode(hashlib.sha256(script.encode("utf-8")).digest()).decode("ascii")
