@@ -327,12 +327,19 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--out", default="corpus_robustness", help="result file stem under benchmarks/results")
     parser.add_argument("--skip-images", action="store_true")
+    parser.add_argument("--skip-text", action="store_true")
+    parser.add_argument(
+        "--search-options", default="{}", help="CorpusSearch options as JSON, e.g. '{\"read_text\": true}'"
+    )
     args = parser.parse_args()
     corpus = load_corpus()
-    search = CorpusSearch()
+    options = json.loads(args.search_options)
+    search = CorpusSearch(**options)
     search.text_search(TextSearchRequest("warm up"))
-    text, text_lat, failures = run_text(search, corpus, args.seed)
-    result: dict = {"text": text, "text_ms": timing(text_lat), "load_avg_1min": os.getloadavg()[0]}
+    text, text_lat, failures = ({}, [], []) if args.skip_text else run_text(search, corpus, args.seed)
+    result: dict = {"search_options": options, "seed": args.seed, "load_avg_1min": os.getloadavg()[0]}
+    if text:
+        result |= {"text": text, "text_ms": timing(text_lat)}
     if not args.skip_images:
         images, image_lat = run_images(search, corpus, args.images, args.seed)
         result["image"] = images
@@ -345,12 +352,14 @@ def main() -> None:
     lines = [
         f"# Corpus search robustness ({args.out})",
         "",
-        "| text kind | n | recall@5 | answer@5 |",
-        "|---|---|---|---|",
+        f"seed {args.seed}, {args.images} images per kind, search options {json.dumps(options)}",
+        "",
     ]
-    for k, v in text.items():
-        lines.append(f"| {k} | {v['n']} | {v['recall5']:.3f} | {fmt(v['answer5'])} |")
-    lines += ["", "text " + ms(result["text_ms"]), ""]
+    if text:
+        lines += ["| text kind | n | recall@5 | answer@5 |", "|---|---|---|---|"]
+        for k, v in text.items():
+            lines.append(f"| {k} | {v['n']} | {v['recall5']:.3f} | {fmt(v['answer5'])} |")
+        lines += ["", "text " + ms(result["text_ms"]), ""]
     if "image" in result:
         lines += ["| image kind | top-1 | per source |", "|---|---|---|"]
         for k, v in result["image"].items():

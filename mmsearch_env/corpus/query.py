@@ -142,11 +142,12 @@ class QueryAnalyzer:
     def _near_length(self, n: int) -> list[str]:
         return [w for m in range(n - 1, n + 2) for w in self.by_length.get(m, ())]
 
-    def analyze(self, query: str) -> QueryAnalysis:
-        words = [self.correct(w) for w in bm25_tokenize(query)]
+    def named(self, words: Sequence[str]) -> list[int]:
+        """Pages that runs of ``words`` name exactly (longest names first; a name shared by more than
+        three pages names none of them), in order of first mention."""
         entities: list[int] = []
         covered = [False] * len(words)
-        for n in range(min(self.max_len, len(words)), 0, -1):  # longest names first
+        for n in range(min(self.max_len, len(words)), 0, -1):
             for start in range(len(words) - n + 1):
                 if any(covered[start : start + n]):
                     continue
@@ -154,6 +155,11 @@ class QueryAnalyzer:
                 if pages and len(pages) <= 3:
                     entities.extend(p for p in pages if p not in entities)
                     covered[start : start + n] = [True] * n
+        return entities
+
+    def analyze(self, query: str) -> QueryAnalysis:
+        words = [self.correct(w) for w in bm25_tokenize(query)]
+        entities = self.named(words)
         raw = _WORD_RE.findall(_fold(query))
         if any(w.lower() in _SYMBOL_CUE for w in raw):
             for w in raw[1:]:  # case-sensitive, never the first word ("In which…", "I…")

@@ -40,6 +40,7 @@ from mmsearch_env.corpus.features import (
 )
 from mmsearch_env.corpus.localise import propose_regions
 from mmsearch_env.corpus.names import load_names
+from mmsearch_env.corpus.picture_text import PictureTextReader, named_pages
 from mmsearch_env.corpus.query import QueryAnalyzer
 from mmsearch_env.errors import ConfigError
 from mmsearch_env.search.base import (
@@ -79,6 +80,10 @@ class CorpusIndex:
         # of another image (Ireland's flag is Ivory Coast's mirrored; a waxing moon a waning one's).
         self.view_bonus = np.zeros(len(self.view_image), np.float32)
         self.view_bonus[self.view_starts] = PLAIN_VIEW_BONUS
+        self.row_page = self.corpus.image_page[self.image_ids]  # page of each reduced score column
+        self.atomic_numbers = {
+            i: int(p.facts["atomic_number"]) for i, p in enumerate(self.corpus.pages) if p.kind == "element"
+        }
 
 
 # numpy's BLAS spins up its thread pool for every mat-vec: on a loaded machine one text search then
@@ -139,6 +144,13 @@ class CorpusSearch(SearchBackendBase):
         max_regions: at most this many proposed regions per query.
         denoise_below: when the whole query's best match scores below this, a median-filtered copy of
             the query is searched too and each image keeps its better score; 0 = never.
+        read_text: read the text printed in the query picture (OCR, extra ``ocr``) when the visual match
+            is weak, and rank the pages it names higher (off by default: the OCR pass costs ~25 ms, and
+            results then depend on an optional package).
+        read_text_below: the picture's text is read when the visual best match scores below this...
+        read_text_margin: ...or beats the best other page by less than this (a word alone on a page
+            matches every wordmark about equally well).
+        text_bonus: score added to every image of a page the picture's text names.
     """
 
     name = "corpus"
@@ -159,6 +171,10 @@ class CorpusSearch(SearchBackendBase):
         localise_below: float = 1.1,
         max_regions: int = 3,
         denoise_below: float = 1.25,
+        read_text: bool = False,
+        read_text_below: float = 1.2,
+        read_text_margin: float = 0.03,
+        text_bonus: float = 0.5,
     ) -> None:
         if max_results < 1 or summary_sentences < 1:
             raise ConfigError(
@@ -184,6 +200,10 @@ class CorpusSearch(SearchBackendBase):
         self.max_regions = int(max_regions)
         self.crop_margin = 0.0
         self.denoise_below = denoise_below
+        self.read_text_below = read_text_below
+        self.read_text_margin = read_text_margin
+        self.text_bonus = text_bonus
+        self.reader = PictureTextReader(threads=int(image_threads)) if read_text else None
 
     @property
     def knobs_on(self) -> bool:
@@ -193,6 +213,9 @@ class CorpusSearch(SearchBackendBase):
     def rank_images(self, image: Image.Image, k: int | None = None) -> list[tuple[int, int, float]]:
         """``(page, image, score)`` for the best ``k`` pages (each page scored by its best image, each
         image by its best indexed view).
+
+        When the best match is still weak and ``read_text`` is on, the text printed in the picture is read
+        and every image of a page it names gains ``text_bonus``.
 
         When the best match is not clean (``denoise_below``), a median-filtered copy is scored too (thin
         overlays such as watermarks vanish). When even the best match is weak (``localise_below``), the
@@ -221,6 +244,10 @@ class CorpusSearch(SearchBackendBase):
                     top = int(crop_scores.max(axis=1).argmax())
                     if float(crop_scores[top].max()) > best + self.crop_margin:
                         scores = crop_scores[top]
+            if self.reader is not None and self._visual_doubt(scores):
+                named = named_pages(self.reader.read(image), idx.analyzer, idx.atomic_numbers)
+                if named:
+                    scores = scores + self.text_bonus * np.isin(idx.row_page, named)
         order = np.argpartition(-scores, min(len(scores) - 1, 4 * k))[: 4 * k]
         order = order[np.argsort(-scores[order], kind="stable")]
         seen: dict[int, tuple[int, int, float]] = {}
@@ -232,6 +259,15 @@ class CorpusSearch(SearchBackendBase):
                 if len(seen) == k:
                     break
         return list(seen.values())
+
+    def _visual_doubt(self, scores: np.ndarray) -> bool:
+        """Whether the best page's visual score is weak or barely ahead of the next page's."""
+        top = np.argpartition(-scores, min(len(scores) - 1, 32))[:32]
+        top = top[np.argsort(-scores[top], kind="stable")]
+        pages = self.index.row_page[top]
+        other = scores[top][pages != pages[0]]
+        best = float(scores[top[0]])
+        return best < self.read_text_below or (other.size > 0 and best - float(other[0]) < self.read_text_margin)
 
     def _image_scores(self, images: list[Image.Image]) -> np.ndarray:
         """``(len(images), n_indexed_images)``: each query against each indexed image (best view)."""
