@@ -88,7 +88,10 @@ def parse_box(value: Any) -> Box:
         for v in value:
             if isinstance(v, bool) or not isinstance(v, numbers.Real):
                 raise BoxError(f"a box holds numbers, got {type(v).__name__} {_shown(str(v))}")
-            number = float(v)
+            try:
+                number = float(v)
+            except OverflowError:  # a JSON integer with hundreds of digits
+                raise BoxError(f"box numbers must be finite, got a {len(str(v))}-digit integer") from None
             if not math.isfinite(number):
                 raise BoxError(f"box numbers must be finite, got {v!r}")
             numbers_.append(number)
