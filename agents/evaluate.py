@@ -227,6 +227,20 @@ class EvalReport:
                     f"| {r['policy']} | {u['searched_episodes']} | {u['needed']} | {u['wasted']} | {missed} | "
                     f"{_pct(u['accuracy_no_search'])} | {_pct(u['accuracy_forced_search'])} |"
                 )
+        regions = [r for r in self.rows if r.get("region_searches")]
+        if regions:
+            lines += [
+                "",
+                "## Region image searches",
+                "",
+                "| policy | image searches | with a region | episodes with a region |",
+            ]
+            lines.append("|---|---|---|---|")
+            for r in regions:
+                g = r["region_searches"]
+                lines.append(
+                    f"| {r['policy']} | {g['image_searches']} | {g['region_searches']} | {g['episodes_with_region']} |"
+                )
         for key, title in (("accuracy_by_search_need", "search need"), ("accuracy_by_category", "category")):
             groups = sorted({g for r in self.rows for g in r[key]})
             lines += ["", f"## Accuracy by {title}", ""]
