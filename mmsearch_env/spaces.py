@@ -140,7 +140,8 @@ class AssistantTurn(UnicodeText):
 
 class StructuredAction(_OpaqueSpace):
     """Actions as dicts: ``{"type": "answer", "answer": str}``, ``{"type": "image_search"}`` or
-    ``{"type": "text_search", "query": str}``; an optional ``"reason": str`` on any of them."""
+    ``{"type": "text_search", "query": str}``; an optional ``"reason": str`` on any of them, and an
+    optional ``"box"`` (a str or a list of four numbers) on an image search (``image_crops`` envs)."""
 
     KEYS: ClassVar[dict[str, tuple[str, ...]]] = {"answer": ("answer",), "image_search": (), "text_search": ("query",)}
 
@@ -148,11 +149,12 @@ class StructuredAction(_OpaqueSpace):
         if not isinstance(x, dict) or x.get("type") not in self.KEYS:
             return False
         required: Sequence[str] = self.KEYS[x["type"]]
-        allowed = {"type", "reason", *required}
+        allowed = {"type", "reason", *required} | ({"box"} if x["type"] == "image_search" else set())
         return (
             all(isinstance(x.get(k), str) for k in required)
             and set(x) <= allowed
             and isinstance(x.get("reason", ""), str)
+            and isinstance(x.get("box", ""), (str, list))
         )
 
     def sample(self, mask: Any = None, probability: Any = None) -> dict:
