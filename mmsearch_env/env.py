@@ -214,7 +214,9 @@ class MMSearchEnv(gym.Env[dict[str, Any], str]):
 
     ## Version History
 
-    * v0: initial version (MMSearch-R1 protocol and reward).
+    * v0: initial version (MMSearch-R1 protocol and reward). Later v0 releases add opt-in settings
+      only (region image search, search budgets, per-call penalty, screenshot scenes); their
+      defaults keep the paper's protocol and reward, byte for byte.
     """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi"], "render_fps": 4}
