@@ -11,7 +11,7 @@ import pytest
 from jinja2.ext import Extension
 from PIL import Image
 
-from agents.evaluate import EvalReport
+from agents.evaluate import EvalReport, resolve_policy
 from agents.grpo.processing import tags_chat_template
 from agents.grpo.tool_env import TagsCropToolEnv, TagsToolEnv, ToolCallsCropToolEnv, ToolCallsToolEnv, env_factory
 from agents.metrics import policy_metrics
@@ -101,7 +101,8 @@ def _play(env, policy, n):
 
 def test_the_oracle_searches_the_true_box_and_evaluation_counts_it():
     env = MMSearchEnv(**SAMPLE, split="test", image_crops=True, question_scenes="screenshot")
-    oracle = OraclePolicy(env.examples, use_true_box=True)
+    oracle = resolve_policy("oracle:box", examples=env.examples, protocol=env.protocol)
+    assert oracle.name == "oracle-true-box"
     records = _play(env, oracle, 12)
     image_episodes = [r for r in records if r.image_searches]
     assert image_episodes, "the sample's test split has image questions"
