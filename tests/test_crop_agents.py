@@ -48,6 +48,16 @@ def test_the_tool_adapter_searches_a_region_and_scores_it(protocol):
     tool_env.episode.close()
 
 
+def test_the_tags_tool_reads_a_box_from_the_parsed_query():
+    tool_env = env_factory({**SAMPLE, "image_crops": True})()
+    tool_env.reset(example_id=tool_env.env.examples[0].id)
+    content = tool_env.search(query="<img>0,0,0.5,0.5")
+    assert "region 0,0," in content[0]["text"]
+    tool_env.reset(example_id=tool_env.env.examples[0].id)
+    tool_env.search(query="<img>")
+    assert tool_env.episode.last_info["image_regions"] == [None]
+
+
 @pytest.mark.parametrize("protocol", ["tags", "tool_calls"])
 @pytest.mark.parametrize("box", ["0,0,nan,1", [1, 2, 3], [0.5, 0.5, 0.1, 0.1]])
 def test_a_bad_box_from_a_tool_call_ends_the_episode_as_malformed(protocol, box):
@@ -75,6 +85,9 @@ class _Generation(Extension):
         ({}, "<search><img></search>"),
         ({"box": [0.1, 0.2, 0.3, 0.4]}, "<search><img>0.1,0.2,0.3,0.4</search>"),
         ({"box": "1,2,30,40"}, "<search><img>1,2,30,40</search>"),
+        ({"query": "<img>"}, "<search><img></search>"),  # what the tags response parser produces
+        ({"query": "<img>0,0,0.5,0.5"}, "<search><img>0,0,0.5,0.5</search>"),
+        ({"query": "junk"}, "<search><img></search>"),
     ],
 )
 def test_the_tags_chat_template_writes_the_box_back_as_the_env_reads_it(arguments, written):

@@ -280,6 +280,10 @@ class TagsCropToolEnv(TagsToolEnv):
         Returns:
             The region searched, then up to 5 web pages showing a similar image, each with a thumbnail and a title.
         """
+        # The tags response parser passes what stood between <search> and </search> as the query:
+        # "<img>" for the whole image, "<img>x1,y1,x2,y2" for a region.
+        if box is None and query.strip().startswith("<img>") and query.strip() != "<img>":
+            box = query.strip()[len("<img>") :]
         return self.episode.search("image_search", None, box)
 
 
