@@ -30,6 +30,7 @@ import numbers
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from PIL import Image
@@ -66,7 +67,13 @@ class Box:
         return all(0.0 <= v <= 1.0 for v in (self.x1, self.y1, self.x2, self.y2))
 
     def __str__(self) -> str:
-        return ",".join(f"{v:g}" for v in (self.x1, self.y1, self.x2, self.y2))
+        """The box in the syntax :func:`parse_box` reads back to the same numbers (no exponents)."""
+        return ",".join(_plain(v) for v in (self.x1, self.y1, self.x2, self.y2))
+
+
+def _plain(value: float) -> str:
+    text = format(Decimal(repr(float(value))), "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 def _shown(text: str, limit: int = 40) -> str:

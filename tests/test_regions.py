@@ -93,3 +93,8 @@ def test_crop_region_cuts_those_pixels():
     crop = crop_region(image, region_pixels(parse_box("16,8,32,24"), image.size))
     assert crop.size == (16, 16)
     assert (np.asarray(crop) == (255, 0, 0)).all()
+
+
+@pytest.mark.parametrize("box", [Box(0.1, 0.2, 0.3, 0.4), Box(265, 298, 381, 414), Box(1e-7, 0, 1234567.5, 2e9)])
+def test_a_box_written_as_text_reads_back_to_the_same_numbers(box):
+    assert "e" not in str(box).lower() and parse_box(str(box)) == box
