@@ -155,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--policy",
         action="append",
         required=True,
-        help="direct | rag | random[:SEED] | oracle | openai:MODEL@BASE_URL | hf:PATH[@ADAPTER] (repeatable)",
+        help="direct | rag | random[:SEED] | oracle[:box] | openai:MODEL@BASE_URL | hf:PATH[@ADAPTER] (repeatable)",
     )
     ev.add_argument("--out", default="eval_out", help="output folder; rerun with the same folder to resume")
     ev.add_argument("--limit", type=int, default=None, help="only the first N questions")

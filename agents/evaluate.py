@@ -94,7 +94,7 @@ def resolve_policy(
     """A policy from a spec: a Policy object (returned as is) or one of these strings:
 
     ``direct``, ``rag``, ``random`` (``random:SEED``), ``oracle`` (needs ``examples``: the scripted
-    plan of each question), ``openai:MODEL@BASE_URL`` (key from ``$OPENAI_API_KEY``), ``hf:PATH``
+    plan of each question; ``oracle:box`` searches each question's true region, with ``image_crops``), ``openai:MODEL@BASE_URL`` (key from ``$OPENAI_API_KEY``), ``hf:PATH``
     or ``hf:PATH@ADAPTER`` (a local transformers model, optional LoRA adapter; needs the ``train`` extra).
 
     ``temperature`` (``None``: the policy's default, greedy) applies to the model policies (``openai:``,
@@ -116,8 +116,8 @@ def resolve_policy(
         if arg and not arg.isdigit():
             raise ConfigError(f"policy {spec!r}: the seed after 'random:' must be an integer, e.g. 'random:3'")
         return baselines.RandomPolicy(int(arg or 0), protocol=protocol)
-    if kind == "oracle" and not arg:
-        return OraclePolicy(examples, protocol=protocol)
+    if kind == "oracle" and arg in ("", "box"):
+        return OraclePolicy(examples, protocol=protocol, use_true_box=arg == "box")
     if kind == "openai":
         model, base_url = parse_endpoint_spec(arg)
         return OpenAIPolicy(model, base_url, **sampling)
@@ -226,6 +226,20 @@ class EvalReport:
                 lines.append(
                     f"| {r['policy']} | {u['searched_episodes']} | {u['needed']} | {u['wasted']} | {missed} | "
                     f"{_pct(u['accuracy_no_search'])} | {_pct(u['accuracy_forced_search'])} |"
+                )
+        regions = [r for r in self.rows if r.get("region_searches")]
+        if regions:
+            lines += [
+                "",
+                "## Region image searches",
+                "",
+                "| policy | image searches | with a region | episodes with a region |",
+            ]
+            lines.append("|---|---|---|---|")
+            for r in regions:
+                g = r["region_searches"]
+                lines.append(
+                    f"| {r['policy']} | {g['image_searches']} | {g['region_searches']} | {g['episodes_with_region']} |"
                 )
         for key, title in (("accuracy_by_search_need", "search need"), ("accuracy_by_category", "category")):
             groups = sorted({g for r in self.rows for g in r[key]})

@@ -46,6 +46,7 @@ __all__ = [
     "failure_counts",
     "outcome",
     "policy_metrics",
+    "region_search_counts",
     "search_utility",
     "summarize",
     "training_metrics",
@@ -316,6 +317,26 @@ def training_metrics(episodes: Iterable[Episode]) -> dict[str, float]:
     }
 
 
+def region_search_counts(records: Iterable[EpisodeRecord]) -> dict[str, int] | None:
+    """How image searches used regions, from the terminal ``info["image_regions"]`` of each record.
+
+    ``image_searches`` (all), ``region_searches`` (those that named a box), ``episodes_with_region``;
+    ``None`` when no record comes from an env with ``image_crops`` (no ``image_regions`` in its info).
+
+    >>> record = EpisodeRecord("q", "?", "a", info={"image_regions": [[0, 0, 8, 8], None]})
+    >>> region_search_counts([record])
+    {'image_searches': 2, 'region_searches': 1, 'episodes_with_region': 1}
+    """
+    regions = [r.info["image_regions"] for r in records if isinstance(r.info.get("image_regions"), list)]
+    if not regions:
+        return None
+    return {
+        "image_searches": sum(len(rs) for rs in regions),
+        "region_searches": sum(r is not None for rs in regions for r in rs),
+        "episodes_with_region": sum(any(r is not None for r in rs) for rs in regions),
+    }
+
+
 # -- the evaluation report's metrics (records only: they carry usage, latency, cost and the index) -------
 def policy_metrics(
     records: Sequence[EpisodeRecord],
@@ -329,7 +350,8 @@ def policy_metrics(
     (:func:`accuracy_by`), ``judge_accuracy`` / ``judge_unparsed`` (from ``judged``, one verdict per
     record, ``None`` = the judge's reply was unreadable; both ``None`` without a judge),
     ``prompt_tokens`` / ``completion_tokens`` (``None`` when no record reports usage),
-    ``mean_latency_s``, ``p95_latency_s`` and ``search_cost_usd``.
+    ``mean_latency_s``, ``p95_latency_s``, ``search_cost_usd`` and ``region_searches``
+    (:func:`region_search_counts`: crop use, ``None`` without ``image_crops``).
     """
     outcomes = [outcome(r) for r in records]
     n = len(outcomes)
@@ -349,6 +371,7 @@ def policy_metrics(
         "mean_latency_s": _rate(sum(latencies), n),
         "p95_latency_s": latencies[min(n - 1, int(0.95 * n))] if n else 0.0,
         "search_cost_usd": sum(float(s.cost_usd or 0.0) for r in records for s in r.searches),
+        "region_searches": region_search_counts(records),
     }
     if judged is not None:
         if len(judged) != n:

@@ -9,6 +9,7 @@ from typing import Any
 from agents.policy import PolicyBase
 from mmsearch_env.data import Example
 from mmsearch_env.protocol import ActionProtocol, get_protocol
+from mmsearch_env.regions import Box
 from mmsearch_env.reward import normalize_answer
 
 __all__ = ["OraclePolicy"]
@@ -34,24 +35,35 @@ class OraclePolicy(PolicyBase):
     ``"none"`` (answerable from the image) are answered directly, as a model that can see would.
 
     With ``use_search=False`` it never searches and answers only the ``"none"`` questions: the
-    floor that search has to beat.
+    floor that search has to beat. With ``use_true_box=True``, on a question that knows where its
+    picture is (``metadata["true_box"]``: screenshot scenes) and an env that takes boxes
+    (``image_crops``), its image search names that region: the ceiling a crop-choosing policy can reach.
 
     Args:
         examples: the dataset (for the labels and queries, looked up by ``info["example_id"]``).
         use_search: follow the plan (True) or never search (False).
         protocol: the environment's protocol, to write well-formed turns.
+        use_true_box: search the question's true region when it has one and the env takes boxes.
     """
 
     def __init__(
-        self, examples: Iterable[Example], *, use_search: bool = True, protocol: str | ActionProtocol = "tags"
+        self,
+        examples: Iterable[Example],
+        *,
+        use_search: bool = True,
+        protocol: str | ActionProtocol = "tags",
+        use_true_box: bool = False,
     ):
         self.examples = {example.id: example for example in examples}
         self.use_search = use_search
-        self.protocol = get_protocol(protocol)
+        self.use_true_box = use_true_box
+        self.protocol = get_protocol(protocol, crops=True if use_true_box else None)
 
     @property
     def name(self) -> str:
-        return "oracle-plan" if self.use_search else "oracle-no-search"
+        if not self.use_search:
+            return "oracle-no-search"
+        return "oracle-true-box" if self.use_true_box else "oracle-plan"
 
     def act(self, observation: Mapping[str, Any], info: Mapping[str, Any]) -> str:
         example = self.examples[info["example_id"]]
@@ -60,6 +72,11 @@ class OraclePolicy(PolicyBase):
         if step < len(plan) and info.get(f"can_{plan[step]}", True):  # the env says what the turn may do
             tool = plan[step]
             query = self._query(example, observation) if tool == "text_search" else None
+            true_box = example.metadata.get("true_box")
+            # "image_size" is in info only when the env takes boxes (image_crops)
+            if tool == "image_search" and self.use_true_box and true_box and "image_size" in info:
+                box = Box(*(float(v) for v in true_box))
+                return self.protocol.format_action(tool, reason="The picture is in this region.", box=box)
             return self.protocol.format_action(tool, query, reason=f"The plan's step {step + 1} is {tool}.")
         if example.search_need == "none":
             return self.protocol.format_action("answer", example.answer, reason="The image shows it.")

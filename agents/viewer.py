@@ -65,6 +65,8 @@ THUMBNAIL_PX = 96
 MAX_TEXT_CHARS = 20_000
 #: Longest summary, title, URL, answer or error message shown in full.
 MAX_SHORT_CHARS = 2_000
+#: Searched regions drawn on one question image, at most.
+MAX_REGIONS = 16
 #: Characters of the question shown in an episode's one-line summary.
 QUESTION_PREVIEW_CHARS = 100
 #: Episodes rendered with their details open; longer files start collapsed (one summary line each).
@@ -281,6 +283,7 @@ class _EpisodeView:
     question: _Text
     question_short: str
     image: _Img | None
+    regions: list[str]  # the image-search regions, as CSS positions over the question image
     ground_truth: _Text
     candidates: list[_Text]
     answer: _Text | None
@@ -318,6 +321,7 @@ def _episode_view(record: EpisodeRecord, position: int, images: ImageStore) -> _
         question=_cap(record.question or _NONE, MAX_TEXT_CHARS),
         question_short=question,
         image=_image(images, record.image, QUESTION_IMAGE_PX, "question image", "qimg"),
+        regions=_regions(info),
         ground_truth=_cap(record.ground_truth or _NONE),
         candidates=[_cap(c) for c in record.candidate_answers],
         answer=None if answer is None else _cap(answer),
@@ -328,6 +332,24 @@ def _episode_view(record: EpisodeRecord, position: int, images: ImageStore) -> _
         reward_rows=_reward_rows(record),
         turns=_turns(record, end_reason, images),
     )
+
+
+def _regions(info: dict[str, Any]) -> list[str]:
+    """The searched regions (``info["image_regions"]`` in pixels of ``info["image_size"]``) as CSS
+    percentages of the question image; anything malformed in a stored record is skipped."""
+    size, regions = info.get("image_size"), info.get("image_regions")
+    if not (isinstance(size, list) and len(size) == 2 and isinstance(regions, list)):
+        return []
+    width, height = (_num(v) for v in size)
+    out = []
+    for region in regions[:MAX_REGIONS]:
+        values = [_num(v) for v in region] if isinstance(region, list) and len(region) == 4 else []
+        if not width or not height or len(values) != 4 or any(v is None for v in values):
+            continue
+        scaled = [100.0 * v / d for v, d in zip(values, (width, height) * 2, strict=True)]  # type: ignore[operator]
+        left, top, right, bottom = (min(max(v, 0.0), 100.0) for v in scaled)
+        out.append(f"left:{left:.2f}%;top:{top:.2f}%;width:{right - left:.2f}%;height:{bottom - top:.2f}%")
+    return out
 
 
 def _reward_rows(record: EpisodeRecord) -> list[tuple[str, str]]:

@@ -29,13 +29,22 @@ from typing import Any
 from mmsearch_env.errors import ConfigError, did_you_mean
 from mmsearch_env.prompts import PromptTemplates
 from mmsearch_env.protocol import ActionProtocol, get_protocol
-from mmsearch_env.reward import FORMAT_WEIGHT, SEARCH_PENALTY, check_reward_weights
+from mmsearch_env.reward import FORMAT_WEIGHT, PENALTY_MODES, SEARCH_PENALTY, check_reward_weights
 from mmsearch_env.search.base import SearchBackend
 
-__all__ = ["IMAGE_POSITIONS", "RENDER_MODES", "EnvConfig", "add_env_arguments", "env_config_from_args"]
+__all__ = [
+    "IMAGE_POSITIONS",
+    "QUESTION_SCENES",
+    "RENDER_MODES",
+    "EnvConfig",
+    "add_env_arguments",
+    "env_config_from_args",
+]
 
 #: Where the question's image goes in the first user message (see :attr:`EnvConfig.image_position`).
 IMAGE_POSITIONS = ("first", "last", "none")
+#: How question images are shown (see :attr:`EnvConfig.question_scenes`).
+QUESTION_SCENES = ("plain", "screenshot")
 #: Render modes of the environment.
 RENDER_MODES = ("ansi",)
 
@@ -60,6 +69,14 @@ class EnvConfig:
     split: str | None = field(
         default="train", metadata={"help": "Split of a built-in dataset: train, validation, test or None (all)."}
     )
+    question_scenes: str = field(
+        default="plain",
+        metadata={
+            "help": "'plain' (the dataset's images) or 'screenshot': each question image is drawn small inside a "
+            "busy page among other questions' pictures, its true region kept in example metadata['true_box']."
+        },
+    )
+    scene_seed: int = field(default=0, metadata={"help": "Seed of the screenshot scenes (same seed, same scenes)."})
     # Parameters that control the search tools
     search: SearchBackend | str | None = field(
         default=None,
@@ -75,6 +92,13 @@ class EnvConfig:
         default=None, metadata={"help": "Seconds a search may take before it becomes a tool error (None: no limit)."}
     )
     thumbnail_size: int = field(default=256, metadata={"help": "Long side, in pixels, of result thumbnails."})
+    image_crops: bool = field(
+        default=False,
+        metadata={
+            "help": "Let an image search name a region of the question's image, x1,y1,x2,y2 (fractions when all "
+            "are in [0, 1], else pixels); the env searches that crop. Off: the paper's whole-image search."
+        },
+    )
     # Parameters that control what the policy reads and writes
     protocol: ActionProtocol | str | None = field(
         default="tags", metadata={"help": "Action protocol: 'tags' (the paper's) or 'tool_calls' (JSON calls)."}
@@ -94,6 +118,19 @@ class EnvConfig:
     max_turns: int = field(default=3, metadata={"help": "Assistant turns per episode; the last must answer."})
     max_image_searches: int = field(default=1, metadata={"help": "Image searches per episode."})
     max_text_searches: int = field(default=2, metadata={"help": "Text searches per episode."})
+    format_image_searches: int = field(
+        default=1,
+        metadata={
+            "help": "Image searches a trajectory may make and still earn the format score (the paper's format: 1)."
+        },
+    )
+    format_text_searches: int = field(
+        default=1,
+        metadata={
+            "help": "Text searches a trajectory may make and still earn the format score (the paper's format: 1, "
+            "although 2 may run); raise it with max_text_searches for multi-turn query refinement."
+        },
+    )
     # The paper caps a turn at 2,048 tokens, a few thousand characters; 32k leaves room for any real
     # turn while bounding what one hostile turn costs to clean, parse and keep.
     max_action_chars: int = field(
@@ -107,6 +144,13 @@ class EnvConfig:
     search_penalty: float = field(
         default=SEARCH_PENALTY, metadata={"help": "Share of a correct answer's reward lost when it searched."}
     )
+    penalty_mode: str = field(
+        default="once",
+        metadata={
+            "help": "'once': a correct answer that searched keeps 1 - search_penalty (the paper's); 'per_call': "
+            "it keeps max(0, 1 - search_penalty * searches)."
+        },
+    )
     format_weight: float = field(default=FORMAT_WEIGHT, metadata={"help": "Weight of the format score."})
     render_mode: str | None = field(default=None, metadata={"help": "None or 'ansi' (the transcript as text)."})
 
@@ -119,6 +163,9 @@ class EnvConfig:
             ("max_turns", 1),
             ("max_image_searches", 0),
             ("max_text_searches", 0),
+            ("format_image_searches", 0),
+            ("format_text_searches", 0),
+            ("scene_seed", 0),
             ("max_action_chars", 1),
             ("thumbnail_size", 16),
         ):
@@ -129,6 +176,14 @@ class EnvConfig:
         timeout = self.search_timeout
         if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, numbers.Real) or timeout <= 0):
             raise ConfigError(f"search_timeout must be a positive number of seconds or None, got {timeout!r}")
+        if not isinstance(self.image_crops, bool):
+            raise ConfigError(f"image_crops must be True or False, got {self.image_crops!r}")
+        for name, allowed in (("penalty_mode", PENALTY_MODES), ("question_scenes", QUESTION_SCENES)):
+            value = getattr(self, name)
+            if value not in allowed:
+                raise ConfigError(
+                    f"{name} must be one of {list(allowed)}, got {value!r}" + did_you_mean(str(value), allowed)
+                )
         if self.render_mode is not None and self.render_mode not in RENDER_MODES:
             raise ConfigError(f"render_mode must be None or one of {list(RENDER_MODES)}, got {self.render_mode!r}")
         if self.image_position not in IMAGE_POSITIONS:
@@ -208,7 +263,19 @@ def _json_object(name: str, text: str) -> dict[str, Any]:
 
 
 # -- command lines ------------------------------------------------------------------------------------
+def _flag_bool(text: str) -> bool:
+    if text.lower() in ("true", "1", "yes"):
+        return True
+    if text.lower() in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
 _CLI_TYPES: dict[str, Any] = {
+    "image_crops": _flag_bool,
+    "format_image_searches": int,
+    "format_text_searches": int,
+    "scene_seed": int,
     "max_turns": int,
     "max_image_searches": int,
     "max_text_searches": int,

@@ -11,17 +11,14 @@ import gymnasium as gym
 from gymnasium import spaces
 
 from mmsearch_env.config import EnvConfig
-from mmsearch_env.data import Example, load_dataset
-from mmsearch_env.errors import ConfigError, InvalidActionError, ResetNeededError
+from mmsearch_env.data import Example, load_dataset, screenshot_scenes
+from mmsearch_env.errors import BoxError, ConfigError, InvalidActionError, ResetNeededError
+from mmsearch_env.grammar import FormatGrammar
 from mmsearch_env.prompts import load_prompts, render_tool_result
 from mmsearch_env.protocol import Action, get_protocol
 from mmsearch_env.records import ActionRecord, EpisodeRecord, ResultRecord, SearchRecord
-from mmsearch_env.reward import (
-    ALLOWED_SHAPES,
-    RewardBreakdown,
-    score_actions,
-    trajectory_shape,
-)
+from mmsearch_env.regions import BOX_SYNTAX, crop_region, region_pixels
+from mmsearch_env.reward import RewardBreakdown, score_actions
 from mmsearch_env.search import (
     ImageSearchRequest,
     SearchResponse,
@@ -40,8 +37,6 @@ TERMINATION_REASONS = ("answer", "malformed")
 #: ``info["end_reason"]`` values that set ``truncated`` (a search budget ran out).
 TRUNCATION_REASONS = ("search_on_last_turn", "image_search_limit", "text_search_limit")
 
-_PREFIXES_OK = frozenset({"", "I", "T", "I>T"}) | ALLOWED_SHAPES
-
 
 @dataclass
 class _Episode:
@@ -54,6 +49,9 @@ class _Episode:
     image_searches: int = 0
     text_searches: int = 0
     search_failures: int = 0
+    #: per image search run: its region in pixels, or None for the whole image (image_crops only)
+    regions: list[tuple[int, int, int, int] | None] = field(default_factory=list)
+    pending_region: tuple[int, int, int, int] | None = None  # the region of the search being run
     action_truncated: bool = False  # the last turn was cut to max_action_chars
     end_reason: str | None = None
     breakdown: RewardBreakdown | None = None
@@ -91,6 +89,13 @@ class MMSearchEnv(gym.Env[dict[str, Any], str]):
     * ``"tool_calls"``: end the turn with ``<tool_call>{"name": "image_search" | "text_search",
       "arguments": {...}}</tool_call>`` or with ``<answer>ANSWER</answer>``.
 
+    With ``image_crops=True`` an image search may name a region of the question's image, and only
+    that region is searched: ``<search><img>x1,y1,x2,y2</search>`` (tags) or ``"arguments": {"box":
+    [x1, y1, x2, y2]}`` (tool calls). One syntax rule (:mod:`mmsearch_env.regions`): left, top,
+    right, bottom, as fractions of the width and height when all four are in [0, 1], else as pixels;
+    clipped to the image; at least 8 pixels each way. A box that cannot be read, is reversed or
+    empty is malformed (``info["action_error"]`` says why). Without ``image_crops`` a box is not read.
+
     Only the end of the turn decides the action. A turn that ends with no action, with an empty
     query, or with a broken tool call is *malformed*: the episode ends (there is no retry) and the
     reward is 0. Protocol tags inside a query or answer are removed. ``step`` never raises on agent
@@ -109,7 +114,8 @@ class MMSearchEnv(gym.Env[dict[str, Any], str]):
     results cannot inject tags; chat-template control tokens (``[INST]``, ``<|eot_id|>``,
     ``<start_of_turn>``, ...) in web text and in the question as shown in messages are rewritten as
     ``(INST)``, ``(eot_id)``, ... Also ``question`` (the dataset's text, as is) and ``image`` (the
-    question's RGB image).
+    question's RGB image). With ``image_crops`` the instruction also gives the box syntax and the
+    image's size, and a region's results message shows the region searched (an image) first.
 
     ## Rewards
 
@@ -118,7 +124,10 @@ class MMSearchEnv(gym.Env[dict[str, Any], str]):
     after normalisation against the answer or any candidate answer; penalty is ``1 - search_penalty``
     if the answer is correct and any search ran; format is 1 when every turn is well formed and the
     trajectory is answer / image→answer / text→answer / image→text→answer. Default values: 1.0,
-    0.91, 0.9, 0.81, 0.1, 0.0.
+    0.91, 0.9, 0.81, 0.1, 0.0. Opt-in: ``format_image_searches`` / ``format_text_searches`` raise the
+    format grammar's caps (:class:`mmsearch_env.grammar.FormatGrammar`: searches, then one answer,
+    images before texts), and ``penalty_mode="per_call"`` charges each search:
+    ``penalty = max(0, 1 - search_penalty · searches)``.
 
     ## Starting State
 
@@ -142,7 +151,10 @@ class MMSearchEnv(gym.Env[dict[str, Any], str]):
     ``action`` (the kind parsed), ``action_error``, ``format_ok`` (all turns so far well formed and
     on an allowed path), ``search_error`` (on a step whose search failed), ``action_truncated``
     (``True``, only on a step whose turn was longer than ``max_action_chars`` and was cut to that many
-    characters before anything read it; the transcript and record keep the cut turn). Last step also:
+    characters before anything read it; the transcript and record keep the cut turn). With
+    ``image_crops`` also ``image_size`` (``[width, height]`` of the question's image) and
+    ``image_regions`` (per image search run: ``[left, top, right, bottom]`` pixels, or ``None`` for
+    the whole image). Last step also:
     ``end_reason``, ``answer``, ``correct``, ``ground_truth``, ``reward_parts``.
 
     ## Arguments
@@ -170,6 +182,11 @@ class MMSearchEnv(gym.Env[dict[str, Any], str]):
     * ``max_turns`` (3), ``max_image_searches`` (1), ``max_text_searches`` (2),
       ``search_penalty`` (0.1), ``format_weight`` (0.1).
     * ``max_action_chars`` (32,768): characters of a turn the env reads (a longer one is cut first).
+    * Opt-in extensions (DeepMMSearch-R1's tools), off by default: ``image_crops`` (False): region
+      image search; ``format_image_searches`` / ``format_text_searches`` (1 / 1): searches the format
+      score allows; ``penalty_mode`` (``"once"`` or ``"per_call"``); ``question_scenes``
+      (``"plain"`` or ``"screenshot"``: each question image drawn small inside a busy page among
+      other pictures, its true region in ``example.metadata["true_box"]``) and ``scene_seed``.
     * ``thumbnail_size`` (256): long side of result thumbnails; ``search_timeout`` (seconds or
       None): a slower search becomes a tool error.
     * ``render_mode``: ``"ansi"`` returns the transcript as text.
@@ -197,7 +214,9 @@ class MMSearchEnv(gym.Env[dict[str, Any], str]):
 
     ## Version History
 
-    * v0: initial version (MMSearch-R1 protocol and reward).
+    * v0: initial version (MMSearch-R1 protocol and reward). Later v0 releases add opt-in settings
+      only (region image search, search budgets, per-call penalty, screenshot scenes); their
+      defaults keep the paper's protocol and reward, byte for byte.
     """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi"], "render_fps": 4}
@@ -206,8 +225,10 @@ class MMSearchEnv(gym.Env[dict[str, Any], str]):
         self.config = EnvConfig.coerce(config, **kwargs)
         config = self.config
         self.examples: Sequence[Example] = load_dataset(config.dataset, config.split)
+        if config.question_scenes == "screenshot":
+            self.examples = screenshot_scenes(self.examples, seed=config.scene_seed)
         self._index_of: dict[str, int] | None = None  # built on the first reset by example_id
-        self.protocol = get_protocol(config.protocol)
+        self.protocol = get_protocol(config.protocol, crops=True if config.image_crops else None)
         self.prompts = load_prompts(self.protocol, config.prompts)
         search = config.search
         if search is None:  # the built-in engine that matches a built-in dataset
@@ -221,6 +242,10 @@ class MMSearchEnv(gym.Env[dict[str, Any], str]):
         self.max_text_searches = int(config.max_text_searches)
         self.search_penalty = float(config.search_penalty)
         self.format_weight = float(config.format_weight)
+        self.penalty_mode = config.penalty_mode
+        #: which trajectories earn the format score (the paper's four shapes by default)
+        self.grammar = FormatGrammar(int(config.format_image_searches), int(config.format_text_searches))
+        self.image_crops = bool(config.image_crops)
         self.thumbnail_size = int(config.thumbnail_size)
         self.search_timeout = config.search_timeout
         self.render_mode = config.render_mode
@@ -269,6 +294,11 @@ class MMSearchEnv(gym.Env[dict[str, Any], str]):
             max_image_searches=self.max_image_searches,
             max_text_searches=self.max_text_searches,
         )
+        if self.image_crops and self.prompts.crop_instruction:
+            crop_text = self.prompts.crop_instruction.format(width=image.width, height=image.height)
+            # before the question when the instruction ends with it (the defaults do), else at the end
+            head, sep, question = instruction.rpartition("\n\nQuestion:")
+            instruction = f"{head}\n{crop_text}{sep}{question}" if sep else f"{instruction}\n{crop_text}"
         messages: list[dict[str, Any]] = []
         if self.prompts.system:
             messages.append({"role": "system", "content": [{"type": "text", "text": self.prompts.system}]})
@@ -381,6 +411,8 @@ class MMSearchEnv(gym.Env[dict[str, Any], str]):
             ep.example.candidate_answers,
             search_penalty=self.search_penalty,
             format_weight=self.format_weight,
+            grammar=self.grammar,
+            penalty_mode=self.penalty_mode,
         )
 
     def close(self) -> None:
@@ -435,6 +467,12 @@ class MMSearchEnv(gym.Env[dict[str, Any], str]):
             action = action[: self.config.max_action_chars]
         text = clean_text(action)
         parsed = self.protocol.parse(text)
+        ep.pending_region = None
+        if parsed.kind == "image_search" and parsed.box is not None:
+            try:
+                ep.pending_region = region_pixels(parsed.box, ep.example.image.size)
+            except BoxError as exc:  # readable, but not a region of this image: malformed like any bad box
+                parsed = Action("invalid", error=f"the image search box is malformed: {exc}; write {BOX_SYNTAX}")
         ep.turns.append(text)
         ep.actions.append(parsed)
         ep.messages.append({"role": "assistant", "content": [{"type": "text", "text": text}]})
@@ -455,6 +493,11 @@ class MMSearchEnv(gym.Env[dict[str, Any], str]):
         # Drawn from the env's seeded RNG so that randomising backends (search-quality knobs) repeat
         # exactly under the same reset seed.
         seed = int(self.np_random.integers(2**63))
+        if parsed.kind == "image_search" and ep.pending_region is not None:
+            # Only the pixels describe a region: the image's URL and the question's id name the whole
+            # image, so a backend that searches by those reports that it cannot search a region.
+            region = crop_region(ep.example.image, ep.pending_region)
+            return ImageSearchRequest(image=region, image_url=None, example_id=None, rng_seed=seed)
         if parsed.kind == "image_search":
             return ImageSearchRequest(
                 image=ep.example.image, image_url=ep.example.image_url, example_id=ep.example.id, rng_seed=seed
@@ -469,8 +512,10 @@ class MMSearchEnv(gym.Env[dict[str, Any], str]):
         ep = self._require_episode()
         if parsed.kind == "image_search":
             ep.image_searches += 1
+            ep.regions.append(ep.pending_region)
         else:
             ep.text_searches += 1
+        region = ep.pending_region if parsed.kind == "image_search" else None
         if not response.ok:
             ep.search_failures += 1
         ep.responses.append(response)
@@ -484,6 +529,8 @@ class MMSearchEnv(gym.Env[dict[str, Any], str]):
                 can_image_search=self._can_search("image_search"),
                 can_text_search=self._can_search("text_search"),
                 thumbnail_size=self.thumbnail_size,
+                region=region,
+                region_image=crop_region(ep.example.image, region) if region is not None else None,
             )
         )
         info = self._info(parsed)
@@ -508,6 +555,8 @@ class MMSearchEnv(gym.Env[dict[str, Any], str]):
             ep.example.candidate_answers,
             search_penalty=self.search_penalty,
             format_weight=self.format_weight,
+            grammar=self.grammar,
+            penalty_mode=self.penalty_mode,
         )
         self._done = True
         info = self._info(ep.actions[-1])
@@ -530,7 +579,6 @@ class MMSearchEnv(gym.Env[dict[str, Any], str]):
 
     def _info(self, parsed: Action | None) -> dict[str, Any]:
         ep = self._require_episode()
-        shape = trajectory_shape(ep.actions)
         info = {
             "example_id": ep.example.id,
             "turn": len(ep.turns),
@@ -542,8 +590,11 @@ class MMSearchEnv(gym.Env[dict[str, Any], str]):
             "can_text_search": self._can_search("text_search"),
             "action": parsed.kind if parsed else None,
             "action_error": parsed.error if parsed else None,
-            "format_ok": all(a.well_formed for a in ep.actions) and shape in _PREFIXES_OK,
+            "format_ok": self.grammar.accepts_prefix(ep.actions),
         }
+        if self.image_crops:  # opt-in keys: the default info stays the paper env's
+            info["image_size"] = list(ep.example.image.size)
+            info["image_regions"] = [list(r) if r is not None else None for r in ep.regions]
         if parsed is not None and ep.action_truncated:
             info["action_truncated"] = True
         return info

@@ -10,6 +10,7 @@ import difflib
 from collections.abc import Iterable
 
 __all__ = [
+    "BoxError",
     "ConfigError",
     "DatasetError",
     "InvalidActionError",
@@ -40,6 +41,14 @@ class InvalidActionError(MMSearchError, TypeError):
 
 class ResetNeededError(MMSearchError, RuntimeError):
     """``step()`` was called before ``reset()`` or after the episode ended."""
+
+
+class BoxError(MMSearchError, ValueError):
+    """An image-search box the agent wrote is unreadable or covers too little of the image.
+
+    Agent text: the protocol and the environment turn it into a malformed turn (its message becomes
+    ``info["action_error"]``); it never leaves ``step``.
+    """
 
 
 class SearchBackendError(MMSearchError, RuntimeError):

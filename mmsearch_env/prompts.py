@@ -40,6 +40,9 @@ class PromptTemplates:
     ``{max_image_searches}``, ``{max_text_searches}``). ``followup``: closes each tool-result turn
     (``{question}``, ``{next_step}``). The rest build the result list and the next-step hint.
     Where the question's image goes is not a text: it is the env argument ``image_position``.
+    With ``image_crops``: ``crop_instruction`` follows the instruction (``{width}``, ``{height}``: the
+    image's size) and ``region_results_header`` heads a region's results (``{box}``); ``None`` keeps
+    the protocol's default wording.
     """
 
     instruction: str
@@ -55,8 +58,11 @@ class PromptTemplates:
     image_search_option: str
     text_search_option: str
     system: str | None = None
+    crop_instruction: str | None = None
+    region_results_header: str | None = None
 
 
+_OPTIONAL = ("system", "crop_instruction", "region_results_header")
 _PLACEHOLDERS = {
     "instruction": {"question", "max_turns", "max_image_searches", "max_text_searches"},
     "image_results_header": set(),
@@ -71,13 +77,15 @@ _PLACEHOLDERS = {
     "image_search_option": set(),
     "text_search_option": set(),
     "system": set(),
+    "crop_instruction": {"width", "height"},
+    "region_results_header": {"box"},
 }
 
 
 def _check(templates: PromptTemplates, source: str) -> PromptTemplates:
     for f in fields(PromptTemplates):
         value = getattr(templates, f.name)
-        if value is None and f.name == "system":
+        if value is None and f.name in _OPTIONAL:
             continue
         if not isinstance(value, str):
             raise ConfigError(f"{source}: template {f.name!r} must be a string, got {type(value).__name__}")
@@ -124,10 +132,15 @@ def load_prompts(
     protocol: ActionProtocol, source: str | os.PathLike[str] | PromptTemplates | None = None
 ) -> PromptTemplates:
     """The protocol's default templates, overridden by ``source`` (a file path or a PromptTemplates)."""
-    if isinstance(source, PromptTemplates):
-        return _check(source, "prompts")
     default_text = resources.files("mmsearch_env").joinpath(f"templates/{protocol.name}.json").read_text("utf-8")
     templates = PromptTemplates(**json.loads(default_text))
+    if isinstance(source, PromptTemplates):
+        crop_texts = {
+            name: getattr(templates, name)
+            for name in ("crop_instruction", "region_results_header")
+            if getattr(source, name) is None
+        }
+        return _check(replace(source, **crop_texts), "prompts")
     if source is None:
         return templates
     if not isinstance(source, (str, os.PathLike)):
@@ -160,13 +173,16 @@ def render_tool_result(
     can_image_search: bool,
     can_text_search: bool,
     thumbnail_size: int,
+    region: tuple[int, int, int, int] | None = None,
+    region_image: Image.Image | None = None,
 ) -> dict[str, Any]:
     """The chat message that returns ``response`` to the model.
 
     Every piece of web text is escaped (:func:`~mmsearch_env.text.escape_external`), so results
     cannot inject protocol tags or chat-template tokens; the repeated question has its chat-template
     tokens neutralised (:func:`~mmsearch_env.text.neutralize_control_tokens`). A failed search has no ``<information>``
-    wrapper: the model is told the tool failed and to go on.
+    wrapper: the model is told the tool failed and to go on. An image search of a ``region``
+    (pixels) shows that region (``region_image``) before its results.
     """
     parts: list[dict[str, Any]] = []
     text: list[str] = []
@@ -179,7 +195,13 @@ def render_tool_result(
     if response.ok:
         if protocol.wrap_information:
             text.append("<information>")
-        if response.tool == "image_search":
+        if response.tool == "image_search" and region is not None and templates.region_results_header:
+            text.append(templates.region_results_header.format(box=",".join(str(v) for v in region)))
+            shown = _thumbnail(region_image, thumbnail_size)
+            if shown is not None:
+                flush()
+                parts.append({"type": "image", "image": shown})
+        elif response.tool == "image_search":
             text.append(templates.image_results_header)
         else:
             safe_query = escape_external(query or "", max_chars=MAX_TITLE_CHARS, single_line=True)

@@ -10,6 +10,13 @@ look at raw text twice:
   ``<tool_call>{"name": ..., "arguments": {...}}</tool_call>`` calling ``image_search`` or
   ``text_search``, or with ``<answer>ANSWER</answer>``.
 
+A protocol built with ``crops=True`` (the env's ``image_crops`` option) also reads a region on the
+image search: ``<search><img>x1,y1,x2,y2</search>`` in tags, ``{"box": [x1, y1, x2, y2]}`` (or the
+same as a string) in the ``image_search`` call; the syntax is :mod:`mmsearch_env.regions`'s, and an
+unreadable box makes the turn invalid. Without ``crops`` a box is not read: anything inside
+``<search><img></search>`` is malformed, and an ``image_search`` call's arguments are ignored, as in
+the paper.
+
 Parsing is two-level, as in the paper: :attr:`Action.kind` says what the turn *does* (lenient: only
 the end of the turn matters), :attr:`Action.well_formed` says whether it matches the per-turn grammar
 exactly (one reasoning part, one action, no other action tags), which the format reward uses.
@@ -22,7 +29,8 @@ import json
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
-from mmsearch_env.errors import ConfigError, did_you_mean
+from mmsearch_env.errors import BoxError, ConfigError, did_you_mean
+from mmsearch_env.regions import BOX_SYNTAX, MAX_BOX_CHARS, Box, parse_box
 from mmsearch_env.text import clean_text, strip_tags
 
 __all__ = [
@@ -50,12 +58,14 @@ class Action:
         content: the answer text or the search query (protocol tags removed); ``None`` otherwise.
         well_formed: the turn matches its protocol's per-turn grammar exactly (format reward).
         error: why the turn is invalid or not well formed, in words; ``None`` for a clean turn.
+        box: the region an image search names (protocols with ``crops`` only); ``None``: the whole image.
     """
 
     kind: ActionKind
     content: str | None = None
     well_formed: bool = False
     error: str | None = None
+    box: Box | None = None
 
     @property
     def is_search(self) -> bool:
@@ -71,13 +81,20 @@ class ActionProtocol:
     #: whether tool results are wrapped in ``<information>…</information>``
     wrap_information: ClassVar[bool]
 
+    def __init__(self, *, crops: bool = False) -> None:
+        #: whether an image search may name a region of the image (see the module docstring)
+        self.crops = bool(crops)
+
     def parse(self, text: str) -> Action:
         raise NotImplementedError
 
-    def format_action(self, kind: str, content: str | None = None, reason: str | None = None) -> str:
+    def format_action(
+        self, kind: str, content: str | None = None, reason: str | None = None, *, box: Box | None = None
+    ) -> str:
         """Write a well-formed turn for ``kind`` (used by the structured-action wrapper and scripts).
 
         Tags in ``content`` and ``reason`` are removed so that the turn parses back to the same action.
+        ``box`` (an image search's region) needs a protocol built with ``crops=True``.
         """
         raise NotImplementedError
 
@@ -85,14 +102,29 @@ class ActionProtocol:
         """JSON schemas of the tools, for ``apply_chat_template(tools=...)`` (empty for tags)."""
         return []
 
+    def _check_box(self, kind: str, box: Box | None) -> None:
+        if box is not None and (kind != "image_search" or not self.crops):
+            raise ConfigError(
+                f"a box goes only on an image search of a protocol built with crops=True (got kind {kind!r}, "
+                f"crops={self.crops}); make the env with image_crops=True"
+            )
+
     def __repr__(self) -> str:
-        return f"{type(self).__name__}()"
+        return f"{type(self).__name__}(crops=True)" if self.crops else f"{type(self).__name__}()"
 
     def __eq__(self, other: object) -> bool:
-        return type(self) is type(other)
+        return type(self) is type(other) and self.crops == other.crops  # type: ignore[attr-defined]
 
     def __hash__(self) -> int:
-        return hash(type(self))
+        return hash((type(self), self.crops))
+
+
+def _read_box(value: Any) -> Action:
+    """An image search of the region ``value`` names, or an invalid action saying why it cannot be read."""
+    try:
+        return Action("image_search", box=parse_box(value))
+    except BoxError as exc:
+        return Action("invalid", error=f"the image search box is malformed: {exc}; write {BOX_SYNTAX}")
 
 
 def _split_answer(text: str) -> Action | None:
@@ -135,7 +167,7 @@ class TagsProtocol(ActionProtocol):
 
     >>> p = TagsProtocol()
     >>> p.parse("<reason>I know it.</reason><answer>Paris</answer>")
-    Action(kind='answer', content='Paris', well_formed=True, error=None)
+    Action(kind='answer', content='Paris', well_formed=True, error=None, box=None)
     >>> p.parse("<reason>Unsure.</reason> <text_search>capital of Arvenia</text_search>").content
     'capital of Arvenia'
     >>> p.parse("I think it is Paris.").kind
@@ -169,13 +201,15 @@ class TagsProtocol(ActionProtocol):
         if action.kind == "invalid":
             return action
         problem = self._format_problem(text, action)
-        return Action(action.kind, action.content, well_formed=problem is None, error=problem)
+        return Action(action.kind, action.content, well_formed=problem is None, error=problem, box=action.box)
 
     def _split_search(self, text: str) -> Action | None:
         if text.endswith("</search>"):
             head = text[: -len("</search>")].rstrip()
             if head.endswith("<img>") and head[: -len("<img>")].rstrip().endswith("<search>"):
                 return Action("image_search")
+            if self.crops:
+                return self._split_crop(head)
             return Action("invalid", error="the turn ends with </search> but not with <search><img></search>")
         if text.endswith("</text_search>"):
             start = text.rfind("<text_search>")
@@ -186,6 +220,20 @@ class TagsProtocol(ActionProtocol):
                 return Action("invalid", error="the text search query is empty")
             return Action("text_search", content=query)
         return None
+
+    @staticmethod
+    def _split_crop(head: str) -> Action:
+        """``head`` is the turn before its final ``</search>``: ``…<search><img>BOX``."""
+        start = head.rfind("<img>")
+        if start == -1 or not head[:start].rstrip().endswith("<search>"):
+            return Action(
+                "invalid",
+                error="the turn ends with </search> but not with <search><img></search> or <search><img>x1,y1,x2,y2</search>",
+            )
+        box_text = head[start + len("<img>") :]
+        if len(box_text) > MAX_BOX_CHARS or "<" in box_text:
+            return Action("invalid", error=f"the image search box must be four numbers only: {BOX_SYNTAX}")
+        return _read_box(box_text)
 
     def _format_problem(self, text: str, action: Action) -> str | None:
         counts = _counts(text, self._TAGS)
@@ -203,13 +251,16 @@ class TagsProtocol(ActionProtocol):
             return "the answer is empty"
         return None
 
-    def format_action(self, kind: str, content: str | None = None, reason: str | None = None) -> str:
+    def format_action(
+        self, kind: str, content: str | None = None, reason: str | None = None, *, box: Box | None = None
+    ) -> str:
+        self._check_box(kind, box)
         reason_text = strip_tags(reason or "") or "Deciding the next step."
         body = strip_tags(content or "")
         if kind == "answer":
             action = f"<answer>{body}</answer>"
         elif kind == "image_search":
-            action = "<search><img></search>"
+            action = f"<search><img>{box if box is not None else ''}</search>"
         elif kind == "text_search":
             action = f"<text_search>{body}</text_search>"
         else:
@@ -222,7 +273,7 @@ class ToolCallsProtocol(ActionProtocol):
 
     >>> p = ToolCallsProtocol()
     >>> p.parse('Let me look. <tool_call>{"name": "text_search", "arguments": {"query": "Arvenia"}}</tool_call>')
-    Action(kind='text_search', content='Arvenia', well_formed=True, error=None)
+    Action(kind='text_search', content='Arvenia', well_formed=True, error=None, box=None)
     >>> p.parse('<tool_call>{"name": "web", "arguments": {}}</tool_call>').error
     "unknown tool 'web'; the tools are image_search and text_search"
     """
@@ -251,7 +302,7 @@ class ToolCallsProtocol(ActionProtocol):
             problem = "the answer is empty"
         else:
             problem = None
-        return Action(action.kind, action.content, well_formed=problem is None, error=problem)
+        return Action(action.kind, action.content, well_formed=problem is None, error=problem, box=action.box)
 
     def _split_tool_call(self, text: str) -> Action | None:
         if not text.endswith("</tool_call>"):
@@ -275,6 +326,8 @@ class ToolCallsProtocol(ActionProtocol):
         if not isinstance(arguments, dict):
             return Action("invalid", error='the tool call\'s "arguments" must be a JSON object')
         if name == "image_search":
+            if self.crops and arguments.get("box") is not None:
+                return _read_box(arguments["box"])
             return Action("image_search")
         if name == "text_search":
             query = arguments.get("query")
@@ -284,13 +337,17 @@ class ToolCallsProtocol(ActionProtocol):
             return Action("text_search", content=query)
         return Action("invalid", error=f"unknown tool {name!r}; the tools are image_search and text_search")
 
-    def format_action(self, kind: str, content: str | None = None, reason: str | None = None) -> str:
+    def format_action(
+        self, kind: str, content: str | None = None, reason: str | None = None, *, box: Box | None = None
+    ) -> str:
+        self._check_box(kind, box)
         reason_text = strip_tags(reason or "")
         prefix = f"{reason_text}\n" if reason_text else ""
         if kind == "answer":
             return f"{prefix}<answer>{strip_tags(content or '')}</answer>"
         if kind == "image_search":
-            call: dict[str, Any] = {"name": "image_search", "arguments": {}}
+            arguments = {} if box is None else {"box": [box.x1, box.y1, box.x2, box.y2]}
+            call: dict[str, Any] = {"name": "image_search", "arguments": arguments}
         elif kind == "text_search":
             call = {"name": "text_search", "arguments": {"query": strip_tags(content or "")}}
         else:
@@ -298,14 +355,27 @@ class ToolCallsProtocol(ActionProtocol):
         return f"{prefix}<tool_call>\n{json.dumps(call, ensure_ascii=False)}\n</tool_call>"
 
     def tool_schemas(self) -> list[dict[str, Any]]:
+        image_properties: dict[str, Any] = {}
+        description = (
+            "Reverse image search of the question's image. Returns up to 5 web pages that show a matching "
+            "image, each with a thumbnail and a title."
+        )
+        if self.crops:
+            description += " Give a box to search only that region of the image."
+            image_properties["box"] = {
+                "type": "array",
+                "items": {"type": "number"},
+                "minItems": 4,
+                "maxItems": 4,
+                "description": f"optional region to search: {BOX_SYNTAX}; omit it to search the whole image",
+            }
         return [
             {
                 "type": "function",
                 "function": {
                     "name": "image_search",
-                    "description": "Reverse image search of the question's image. Returns up to 5 web "
-                    "pages that show a matching image, each with a thumbnail and a title.",
-                    "parameters": {"type": "object", "properties": {}, "required": []},
+                    "description": description,
+                    "parameters": {"type": "object", "properties": image_properties, "required": []},
                 },
             },
             {
@@ -327,12 +397,18 @@ class ToolCallsProtocol(ActionProtocol):
 PROTOCOLS: dict[str, type[ActionProtocol]] = {"tags": TagsProtocol, "tool_calls": ToolCallsProtocol}
 
 
-def get_protocol(protocol: str | ActionProtocol) -> ActionProtocol:
-    """Return the protocol object for a name (``"tags"``, ``"tool_calls"``) or pass one through."""
+def get_protocol(protocol: str | ActionProtocol, *, crops: bool | None = None) -> ActionProtocol:
+    """Return the protocol object for a name (``"tags"``, ``"tool_calls"``) or pass one through.
+
+    ``crops``: build it reading image-search boxes (True) or not (False); ``None`` keeps a passed
+    object's setting (a name gives a protocol without crops).
+    """
     if isinstance(protocol, ActionProtocol):
-        return protocol
+        if crops is None or bool(crops) == protocol.crops:
+            return protocol
+        return type(protocol)(crops=crops)
     if isinstance(protocol, str) and protocol in PROTOCOLS:
-        return PROTOCOLS[protocol]()
+        return PROTOCOLS[protocol](crops=bool(crops))
     raise ConfigError(
         f"unknown protocol {protocol!r}; expected one of {sorted(PROTOCOLS)}."
         + (did_you_mean(protocol, PROTOCOLS) if isinstance(protocol, str) else "")

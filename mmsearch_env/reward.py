@@ -12,6 +12,11 @@ correct, searched          0.91            0.81
 wrong (or no answer)       0.1             0.0
 =========================  ==============  ================
 
+Two opt-in generalisations, off by default: ``penalty_mode="per_call"`` charges each search
+(``penalty = max(0, 1 - search_penalty · searches)`` for a correct answer, so one search costs what
+the paper's once-per-episode penalty costs), and a :class:`~mmsearch_env.grammar.FormatGrammar` with
+higher caps rewards trajectories with more searches (multi-turn query refinement).
+
 :func:`score_trajectory` is the scorer the environment, the trainer and the evaluator all call, so a
 reward means the same thing everywhere. The classes at the bottom wrap it as TRL reward functions
 (``(completions, **columns) -> list[float]``).
@@ -27,12 +32,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from mmsearch_env.errors import ConfigError
+from mmsearch_env.errors import ConfigError, did_you_mean
+from mmsearch_env.grammar import PAPER_GRAMMAR, FormatGrammar
 from mmsearch_env.protocol import Action, ActionProtocol, get_protocol
 
 __all__ = [
     "ALLOWED_SHAPES",
     "FORMAT_WEIGHT",
+    "PENALTY_MODES",
     "SEARCH_PENALTY",
     "AccuracyReward",
     "FormatReward",
@@ -54,8 +61,12 @@ SEARCH_PENALTY = 0.1
 #: The paper's format weight α: ``reward = (1 - α) · accuracy · penalty + α · format``.
 FORMAT_WEIGHT = 0.1
 
-#: Trajectory shapes that earn the format score (I = image search, T = text search, A = answer).
-ALLOWED_SHAPES = frozenset({"A", "I>A", "T>A", "I>T>A"})
+#: How the search penalty is charged: once per episode (the paper's) or per search call.
+PENALTY_MODES = ("once", "per_call")
+
+#: Trajectory shapes that earn the format score under the paper's grammar (I = image search, T = text
+#: search, A = answer): :data:`~mmsearch_env.grammar.PAPER_GRAMMAR`'s shapes.
+ALLOWED_SHAPES = frozenset(PAPER_GRAMMAR.shapes())
 _SHAPE_LETTER = {"answer": "A", "image_search": "I", "text_search": "T", "invalid": "X"}
 
 
@@ -90,15 +101,30 @@ def exact_match(answer: str | None, ground_truth: str, candidate_answers: Iterab
     return 1.0 if norm in targets else 0.0
 
 
-def search_penalty_factor(correct: float, num_searches: int, search_penalty: float = SEARCH_PENALTY) -> float:
-    """``1 - search_penalty`` when the answer is correct and any search was made, else 1.
+def search_penalty_factor(
+    correct: float, num_searches: int, search_penalty: float = SEARCH_PENALTY, mode: str = "once"
+) -> float:
+    """The share of a correct answer's accuracy reward it keeps after its searches; 1 for a wrong one.
+
+    ``mode="once"`` (the paper's): ``1 - search_penalty`` when any search was made.
+    ``mode="per_call"``: ``max(0, 1 - search_penalty · num_searches)``, each search charged.
 
     >>> search_penalty_factor(1.0, 2)
     0.9
     >>> search_penalty_factor(0.0, 2)
     1.0
+    >>> search_penalty_factor(1.0, 3, mode="per_call")
+    0.7
     """
-    return 1.0 - search_penalty if correct and num_searches > 0 else 1.0
+    if mode not in PENALTY_MODES:
+        raise ConfigError(
+            f"penalty mode must be one of {list(PENALTY_MODES)}, got {mode!r}" + did_you_mean(str(mode), PENALTY_MODES)
+        )
+    if not correct or num_searches <= 0:
+        return 1.0
+    if mode == "once":
+        return 1.0 - search_penalty
+    return round(max(0.0, 1.0 - search_penalty * num_searches), 10)
 
 
 def trajectory_shape(actions: Sequence[Action]) -> str:
@@ -111,14 +137,14 @@ def trajectory_shape(actions: Sequence[Action]) -> str:
     return ">".join(_SHAPE_LETTER[a.kind] for a in actions)
 
 
-def format_score(actions: Sequence[Action]) -> float:
-    """1.0 when every turn is well formed and the shape is one of :data:`ALLOWED_SHAPES`.
+def format_score(actions: Sequence[Action], grammar: FormatGrammar = PAPER_GRAMMAR) -> float:
+    """1.0 when ``grammar`` accepts the trajectory (:class:`~mmsearch_env.grammar.FormatGrammar`), else 0.
 
-    Allowed: direct answer; image or text search then answer; image search, text search, answer.
-    Anything else (two text searches, text before image, no answer) scores 0.
+    The paper's grammar (the default) allows: direct answer; image or text search then answer; image
+    search, text search, answer. Anything else (two text searches, text before image, no answer)
+    scores 0.
     """
-    ok = bool(actions) and all(a.well_formed for a in actions) and trajectory_shape(actions) in ALLOWED_SHAPES
-    return 1.0 if ok else 0.0
+    return 1.0 if grammar.accepts(actions) else 0.0
 
 
 @dataclass(frozen=True)
@@ -157,11 +183,14 @@ def score_trajectory(
     search_penalty: float = SEARCH_PENALTY,
     format_weight: float = FORMAT_WEIGHT,
     protocol: str | ActionProtocol = "tags",
+    grammar: FormatGrammar = PAPER_GRAMMAR,
+    penalty_mode: str = "once",
 ) -> RewardBreakdown:
     """Score a finished trajectory given its assistant turns, as the environment does.
 
     The searches counted are the search actions of every turn but the last (those the episode ran);
-    the answer is the last turn's answer, if it has one.
+    the answer is the last turn's answer, if it has one. ``grammar`` and ``penalty_mode`` are the
+    opt-in generalisations of the module docstring (the paper's rules by default).
 
     >>> score_trajectory(["<reason>Known.</reason><answer>Paris</answer>"], "paris").reward
     1.0
@@ -175,7 +204,13 @@ def score_trajectory(
     parser = get_protocol(protocol)
     actions = [parser.parse(turn) for turn in turns]
     return score_actions(
-        actions, ground_truth, candidate_answers, search_penalty=search_penalty, format_weight=format_weight
+        actions,
+        ground_truth,
+        candidate_answers,
+        search_penalty=search_penalty,
+        format_weight=format_weight,
+        grammar=grammar,
+        penalty_mode=penalty_mode,
     )
 
 
@@ -186,6 +221,8 @@ def score_actions(
     *,
     search_penalty: float = SEARCH_PENALTY,
     format_weight: float = FORMAT_WEIGHT,
+    grammar: FormatGrammar = PAPER_GRAMMAR,
+    penalty_mode: str = "once",
 ) -> RewardBreakdown:
     """:func:`score_trajectory` on turns already parsed (the environment keeps its parsed actions)."""
     executed = actions[:-1]
@@ -194,8 +231,8 @@ def score_actions(
     final = actions[-1] if actions else None
     answer = final.content if final is not None and final.kind == "answer" else None
     accuracy = exact_match(answer, ground_truth, candidate_answers)
-    penalty = search_penalty_factor(accuracy, image_searches + text_searches, search_penalty)
-    fmt = format_score(actions)
+    penalty = search_penalty_factor(accuracy, image_searches + text_searches, search_penalty, penalty_mode)
+    fmt = format_score(actions, grammar)
     # Rounded so that the documented values compare equal (0.9 * 0.9 + 0.1 is 0.9100000000000001).
     reward = round((1.0 - format_weight) * accuracy * penalty + format_weight * fmt, 10)
     return RewardBreakdown(
@@ -248,12 +285,24 @@ class _TrlReward:
     part = "reward"
 
     def __init__(
-        self, search_penalty: float = SEARCH_PENALTY, format_weight: float = FORMAT_WEIGHT, protocol: str = "tags"
+        self,
+        search_penalty: float = SEARCH_PENALTY,
+        format_weight: float = FORMAT_WEIGHT,
+        protocol: str = "tags",
+        *,
+        penalty_mode: str = "once",
+        format_image_searches: int = 1,
+        format_text_searches: int = 1,
+        image_crops: bool = False,
     ):
         check_reward_weights(search_penalty, format_weight)
+        search_penalty_factor(1.0, 1, search_penalty, penalty_mode)  # a typo in the mode fails here
         self.search_penalty = search_penalty
         self.format_weight = format_weight
         self.protocol = get_protocol(protocol).name
+        self.penalty_mode = penalty_mode
+        self.grammar = FormatGrammar(int(format_image_searches), int(format_text_searches))
+        self.image_crops = bool(image_crops)
         self.__name__ = f"mmsearch_{self.part}"
 
     def __call__(
@@ -277,7 +326,9 @@ class _TrlReward:
                 cands or (),
                 search_penalty=self.search_penalty,
                 format_weight=self.format_weight,
-                protocol=self.protocol,
+                protocol=get_protocol(self.protocol, crops=self.image_crops),
+                grammar=self.grammar,
+                penalty_mode=self.penalty_mode,
             )
             scores.append(float(getattr(breakdown, self.part)))
         return scores
@@ -286,8 +337,16 @@ class _TrlReward:
 class OutcomeReward(_TrlReward):
     """The full MMSearch-R1 reward as a TRL reward function.
 
+    The keyword-only options are the env's opt-in settings of the same names (``penalty_mode``,
+    ``format_image_searches``, ``format_text_searches``, ``image_crops``); the defaults are the paper's.
+
     >>> OutcomeReward()(["<reason>k</reason><answer>Paris</answer>", "Paris"], answer=["paris", "paris"])
     [1.0, 0.0]
+    >>> turns = ["<reason>a</reason><text_search>q1</text_search>", "<reason>b</reason><text_search>q2</text_search>",
+    ...          "<reason>c</reason><answer>Paris</answer>"]
+    >>> refine = [{"role": "assistant", "content": turn} for turn in turns]  # tool messages left out
+    >>> OutcomeReward(penalty_mode="per_call", format_text_searches=2)([refine], answer=["paris"])
+    [0.82]
     """
 
     part = "reward"

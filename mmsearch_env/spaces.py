@@ -16,6 +16,7 @@ from gymnasium import spaces
 from PIL import Image
 
 from mmsearch_env.protocol import ActionProtocol
+from mmsearch_env.regions import Box
 
 __all__ = ["AssistantTurn", "ChatMessages", "PILImage", "StructuredAction", "UnicodeText"]
 
@@ -111,7 +112,10 @@ class AssistantTurn(UnicodeText):
 
     Every string is a legal action (a malformed one ends the episode with its reward). ``sample()``
     returns a well-formed turn of the environment's protocol — an answer, an image search or a text
-    search with random words — which is what a random baseline needs.
+    search with random words — which is what a random baseline needs. With a protocol built with
+    ``crops=True`` an image search may carry a box ``x1,y1,x2,y2`` (fractions of the image's width and
+    height when all four are in [0, 1], else pixels: :mod:`mmsearch_env.regions`); half the sampled
+    image searches then name a random region.
     """
 
     def __init__(self, protocol: ActionProtocol, seed: int | np.random.Generator | None = None):
@@ -121,6 +125,10 @@ class AssistantTurn(UnicodeText):
     def sample(self, mask: Any = None, probability: Any = None) -> str:
         kind = ("answer", "image_search", "text_search")[int(self.np_random.integers(3))]
         words = super().sample()
+        if kind == "image_search" and self.protocol.crops and self.np_random.random() < 0.5:
+            x1, y1 = (round(float(v), 2) for v in self.np_random.uniform(0.0, 0.5, 2))
+            box = Box(x1, y1, x1 + 0.5, y1 + 0.5)
+            return self.protocol.format_action(kind, reason="Sampled turn.", box=box)
         return self.protocol.format_action(kind, words if kind != "image_search" else None, reason="Sampled turn.")
 
     def __repr__(self) -> str:
@@ -132,7 +140,8 @@ class AssistantTurn(UnicodeText):
 
 class StructuredAction(_OpaqueSpace):
     """Actions as dicts: ``{"type": "answer", "answer": str}``, ``{"type": "image_search"}`` or
-    ``{"type": "text_search", "query": str}``; an optional ``"reason": str`` on any of them."""
+    ``{"type": "text_search", "query": str}``; an optional ``"reason": str`` on any of them, and an
+    optional ``"box"`` (a str or a list of four numbers) on an image search (``image_crops`` envs)."""
 
     KEYS: ClassVar[dict[str, tuple[str, ...]]] = {"answer": ("answer",), "image_search": (), "text_search": ("query",)}
 
@@ -140,11 +149,12 @@ class StructuredAction(_OpaqueSpace):
         if not isinstance(x, dict) or x.get("type") not in self.KEYS:
             return False
         required: Sequence[str] = self.KEYS[x["type"]]
-        allowed = {"type", "reason", *required}
+        allowed = {"type", "reason", *required} | ({"box"} if x["type"] == "image_search" else set())
         return (
             all(isinstance(x.get(k), str) for k in required)
             and set(x) <= allowed
             and isinstance(x.get("reason", ""), str)
+            and isinstance(x.get("box", ""), (str, list))
         )
 
     def sample(self, mask: Any = None, probability: Any = None) -> dict:

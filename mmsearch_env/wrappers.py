@@ -6,8 +6,9 @@ from typing import Any
 
 import gymnasium as gym
 
-from mmsearch_env.errors import InvalidActionError
+from mmsearch_env.errors import BoxError, InvalidActionError
 from mmsearch_env.protocol import Action
+from mmsearch_env.regions import parse_box
 from mmsearch_env.spaces import StructuredAction
 
 __all__ = ["StructuredActions"]
@@ -18,7 +19,8 @@ class StructuredActions(gym.ActionWrapper):
 
     For non-LLM policies (scripted, tabular, bandits): ``{"type": "image_search"}``,
     ``{"type": "text_search", "query": "capital of Arvenia"}``, ``{"type": "answer", "answer":
-    "Velmont"}``, each with an optional ``"reason"``. The wrapper writes the well-formed turn of the
+    "Velmont"}``, each with an optional ``"reason"``; with ``image_crops`` an image search may carry
+    ``"box": "x1,y1,x2,y2"`` (or a list of four numbers). The wrapper writes the well-formed turn of the
     environment's protocol, so rewards (format included) mean exactly what they mean for text agents.
     A dict that does not fit raises :class:`InvalidActionError` naming what is wrong.
 
@@ -40,7 +42,7 @@ class StructuredActions(gym.ActionWrapper):
                 raise InvalidActionError(
                     f"cannot send an Action of kind {action.kind!r}; use answer, image_search or text_search"
                 )
-            return protocol.format_action(action.kind, action.content)
+            return protocol.format_action(action.kind, action.content, box=action.box)
         if not isinstance(action, dict):
             raise InvalidActionError(
                 f"StructuredActions expects a dict such as {{'type': 'answer', 'answer': '...'}}, got {type(action).__name__}"
@@ -58,4 +60,10 @@ class StructuredActions(gym.ActionWrapper):
         content = action.get("answer", action.get("query"))
         if action["type"] != "image_search" and not content.strip():
             raise InvalidActionError(f"the {action['type']!r} action's text is empty: {action!r:.120}")
-        return protocol.format_action(action["type"], content, reason=action.get("reason"))
+        box = None
+        if action.get("box") is not None:
+            try:
+                box = parse_box(action["box"])
+            except BoxError as exc:
+                raise InvalidActionError(f"the image search's box cannot be read: {exc}") from None
+        return protocol.format_action(action["type"], content, reason=action.get("reason"), box=box)

@@ -20,4 +20,10 @@ ENV_FLAG_VALUES = {
     "format_weight": ("0.3", 0.3),
     "max_action_chars": ("4096", 4096),
     "render_mode": ("ansi", "ansi"),
+    "image_crops": ("true", True),
+    "format_image_searches": ("2", 2),
+    "format_text_searches": ("3", 3),
+    "penalty_mode": ("per_call", "per_call"),
+    "question_scenes": ("screenshot", "screenshot"),
+    "scene_seed": ("7", 7),
 }

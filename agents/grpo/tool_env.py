@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from mmsearch_env.config import EnvConfig
 from mmsearch_env.env import MMSearchEnv
-from mmsearch_env.errors import ConfigError
+from mmsearch_env.errors import BoxError, ConfigError
 from mmsearch_env.protocol import get_protocol
+from mmsearch_env.regions import parse_box
 from mmsearch_env.reward import RewardBreakdown
 from mmsearch_env.search import (
     ImageSearchRequest,
@@ -20,7 +22,16 @@ from mmsearch_env.search import (
     make_search,
 )
 
-__all__ = ["MMSearchToolEnv", "RecordingSearch", "RolloutEpisode", "TagsToolEnv", "ToolCallsToolEnv", "env_factory"]
+__all__ = [
+    "MMSearchToolEnv",
+    "RecordingSearch",
+    "RolloutEpisode",
+    "TagsCropToolEnv",
+    "TagsToolEnv",
+    "ToolCallsCropToolEnv",
+    "ToolCallsToolEnv",
+    "env_factory",
+]
 
 
 class RecordingSearch(SearchWrapper):
@@ -104,18 +115,34 @@ class RolloutEpisode:
         self.last_info = {}
         self.breakdown = None
 
-    def search(self, kind: ToolName, query: str | None) -> list[dict[str, Any]] | str:
-        """Step the env with the protocol's turn for this search; the tool result the model reads."""
+    def search(self, kind: ToolName, query: str | None, box: Any = None) -> list[dict[str, Any]] | str:
+        """Step the env with the protocol's turn for this search; the tool result the model reads.
+
+        ``box``: an image search's region (a list of four numbers or ``"x1,y1,x2,y2"``), read only when
+        the env takes boxes (``image_crops``); a box the env cannot read ends the episode as malformed.
+        """
         if self.env.episode_over:
             # TRL has no per-rollout stop: after the env ended the episode (a search past a limit or on the
             # last turn), further calls run nothing. The reward is the env's, fixed when it ended.
             return "No search was run: the episode has ended. Give your final answer."
-        turn = self.env.protocol.format_action(kind, query, reason="Searching.")
+        turn = self._turn(kind, query, box if kind == "image_search" and self.env.image_crops else None)
         observation, _, terminated, truncated, info = self.env.step(turn)
         self.last_info = info
         if terminated or truncated:
             return f"No search was run ({info['end_reason'].replace('_', ' ')}). Give your final answer."
         return observation["messages"][-1]["content"]
+
+    def _turn(self, kind: ToolName, query: str | None, box: Any) -> str:
+        protocol = self.env.protocol
+        if box is None:
+            return protocol.format_action(kind, query, reason="Searching.")
+        try:
+            return protocol.format_action(kind, reason="Searching.", box=parse_box(box))
+        except BoxError:  # written as given, so the env records the malformed turn and says why
+            if protocol.name == "tags":
+                return f"<reason>Searching.</reason>\n<search><img>{box}</search>"
+            call = {"name": "image_search", "arguments": {"box": box}}
+            return f"<tool_call>\n{json.dumps(call, ensure_ascii=False, default=str)}\n</tool_call>"
 
     def score_turns(self, turns: Sequence[str]) -> tuple[RewardBreakdown, dict[str, Any]]:
         """The env's reward for the model's actual ``turns``: replay them with the recorded searches.
@@ -217,14 +244,59 @@ class TagsToolEnv(MMSearchToolEnv):
         return self.episode.search("text_search", query)
 
 
+class ToolCallsCropToolEnv(ToolCallsToolEnv):
+    """:class:`ToolCallsToolEnv` for an env with ``image_crops``: ``image_search`` takes a region.
+
+    A subclass, so that the paper's setting shows the model exactly the paper's tools (TRL builds each
+    tool's schema from its method's signature and docstring).
+    """
+
+    def image_search(self, box: list[float] | None = None) -> list[dict[str, Any]] | str:  # type: ignore[override]
+        """Reverse image search of the question's image, or of a region of it.
+
+        Args:
+            box: Optional region to search, [x1, y1, x2, y2] (left, top, right, bottom): fractions of
+                the image's width and height when all four are between 0 and 1, else pixels. Omit it
+                to search the whole image.
+
+        Returns:
+            The region searched, then up to 5 web pages showing a similar image, each with a thumbnail and a title.
+        """
+        return self.episode.search("image_search", None, box)
+
+
+class TagsCropToolEnv(TagsToolEnv):
+    """:class:`TagsToolEnv` for an env with ``image_crops``: ``search`` takes a region."""
+
+    def search(self, query: str = "", box: list[float] | None = None) -> list[dict[str, Any]] | str:  # type: ignore[override]
+        """Reverse image search of the question's image, or of a region of it (<search><img>BOX</search>).
+
+        Args:
+            query: Ignored; the image searched is the question's.
+            box: Optional region to search, [x1, y1, x2, y2] (left, top, right, bottom): fractions of
+                the image's width and height when all four are between 0 and 1, else pixels. Omit it
+                to search the whole image.
+
+        Returns:
+            The region searched, then up to 5 web pages showing a similar image, each with a thumbnail and a title.
+        """
+        # The tags response parser passes what stood between <search> and </search> as the query:
+        # "<img>" for the whole image, "<img>x1,y1,x2,y2" for a region.
+        if box is None and query.strip().startswith("<img>") and query.strip() != "<img>":
+            box = query.strip()[len("<img>") :]
+        return self.episode.search("image_search", None, box)
+
+
 class _EnvFactory:
     """Picklable ``environment_factory``: a new adapter of the protocol's class per call."""
 
     def __init__(self, env_kwargs: Mapping[str, Any]) -> None:
         self.env_kwargs = dict(env_kwargs)
-        self.cls = (
-            TagsToolEnv if get_protocol(self.env_kwargs.get("protocol", "tags")).name == "tags" else ToolCallsToolEnv
-        )
+        tags = get_protocol(self.env_kwargs.get("protocol", "tags")).name == "tags"
+        if self.env_kwargs.get("image_crops"):
+            self.cls: type[MMSearchToolEnv] = TagsCropToolEnv if tags else ToolCallsCropToolEnv
+        else:
+            self.cls = TagsToolEnv if tags else ToolCallsToolEnv
 
     def __call__(self) -> MMSearchToolEnv:
         return self.cls(self.env_kwargs)

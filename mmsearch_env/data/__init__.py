@@ -10,6 +10,7 @@ from typing import Any
 from mmsearch_env.corpus.questions import corpus_examples
 from mmsearch_env.data.loaders import load_file, load_hf
 from mmsearch_env.data.sample import sample_examples
+from mmsearch_env.data.scenes import ScreenshotScenes, screenshot_scenes
 from mmsearch_env.data.schema import (
     SEARCH_NEEDS,
     Example,
@@ -27,11 +28,13 @@ __all__ = [
     "DatasetError",
     "Example",
     "ImageRef",
+    "ScreenshotScenes",
     "example_from_record",
     "examples_from_records",
     "load_dataset",
     "load_image",
     "load_jsonl",
+    "screenshot_scenes",
 ]
 
 #: Datasets that ship with the package, and their splits. "corpus" (the default) is the question set
