@@ -175,7 +175,7 @@ def test_resolve_policy_names_and_errors(monkeypatch):
         def act_batch(self, observations, infos):
             return []
 
-    monkeypatch.setattr("agents.evaluate.HFPolicy", HFPolicy)
+    monkeypatch.setattr("agents.resolve.HFPolicy", HFPolicy)
     resolve_policy("hf:/models/tiny@/adapters/lora", protocol="tool_calls")
     resolve_policy("hf:/models/tiny", temperature=1.0, seed=3)
     assert built == [

@@ -47,3 +47,45 @@ def test_example_trains_evaluates_plots_and_resumes(tmp_path):
     assert [r["step"] for r in rows] == [1, 2, 3]
     state = json.loads((out / "checkpoint-3" / "trainer_state.json").read_text())
     assert state["global_step"] == 3
+
+
+def test_help_lists_every_config_field(capsys):
+    from dataclasses import fields
+
+    from agents.grpo import MMSearchGRPOConfig
+
+    example = load_example()
+    with pytest.raises(SystemExit) as stop:
+        example.parse_args(["--help"])
+    assert stop.value.code == 0
+    shown = capsys.readouterr().out
+    # generated from the dataclass: a field added later appears without touching the example
+    missing = [f.name for f in fields(MMSearchGRPOConfig) if f.init and f"--{f.name}" not in shown]
+    assert missing == []
+    assert "--preset" in shown and "--eval_episodes" in shown
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--bogus", "1"], "unrecognized arguments: --bogus 1"),  # unknown flag
+        (["--max_step", "3"], "unrecognized arguments: --max_step 3"),  # no prefix matching
+        (["--preset", "gpx"], "invalid choice: 'gpx'"),  # preset names are checked
+        (["--preset", "gpu"], "use_vllm (the gpu preset) needs a real model"),  # a config check is a usage error
+    ],
+)
+def test_bad_flags_print_a_usage_line_and_exit_2(capsys, argv, message):
+    example = load_example()
+    with pytest.raises(SystemExit) as stop:
+        example.parse_args(argv)
+    err = capsys.readouterr().err
+    assert stop.value.code == 2
+    assert err.startswith("usage: train_grpo.py [--preset {cpu,gpu}]") and message in err
+    assert len(err.splitlines()) == 2  # one usage line, one error line: no traceback, no 200-flag usage
+
+
+def test_preset_values_are_defaults_that_flags_override():
+    example = load_example()
+    script_args, config = example.parse_args(["--max_steps", "7", "--eval_episodes", "3"])
+    assert (config.max_steps, config.warm_start_epochs, config.dataset) == (7, 20, "sample")
+    assert script_args.eval_episodes == 3 and script_args.preset == "cpu"
