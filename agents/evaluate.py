@@ -3,10 +3,10 @@
 From Python::
 
     from agents.evaluate import evaluate
-    report = evaluate(["direct", "rag", "oracle"], split="test", out="eval_out")
+    report = evaluate(["direct", "rag", "oracle"], split="test", out="runs/eval")
     print(report.to_markdown())
 
-From the shell: ``mmsearch eval --policy rag --policy oracle --split test --out eval_out`` (every
+From the shell: ``mmsearch eval --policy rag --policy oracle --split test --out runs/eval`` (every
 environment setting is a flag too: ``--max-turns``, ``--search``, ``--search-options JSON``...).
 
 For each policy it runs one :func:`agents.rollout.rollout` over the questions and computes (with
@@ -87,6 +87,14 @@ def resolve_judge(spec: Any) -> Any:
 
 
 # -- the report ----------------------------------------------------------------------------------------
+#: Under the table whenever a row used no model (a policy whose ``model_free`` is true).
+PLUMBING_NOTE = (
+    "**Plumbing checks, not baselines:** {names} use no model: scripted search plans, and answers from the "
+    "model-free extractive reader (it cannot see the image and knows nothing). They show that the environment, "
+    "search and scoring work; a floor or a Table 1 needs a model policy (`hf:PATH`, `openai:MODEL@BASE_URL`)."
+)
+
+
 def _pct(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:.1f}"
 
@@ -96,9 +104,11 @@ class EvalReport:
     """The evaluation's result: one row per policy, and where the files went.
 
     Attributes:
-        rows: per policy, ``{"policy": name, **policy_metrics(...), "search_utility": {...} | None}``.
+        rows: per policy, ``{"policy": name, **policy_metrics(...), "search_utility": {...} | None,
+            "model_free": bool}`` (``model_free``: the policy used no model, see :data:`PLUMBING_NOTE`).
         config: dataset, split, episodes, limits: what was evaluated.
-        paths: ``trajectories``, ``report_md``, ``report_json``, ``plot``, ``viewer`` (those written).
+        paths: ``trajectories`` (+ ``trajectories_no_search``, ``trajectories_forced_search``),
+            ``report_md``, ``report_json``, ``plot``, ``viewer`` (those written).
     """
 
     rows: list[dict[str, Any]]
@@ -116,8 +126,11 @@ class EvalReport:
 
     def to_markdown(self) -> str:
         c = self.config
+        plumbing = [r["policy"] for r in self.rows if r.get("model_free")]
+        # without a model the table compares scripts: it must not read as a results table
+        kind = "plumbing check (no model evaluated)" if len(plumbing) == len(self.rows) else "evaluation"
         lines = [
-            f"# MMSearch-v0 evaluation: dataset `{c['dataset']}`, split `{c['split'] or 'all'}`, {c['episodes']} questions",
+            f"# MMSearch-v0 {kind}: dataset `{c['dataset']}`, split `{c['split'] or 'all'}`, {c['episodes']} questions",
             "",
             "Accuracy and search ratios in %. *search % episodes*: share of episodes that searched; "
             f"*search % calls*: searches made / the most allowed ({c['max_searches_per_episode']} per episode).",
@@ -137,6 +150,8 @@ class EvalReport:
                 f"{f['truncated']} | {r['mean_reward']:.3f} | {tokens} | {r['mean_latency_s']:.3f} / "
                 f"{r['p95_latency_s']:.3f} | {r['search_cost_usd']:.4f} |"
             )
+        if plumbing:
+            lines += ["", PLUMBING_NOTE.format(names=", ".join(plumbing))]
         skipped = [(r["policy"], s) for r in self.rows for s in r.get("skipped") or []]
         if skipped:
             lines += [
@@ -315,6 +330,7 @@ def evaluate(
             main = run.records
             judged = _judge_records(judge, main) if judge is not None else None
             row = {"policy": policy.name, **policy_metrics(main, pool.max_searches_per_episode, judged)}
+            row["model_free"] = bool(getattr(policy, "model_free", False))
             row["skipped"] = [s.to_dict() for s in run.skipped]
             row["search_utility"] = None
             if search_utility_runs:
@@ -354,6 +370,10 @@ def evaluate(
 def _write_outputs(report: EvalReport, out_dir: Path, trajectories: Path, *, plot: bool, viewer: bool) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     report.paths["trajectories"] = str(trajectories)
+    for run in ("no_search", "forced_search"):  # the search-utility reruns, when they ran
+        rerun = trajectories.with_name(f"trajectories.{run}.jsonl")
+        if rerun.is_file():
+            report.paths[f"trajectories_{run}"] = str(rerun)
     if plot:
         try:
             plot_accuracy_vs_search(report, out_dir / "accuracy_vs_search.png")

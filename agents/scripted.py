@@ -42,6 +42,8 @@ class OraclePolicy(PolicyBase):
         protocol: the environment's protocol, to write well-formed turns.
     """
 
+    model_free = True  # a scripted plan: evaluation reports label it a plumbing check
+
     def __init__(
         self, examples: Iterable[Example], *, use_search: bool = True, protocol: str | ActionProtocol = "tags"
     ):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -89,3 +91,21 @@ def test_preset_values_are_defaults_that_flags_override():
     script_args, config = example.parse_args(["--max_steps", "7", "--eval_episodes", "3"])
     assert (config.max_steps, config.warm_start_epochs, config.dataset) == (7, 20, "sample")
     assert script_args.eval_episodes == 3 and script_args.preset == "cpu"
+
+
+@pytest.mark.slow
+def test_example_output_reads_well_in_a_log_file(tmp_path):
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(EXAMPLE.parents[1]) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    argv = [*TINY, "--warm_start_epochs", "2", "--output_dir", str(out), "--max_steps", "2",
+            "--eval_episodes", "2", "--eval_splits", "test"]  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLE), *argv], capture_output=True, text=True, timeout=600, check=False, env=env
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    log = done.stdout + done.stderr
+    assert "\r" not in log and "Warning" not in log  # no bars, no warnings from our settings
+    assert "GRPO step 2/2 · reward" in log and "{'loss'" not in log  # a readable line, not TRL's dict
+    assert "warm-start step 1/" in log and "ETA" in log
+    assert "Expected with the CPU preset's tiny VLM" in done.stdout  # what the numbers mean
+    assert f"metrics: {out / 'metrics.csv'}" in done.stdout
