@@ -122,7 +122,8 @@ def what_it_means(config: MMSearchGRPOConfig) -> str:
     if config.model_path is None:
         return (
             f"{reading}\nExpected with the CPU preset's tiny VLM (214k parameters, knows nothing): format near 1.00 "
-            "(its 20-epoch warm-start teaches the actions), some training questions memorised, test accuracy 0.00 and "
+            f"after the preset's 20-epoch warm-start (this run: {config.warm_start_epochs}), some training questions "
+            "memorised, test accuracy 0.00 and "
             f"little change from GRPO in {config.max_steps} steps. This run checks the pipeline on a CPU; learning when to search "
             "needs a real VLM (--preset gpu --model_path ..., docs/training.md)."
         )
