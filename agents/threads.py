@@ -7,8 +7,9 @@ on a loaded 2-core machine used 4.8× the CPU time of the same run on an idle on
 
 * ``import agents`` sets ``OMP_WAIT_POLICY=PASSIVE`` (unless already set) through
   :func:`passive_waiting`: OpenMP reads it once, when torch loads, and waiting threads then sleep.
-  It costs nothing measurable on an idle machine; it is why the package import does it, since an
-  entry point that imports torch first would be too late.
+  It trades a little wake-up latency per parallel region on an idle machine for not burning the
+  CPU of a busy one. The package import does it because an entry point that imports torch first
+  would be too late.
 * :func:`configure_threads`, called by the entry points (``mmsearch``, the examples, the
   experiment), sizes every pool to :func:`available_cores` — the CPU affinity mask and the cgroup
   CPU quota, not the machine's core count — and uses one inter-op thread. Libraries not loaded yet
