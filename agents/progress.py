@@ -107,12 +107,15 @@ def progress_bar(
 def quiet_dependencies() -> None:
     """Quiet what our dependencies print on their own account (an entry point's job, not a library's).
 
-    * peft and TRL read ``model.is_gradient_checkpointing``, which transformers 5 deprecates with a
-      ``FutureWarning`` on every adapter load and checkpoint save; no setting of ours causes or avoids it.
+    * peft and TRL call ``model.is_gradient_checkpointing`` (every adapter load and checkpoint save) and
+      ``gradient_checkpointing_enable`` / ``_disable`` (GPU preset), which transformers 5 deprecates with
+      a ``FutureWarning``; no setting of ours causes or avoids it (ours use ``activation_checkpointing``).
     * Hugging Face's own bars ("Loading weights", "Writing model shards") only on a terminal: in a log
       file their carriage returns make one unreadable line.
     """
-    warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+    warnings.filterwarnings(
+        "ignore", message=r"`(is_)?gradient_checkpointing(_enable|_disable)?` is deprecated", category=FutureWarning
+    )
     if not sys.stderr.isatty():
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         transformers = sys.modules.get("transformers")

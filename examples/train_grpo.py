@@ -1,12 +1,12 @@
 """Teach a VLM to search only when it must: GRPO (TRL) + LoRA on MMSearch-v0.
 
-    python examples/train_grpo.py                     # CPU preset: tiny offline VLM, a few minutes
+    python examples/train_grpo.py                     # CPU preset: tiny VLM, 2 min on 2 idle cores
 
     python examples/train_grpo.py --preset gpu --model_path /models/Qwen2.5-VL-7B-Instruct
     accelerate launch --config_file examples/accelerate/zero2.yaml examples/train_grpo.py \
         --preset gpu --model_path /models/Qwen2.5-VL-7B-Instruct
 
-Every field of ``agents.grpo.MMSearchGRPOConfig`` (TRL's GRPOConfig + ours) is a flag, e.g.
+Every field of ``agents.grpo.MMSearchGRPOConfig`` (TRL's GRPOConfig + ours) is a flag (``--help``), e.g.
 ``--protocol tool_calls``, ``--dataset my_questions.jsonl``, ``--max_steps 100``,
 ``--use_lora false``, ``--resume_from_checkpoint true``. The run folder gets the adapter,
 checkpoints, ``metrics.jsonl`` / ``metrics.csv`` / ``metrics.png`` and ``eval.json``.

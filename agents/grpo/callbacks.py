@@ -143,8 +143,10 @@ def _make_progress_class() -> type:
                 return
             if self.bar is not None:
                 self.bar.write(line)
-            else:
+            elif logger.isEnabledFor(logging.INFO):
                 logger.info(line)
+            else:  # logging not set up (a notebook, a script): the lines still show, as a bar would
+                sys.stderr.write(line + "\n")
 
         def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any):
             if self.bar is not None:
@@ -156,9 +158,9 @@ def _make_progress_class() -> type:
 
 def readable_progress(trainer: Any, label: str, every: int = 1) -> Any:
     """Replace ``trainer``'s console output (a tqdm bar that prints each raw metrics dict, or the dict
-    alone) with one readable line per ``every``-th logging step (:func:`format_log_line`, to the
-    ``agents.grpo.callbacks`` logger, or above the bar) and a bar only when stderr is a terminal, so
-    log files get no carriage returns. Returns ``trainer``."""
+    alone) with one readable line per ``every``-th logging step (:func:`format_log_line`: above the
+    bar, else to the ``agents.grpo.callbacks`` logger when it logs INFO, else to stderr) and a bar only
+    when stderr is a terminal, so log files get no carriage returns. Returns ``trainer``."""
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     trainer.remove_callback(PrinterCallback)
