@@ -31,6 +31,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from agents.progress import quiet_dependencies
 from agents.threads import available_cores, configure_threads
 from experiments.on_demand.config import ARMS, PROMPTS, OnDemandConfig
 from experiments.on_demand.data import cut_to, select_questions, write_questions
@@ -223,6 +224,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         parser.error(str(exc))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    quiet_dependencies()
     out = args.out or ROOT / "runs" / (
         ("on-demand-quick" if args.quick else "on-demand") + (f"-seed{args.seed}" if args.seed else "")
     )
