@@ -3,6 +3,7 @@
 Agents depend on the environment package, never the other way round.
 """
 
+import agents.threads  # noqa: F401  (first: OMP_WAIT_POLICY=PASSIVE before anything loads torch)
 from agents.baselines import DirectAnswerPolicy, ForcedSearchPolicy, RAGWorkflowPolicy, RandomPolicy
 from agents.metrics import EpisodeSummary, Outcome, summarize
 from agents.policy import Policy, PolicyBase

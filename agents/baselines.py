@@ -5,7 +5,9 @@ always runs image search → text search → answer. Here each workflow writes i
 gets the answer from an ``answerer``: any :class:`~agents.policy.Policy` (a Hugging Face or OpenAI
 model), or, when none is given, :class:`ExtractiveReader` — a model-free reader that answers with the
 name the search results mention most, so ``mmsearch eval --policy rag`` runs offline with no model.
-A model-free "direct answer" has read nothing and answers ``"unknown"``: the floor.
+A model-free "direct answer" has read nothing and answers ``"unknown"``. Without a model these are
+plumbing checks (``model_free`` is true; evaluation reports label them), not baselines: the reader
+cannot see the image, so its numbers say the pipeline works, not what a floor for a model is.
 
 Every policy writes turns through the environment's protocol (``get_protocol(...).format_action``),
 so they work with ``protocol="tags"`` and ``"tool_calls"`` alike, and respect the limits the rollout
@@ -165,6 +167,11 @@ class _Workflow(PolicyBase):
         self.last_usage: list[dict[str, int] | None] | None = None
 
     @property
+    def model_free(self) -> bool:
+        """True without an answerer (or with a model-free one): a plumbing check, not a baseline."""
+        return self.answerer is None or bool(getattr(self.answerer, "model_free", False))
+
+    @property
     def name(self) -> str:
         inner = getattr(self.answerer, "name", None)
         return f"{self.label}[{inner}]" if inner else self.label
@@ -281,6 +288,8 @@ class RandomPolicy(PolicyBase):
     Queries are the question; answers come from :class:`ExtractiveReader`. The choice depends only on
     ``(seed, example id, turn)``, so results do not depend on batching or concurrency.
     """
+
+    model_free = True
 
     def __init__(self, seed: int = 0, *, protocol: str | ActionProtocol = "tags"):
         self.seed = int(seed)

@@ -29,6 +29,7 @@ from agents.metrics import accuracy_by
 from agents.pool import make_env_pool
 from agents.rollout import ON_ERROR, rollout
 from agents.scripted import OraclePolicy
+from agents.threads import configure_threads
 from agents.viewer import write_viewer
 from mmsearch_env import __version__
 from mmsearch_env.config import EnvConfig, add_env_arguments, env_config_from_args
@@ -69,6 +70,11 @@ def _demo(args: argparse.Namespace) -> int:
     for row in rows:
         parts = ", ".join(f"{k}={v:.2f}" for k, v in row["accuracy_by_search_need"].items())
         print(f"  {row['policy']} accuracy by search need: {parts}")
+    print(
+        "Both rows are scripted checks, not models: oracle-plan follows each question's ideal search plan, so its "
+        "accuracy is the share of questions the offline search can answer (near 1.0 expected); oracle-no-search "
+        "answers only what the picture shows (far lower). Models: mmsearch eval --policy hf:PATH (docs/evaluation.md)."
+    )
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:
             json.dump(rows, handle, indent=2)
@@ -134,7 +140,7 @@ def _view(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The ``mmsearch`` argument parser (each subcommand's handler is its ``func`` default)."""
     parser = argparse.ArgumentParser(
-        prog="mmsearch", description="MMSearch-v0: teach multimodal models when to search."
+        prog="mmsearch", description="MMSearch-v0: teach multimodal models when to search.", allow_abbrev=False
     )
     parser.add_argument("--version", action="version", version=f"mmsearch-env {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -157,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="direct | rag | random[:SEED] | oracle[:box] | openai:MODEL@BASE_URL | hf:PATH[@ADAPTER] (repeatable)",
     )
-    ev.add_argument("--out", default="eval_out", help="output folder; rerun with the same folder to resume")
+    ev.add_argument("--out", default="runs/eval", help="output folder; rerun with the same folder to resume")
     ev.add_argument("--limit", type=int, default=None, help="only the first N questions")
     ev.add_argument("--concurrency", type=int, default=16, help="episodes in flight at once (default: 16)")
     ev.add_argument("--judge", default=None, help="LLM judge: openai:MODEL@BASE_URL (key from $OPENAI_API_KEY)")
@@ -187,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cu.add_argument("--rollouts", type=int, default=8, help="K rollouts per question per pass (default: 8)")
     cu.add_argument("--ratio", type=float, default=0.68, help="search-required share of the subset (default: 0.68)")
-    cu.add_argument("--out", default="curate_out", help="output folder; rerun with the same folder to resume")
+    cu.add_argument("--out", default="runs/curate", help="output folder; rerun with the same folder to resume")
     cu.add_argument("--concurrency", type=int, default=16, help="episodes in flight at once (default: 16)")
     cu.add_argument("--on-shortfall", choices=SHORTFALL, default="shrink", help="keep the ratio, or keep all")
     cu.add_argument("--max-size", type=int, default=None, help="at most this many questions in the subset")
@@ -217,12 +223,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="HTTP search service (cache + rate limit + retries) for many trainers")
     add_serve_arguments(serve)
     serve.set_defaults(func=serve_main)
+    for command in sub.choices.values():
+        command.allow_abbrev = False  # a mistyped --max-turn must not pass for --max-turns
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``mmsearch`` command line; returns the exit status (2 on a usage or configuration error)."""
     args = build_parser().parse_args(argv)
+    configure_threads()
     try:
         return int(args.func(args))
     except MMSearchError as exc:

@@ -38,6 +38,7 @@ use); ``oracle``, ``direct`` and ``rag`` are deterministic (``K`` identical roll
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import math
@@ -272,6 +273,10 @@ def curate(
         raise ConfigError(f"on_shortfall must be one of {SHORTFALL}, got {on_shortfall!r}")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ConfigError(f"limit must be a positive number of questions, got {limit!r}")
+    if importlib.util.find_spec("pyarrow") is None:  # checked now, not after hours of rollouts
+        raise ConfigError(
+            "curation writes its subset as curated.parquet, which needs pyarrow: pip install 'mmsearch-env[data]'"
+        )
     config = env_config_argument(env_config, env_kwargs)
     config = config.replace(split=split, **({} if dataset is None else {"dataset": dataset}))
     out_dir = Path(out)

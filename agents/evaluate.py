@@ -3,10 +3,10 @@
 From Python::
 
     from agents.evaluate import evaluate
-    report = evaluate(["direct", "rag", "oracle"], split="test", out="eval_out")
+    report = evaluate(["direct", "rag", "oracle"], split="test", out="runs/eval")
     print(report.to_markdown())
 
-From the shell: ``mmsearch eval --policy rag --policy oracle --split test --out eval_out`` (every
+From the shell: ``mmsearch eval --policy rag --policy oracle --split test --out runs/eval`` (every
 environment setting is a flag too: ``--max-turns``, ``--search``, ``--search-options JSON``...).
 
 For each policy it runs one :func:`agents.rollout.rollout` over the questions and computes (with
@@ -45,17 +45,15 @@ from pathlib import Path
 from typing import Any
 
 from agents import baselines
-from agents.hf_policy import HFPolicy  # needs torch only when one is built
 from agents.judge import JudgeItem, LLMJudge
 from agents.metrics import policy_metrics, search_utility
-from agents.openai_policy import OpenAIPolicy, parse_endpoint_spec
 from agents.pool import make_env_pool
+from agents.resolve import BASELINE_NAMES, resolve_policy
 from agents.rollout import env_config_argument, rollout
-from agents.scripted import OraclePolicy
 from agents.viewer import write_viewer
 from mmsearch_env.config import EnvConfig
 from mmsearch_env.data import BUILTIN_DATASETS
-from mmsearch_env.errors import ConfigError, MMSearchError, did_you_mean
+from mmsearch_env.errors import ConfigError, MMSearchError
 from mmsearch_env.records import EpisodeRecord
 
 __all__ = [
@@ -71,65 +69,12 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Policy names ``resolve_policy`` knows, besides ``openai:MODEL@URL`` and ``hf:PATH``.
-BASELINE_NAMES = ("direct", "rag", "random", "oracle")
-
 
 def search_disabled_kwargs(env_config: EnvConfig | Mapping[str, Any]) -> dict[str, Any]:
     """The ``gym.make`` arguments of :meth:`EnvConfig.search_disabled`: no backend (and none of its
     ``search_options``) and both search limits 0 (the prompt says so, and a search the policy still asks
     for ends the episode). Prefer ``EnvConfig.search_disabled()``."""
     return EnvConfig.coerce(env_config).search_disabled().to_dict()
-
-
-# -- policies by name ----------------------------------------------------------------------------------
-def resolve_policy(
-    spec: Any,
-    *,
-    examples: Sequence[Any] = (),
-    protocol: Any = "tags",
-    temperature: float | None = None,
-    seed: int | None = None,
-) -> Any:
-    """A policy from a spec: a Policy object (returned as is) or one of these strings:
-
-    ``direct``, ``rag``, ``random`` (``random:SEED``), ``oracle`` (needs ``examples``: the scripted
-    plan of each question; ``oracle:box`` searches each question's true region, with ``image_crops``), ``openai:MODEL@BASE_URL`` (key from ``$OPENAI_API_KEY``), ``hf:PATH``
-    or ``hf:PATH@ADAPTER`` (a local transformers model, optional LoRA adapter; needs the ``train`` extra).
-
-    ``temperature`` (``None``: the policy's default, greedy) applies to the model policies (``openai:``,
-    ``hf:``); ``seed`` seeds an ``hf:`` policy's sampling.
-    """
-    if not isinstance(spec, str):
-        if not (hasattr(spec, "act_batch") and hasattr(spec, "name")):
-            raise ConfigError(f"a policy must have 'name' and 'act_batch' (agents.policy.Policy), got {spec!r}")
-        return spec
-    if temperature is not None and (isinstance(temperature, bool) or temperature < 0):
-        raise ConfigError(f"temperature must be >= 0, got {temperature!r}")
-    sampling = {} if temperature is None else {"temperature": float(temperature)}
-    kind, _, arg = spec.partition(":")
-    if kind == "direct" and not arg:
-        return baselines.DirectAnswerPolicy(protocol=protocol)
-    if kind == "rag" and not arg:
-        return baselines.RAGWorkflowPolicy(protocol=protocol)
-    if kind == "random":
-        if arg and not arg.isdigit():
-            raise ConfigError(f"policy {spec!r}: the seed after 'random:' must be an integer, e.g. 'random:3'")
-        return baselines.RandomPolicy(int(arg or 0), protocol=protocol)
-    if kind == "oracle" and arg in ("", "box"):
-        return OraclePolicy(examples, protocol=protocol, use_true_box=arg == "box")
-    if kind == "openai":
-        model, base_url = parse_endpoint_spec(arg)
-        return OpenAIPolicy(model, base_url, **sampling)
-    if kind == "hf" and arg:
-        path, adapter = arg, None
-        if "@" in arg and not os.path.exists(arg):
-            path, _, adapter = arg.rpartition("@")
-        if seed is not None:
-            sampling["seed"] = seed
-        return HFPolicy(path, protocol=protocol, adapter=adapter, **sampling)
-    names = [*BASELINE_NAMES, "openai:MODEL@BASE_URL", "hf:PATH"]
-    raise ConfigError(f"unknown policy {spec!r}; expected one of {names}." + did_you_mean(kind, BASELINE_NAMES))
 
 
 def resolve_judge(spec: Any) -> Any:
@@ -142,6 +87,14 @@ def resolve_judge(spec: Any) -> Any:
 
 
 # -- the report ----------------------------------------------------------------------------------------
+#: Under the table whenever a row used no model (a policy whose ``model_free`` is true).
+PLUMBING_NOTE = (
+    "**Plumbing checks, not baselines:** {names} use no model: scripted search plans, and answers from the "
+    "model-free extractive reader (it cannot see the image and knows nothing). They show that the environment, "
+    "search and scoring work; a floor or a Table 1 needs a model policy (`hf:PATH`, `openai:MODEL@BASE_URL`)."
+)
+
+
 def _pct(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:.1f}"
 
@@ -151,9 +104,11 @@ class EvalReport:
     """The evaluation's result: one row per policy, and where the files went.
 
     Attributes:
-        rows: per policy, ``{"policy": name, **policy_metrics(...), "search_utility": {...} | None}``.
+        rows: per policy, ``{"policy": name, **policy_metrics(...), "search_utility": {...} | None,
+            "model_free": bool}`` (``model_free``: the policy used no model, see :data:`PLUMBING_NOTE`).
         config: dataset, split, episodes, limits: what was evaluated.
-        paths: ``trajectories``, ``report_md``, ``report_json``, ``plot``, ``viewer`` (those written).
+        paths: ``trajectories`` (+ ``trajectories_no_search``, ``trajectories_forced_search``),
+            ``report_md``, ``report_json``, ``plot``, ``viewer`` (those written).
     """
 
     rows: list[dict[str, Any]]
@@ -171,8 +126,11 @@ class EvalReport:
 
     def to_markdown(self) -> str:
         c = self.config
+        plumbing = [r["policy"] for r in self.rows if r.get("model_free")]
+        # without a model the table compares scripts: it must not read as a results table
+        kind = "plumbing check (no model evaluated)" if len(plumbing) == len(self.rows) else "evaluation"
         lines = [
-            f"# MMSearch-v0 evaluation: dataset `{c['dataset']}`, split `{c['split'] or 'all'}`, {c['episodes']} questions",
+            f"# MMSearch-v0 {kind}: dataset `{c['dataset']}`, split `{c['split'] or 'all'}`, {c['episodes']} questions",
             "",
             "Accuracy and search ratios in %. *search % episodes*: share of episodes that searched; "
             f"*search % calls*: searches made / the most allowed ({c['max_searches_per_episode']} per episode).",
@@ -192,6 +150,8 @@ class EvalReport:
                 f"{f['truncated']} | {r['mean_reward']:.3f} | {tokens} | {r['mean_latency_s']:.3f} / "
                 f"{r['p95_latency_s']:.3f} | {r['search_cost_usd']:.4f} |"
             )
+        if plumbing:
+            lines += ["", PLUMBING_NOTE.format(names=", ".join(plumbing))]
         skipped = [(r["policy"], s) for r in self.rows for s in r.get("skipped") or []]
         if skipped:
             lines += [
@@ -384,6 +344,7 @@ def evaluate(
             main = run.records
             judged = _judge_records(judge, main) if judge is not None else None
             row = {"policy": policy.name, **policy_metrics(main, pool.max_searches_per_episode, judged)}
+            row["model_free"] = bool(getattr(policy, "model_free", False))
             row["skipped"] = [s.to_dict() for s in run.skipped]
             row["search_utility"] = None
             if search_utility_runs:
@@ -423,6 +384,10 @@ def evaluate(
 def _write_outputs(report: EvalReport, out_dir: Path, trajectories: Path, *, plot: bool, viewer: bool) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     report.paths["trajectories"] = str(trajectories)
+    for run in ("no_search", "forced_search"):  # the search-utility reruns, when they ran
+        rerun = trajectories.with_name(f"trajectories.{run}.jsonl")
+        if rerun.is_file():
+            report.paths[f"trajectories_{run}"] = str(rerun)
     if plot:
         try:
             plot_accuracy_vs_search(report, out_dir / "accuracy_vs_search.png")

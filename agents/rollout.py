@@ -51,12 +51,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import gymnasium as gym
-from tqdm.auto import tqdm
 
 import mmsearch_env  # noqa: F401  (registers MMSearch-v0)
 from agents.batcher import EPISODE_ERRORS, PolicyBatcher
 from agents.metrics import EpisodeSummary, Outcome, RunningMetrics, summarize
 from agents.pool import EnvPool, make_env_pool
+from agents.progress import progress_bar
+from agents.resolve import resolve_policy
 from agents.trajectories import SkippedEpisode, TrajectoryWriter, build_record, read_trajectories, write_skipped
 from mmsearch_env.config import EnvConfig
 from mmsearch_env.errors import ConfigError
@@ -111,8 +112,8 @@ def run_episodes(
     indices = list(indices)
     finals: list[dict[str, Any]] = []
     live = RunningMetrics()
-    bar = tqdm(indices, desc=policy.name, disable=not progress, leave=False)
-    for index in bar:
+    bar = progress_bar(len(indices), policy.name, enabled=progress, unit="episodes")
+    for index in indices:
         observation, info = env.reset(options={"index": index})
         while True:
             action = policy.act(observation, info)
@@ -122,6 +123,8 @@ def run_episodes(
         finals.append(info)
         live.update(Outcome.from_info(info))
         bar.set_postfix(live.postfix(), refresh=False)
+        bar.update(1)
+    bar.close()
     return finals
 
 
@@ -265,6 +268,8 @@ async def _arollout(
     out, split, progress, desc = options.out, options.split, options.progress, options.desc
     batch_wait_s, max_batch_size, started = options.batch_wait_s, options.max_batch_size, options.started
     first = pool[0].unwrapped
+    # a name ("oracle", "rag", "hf:PATH"...) means what it means to evaluate()
+    policy = resolve_policy(policy, examples=first.examples, protocol=first.protocol)
     if split is None:
         split = first.config.split
     all_indices = list(range(len(first.examples)) if indices is None else indices)
@@ -283,9 +288,7 @@ async def _arollout(
     loop = asyncio.get_running_loop()
     threads = _thread_pool(len(pool))
     batcher = PolicyBatcher(policy, max_batch_size or len(pool), batch_wait_s)
-    bar = tqdm(
-        total=len(all_indices), initial=len(finished), desc=desc or policy.name, disable=not progress, leave=False
-    )
+    bar = progress_bar(len(all_indices), desc or policy.name, enabled=progress, initial=len(finished), unit="episodes")
     next_index = iter(todo)
     max_searches = first.max_searches_per_episode
 
@@ -402,7 +405,8 @@ def rollout(
     """Run ``policy`` on the episodes ``indices`` (default: the whole dataset), many at once.
 
     Args:
-        policy: a :class:`agents.policy.Policy` (``name`` and ``act_batch``; ``aact_batch`` when async).
+        policy: a :class:`agents.policy.Policy` (``name`` and ``act_batch``; ``aact_batch`` when async),
+            or a name :func:`agents.resolve.resolve_policy` knows (``"oracle"``, ``"rag"``, ``"hf:PATH"``...).
         indices: dataset indices, one episode each (duplicates run once).
         env_config: the environment's settings, an :class:`~mmsearch_env.config.EnvConfig` or a dict of
             ``gym.make("MMSearch-v0", ...)`` arguments (ignored when ``envs`` is given). The engine builds

@@ -46,6 +46,8 @@ class OraclePolicy(PolicyBase):
         use_true_box: search the question's true region when it has one and the env takes boxes.
     """
 
+    model_free = True  # a scripted plan: evaluation reports label it a plumbing check
+
     def __init__(
         self,
         examples: Iterable[Example],

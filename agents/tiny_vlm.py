@@ -246,7 +246,9 @@ def build_tiny_vlm(
 
     Returns:
         The folder, loadable with :func:`load_tiny_vlm` (or ``Qwen2_5_VLForConditionalGeneration`` +
-        ``TinyVLProcessor``) and by :class:`agents.hf_policy.HFPolicy`.
+        :func:`load_processor`) and by :class:`agents.hf_policy.HFPolicy`. ``AutoProcessor.from_pretrained``
+        returns only its tokenizer: the processor class is ours (Qwen2.5-VL's needs torchvision), and
+        transformers' auto classes know only their own; use :func:`load_processor`.
     """
     try:
         import torch

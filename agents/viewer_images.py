@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
-from tqdm.auto import tqdm
+
+from agents.progress import progress_bar
 
 __all__ = ["MAX_IMAGE_BYTES", "ImageRule", "ImageStore"]
 
@@ -76,16 +77,13 @@ class ImageStore:
         if not todo or self.folder is None:
             return
         workers = max(1, min(8, os.cpu_count() or 1))
+        bar = progress_bar(len(todo), "viewer images", enabled=progress, unit="images")
+        encoded = []
         with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-            encoded = list(
-                tqdm(
-                    pool.map(lambda key: self._encode(*key), todo),
-                    total=len(todo),
-                    desc="viewer images",
-                    disable=not progress,
-                    leave=False,
-                )
-            )
+            for result in pool.map(lambda key: self._encode(*key), todo):
+                encoded.append(result)
+                bar.update(1)
+        bar.close()
         for key, result in zip(todo, encoded, strict=True):
             self._store(key, result)
 

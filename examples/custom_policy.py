@@ -1,4 +1,4 @@
-"""python examples/custom_policy.py --out custom_out
+"""python examples/custom_policy.py --out runs/custom_policy
 
 Write your own policy in a few lines and benchmark it against the RAG workflow. The policy below
 searches *on demand* with simple rules: image search only when the question is about what the image
@@ -16,6 +16,7 @@ import re
 from agents.baselines import ExtractiveReader, search_results
 from agents.evaluate import evaluate
 from agents.policy import PolicyBase
+from agents.threads import configure_threads
 from mmsearch_env import get_protocol
 
 ABOUT_IMAGE = re.compile(r"\b(shown|this|image|picture|pictured)\b", re.IGNORECASE)
@@ -49,11 +50,14 @@ class OnDemandRules(PolicyBase):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Benchmark a custom policy against the RAG workflow.")
+    parser = argparse.ArgumentParser(
+        description="Benchmark a custom policy against the RAG workflow.", allow_abbrev=False
+    )
     parser.add_argument("--split", default="test", help="dataset split, or 'all'")
     parser.add_argument("--limit", type=int, default=None, help="only the first N questions")
-    parser.add_argument("--out", default="custom_out", help="output folder")
+    parser.add_argument("--out", default="runs/custom_policy", help="output folder (default: runs/custom_policy)")
     args = parser.parse_args()
+    configure_threads()
 
     report = evaluate(
         [OnDemandRules(), "rag"],
@@ -67,6 +71,12 @@ def main() -> None:
     print(
         f"on-demand-rules: accuracy {mine['accuracy']:.2f} vs rag {rag['accuracy']:.2f}, {100 * saved:.0f}% fewer searches"
     )
+    print(
+        "Both answer with the model-free extractive reader, which cannot see the image: low accuracy for both is "
+        "expected, and what to compare is the searches saved at similar accuracy. Swap in a model to get a floor."
+    )
+    for name, path in report.paths.items():
+        print(f"{name}: {path}")
 
 
 if __name__ == "__main__":

@@ -1,12 +1,12 @@
 """Teach a VLM to search only when it must: GRPO (TRL) + LoRA on MMSearch-v0.
 
-    python examples/train_grpo.py                     # CPU preset: tiny offline VLM, a few minutes
+    python examples/train_grpo.py                     # CPU preset: tiny VLM, 2 min on 2 idle cores
 
     python examples/train_grpo.py --preset gpu --model_path /models/Qwen2.5-VL-7B-Instruct
     accelerate launch --config_file examples/accelerate/zero2.yaml examples/train_grpo.py \
         --preset gpu --model_path /models/Qwen2.5-VL-7B-Instruct
 
-Every field of ``agents.grpo.MMSearchGRPOConfig`` (TRL's GRPOConfig + ours) is a flag, e.g.
+Every field of ``agents.grpo.MMSearchGRPOConfig`` (TRL's GRPOConfig + ours) is a flag (``--help``), e.g.
 ``--protocol tool_calls``, ``--dataset my_questions.jsonl``, ``--max_steps 100``,
 ``--use_lora false``, ``--resume_from_checkpoint true``. The run folder gets the adapter,
 checkpoints, ``metrics.jsonl`` / ``metrics.csv`` / ``metrics.png`` and ``eval.json``.
@@ -14,6 +14,7 @@ checkpoints, ``metrics.jsonl`` / ``metrics.csv`` / ``metrics.png`` and ``eval.js
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
@@ -29,11 +30,16 @@ import mmsearch_env  # noqa: F401  (registers MMSearch-v0)
 from agents import run_episodes, summarize
 from agents.grpo import MMSearchGRPOConfig, preset_settings, train
 from agents.hf_policy import HFPolicy
+from agents.progress import quiet_dependencies
+from agents.threads import configure_threads
+from mmsearch_env.errors import ConfigError
 
 
 @dataclass
 class ScriptArguments:
-    preset: str = field(default="cpu", metadata={"help": "Starting values: 'cpu' (tiny VLM) or 'gpu'."})
+    preset: str = field(
+        default="cpu", metadata={"help": "Starting values of every other flag: 'cpu' (tiny VLM) or 'gpu'."}
+    )
     eval_splits: str = field(
         default="train,test", metadata={"help": "Splits evaluated before and after training (comma-separated)."}
     )
@@ -51,15 +57,32 @@ def evaluate(model_path: str, adapter: str | None, config: MMSearchGRPOConfig, s
     return summarize(finals, env.unwrapped.max_searches_per_episode).as_row()
 
 
+def parse_args(argv: list[str] | None) -> tuple[ScriptArguments, MMSearchGRPOConfig]:
+    """Our flags and every MMSearchGRPOConfig field; the preset's values are the defaults any flag overrides."""
+    # the usage line stays one line: --help lists the ~240 flags
+    usage = "%(prog)s [--preset {cpu,gpu}] [--FIELD VALUE ...]   (--help lists every flag)"
+    first = argparse.ArgumentParser(prog="train_grpo.py", usage=usage, add_help=False, allow_abbrev=False)
+    first.add_argument("--preset", default="cpu", choices=["cpu", "gpu"])
+    preset = first.parse_known_args(argv)[0].preset
+    parser = HfArgumentParser(
+        (ScriptArguments, MMSearchGRPOConfig), prog="train_grpo.py", usage=usage, allow_abbrev=False
+    )
+    parser.set_defaults(**preset_settings(preset))
+    try:
+        script_args, config, unknown = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
+    except ConfigError as exc:  # a cross-field check of the config: a usage error, not a crash
+        parser.error(str(exc))
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    return script_args, config
+
+
 def main(argv: list[str] | None = None) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     # ---- arguments: the preset's values are the defaults, any flag overrides them ----------------
-    script_args, rest = HfArgumentParser(ScriptArguments).parse_args_into_dataclasses(
-        args=argv, return_remaining_strings=True
-    )
-    parser = HfArgumentParser(MMSearchGRPOConfig)
-    parser.set_defaults(**preset_settings(script_args.preset))
-    (config,) = parser.parse_args_into_dataclasses(args=rest)
+    script_args, config = parse_args(argv)
+    configure_threads()  # torch, BLAS and OpenMP sized for the cores this process may use
+    quiet_dependencies()
 
     # ---- warm-start (CPU preset) + GRPO ------------------------------------------------------------
     out = train(config)
@@ -86,7 +109,25 @@ def main(argv: list[str] | None = None) -> dict:
     (out / "eval.json").write_text(json.dumps(report, indent=2))
     plot = out / "metrics.png"
     print(f"\nadapter: {adapter or '(full model) ' + str(out)}\nmetrics: {out / 'metrics.csv'}\nplot:    {plot}")
+    print(what_it_means(config))
     return report
+
+
+def what_it_means(config: MMSearchGRPOConfig) -> str:
+    """The closing lines: how to read the table, and whether its numbers are what this setup should give."""
+    reading = (
+        "accuracy: exact match of greedy episodes; search ratio: share of episodes that searched; "
+        "format: share of well-formed episodes; 'before' is the starting policy, 'after' the trained one."
+    )
+    if config.model_path is None:
+        return (
+            f"{reading}\nExpected with the CPU preset's tiny VLM (214k parameters, knows nothing): format near 1.00 "
+            f"after the preset's 20-epoch warm-start (this run: {config.warm_start_epochs}), some training questions "
+            "memorised, test accuracy 0.00 and "
+            f"little change from GRPO in {config.max_steps} steps. This run checks the pipeline on a CPU; learning when to search "
+            "needs a real VLM (--preset gpu --model_path ..., docs/training.md)."
+        )
+    return f"{reading}\nCompare 'after' with 'before' on the test split: that is what GRPO changed."
 
 
 if __name__ == "__main__":

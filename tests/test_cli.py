@@ -76,6 +76,21 @@ def test_bad_arguments_exit_with_usage():
     assert excinfo.value.code == 2
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["demo", "--episode", "2"],  # --episodes
+        ["eval", "--policy", "rag", "--limi", "2"],  # --limit
+        ["eval", "--policy", "rag", "--max-turn", "2"],  # --max-turns
+        ["curate", "--policy", "oracle", "--rollout", "2"],  # --rollouts
+    ],
+)
+def test_flag_prefixes_are_not_accepted(argv, capsys):
+    with pytest.raises(SystemExit) as excinfo:
+        main(argv)
+    assert excinfo.value.code == 2 and "unrecognized arguments" in capsys.readouterr().err
+
+
 def test_quickstart_example_runs():
     root = Path(__file__).resolve().parents[1]
     script = root / "examples" / "quickstart.py"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 from collections import defaultdict
@@ -192,3 +193,15 @@ def test_a_question_with_a_skipped_rollout_is_listed_not_labelled(tmp_path):
     assert [row["id"] for row in result.labels] == ["q0", "q2", "q3"]
     assert [s["example_id"] for s in result.report["skipped"]] == ["q1"]
     assert "1 question(s) skipped" in (tmp_path / "c" / "report.md").read_text()
+
+
+def test_a_core_install_is_told_the_extra_before_any_rollout(tmp_path, monkeypatch, capsys):
+    # as on a core install: pyarrow cannot be found
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "pyarrow" else real_find_spec(name, *a)
+    )
+    out = tmp_path / "cur"
+    assert main(["curate", "--policy", "oracle", "--dataset", "sample", "--split", "test", "--out", str(out)]) == 2
+    assert "pip install 'mmsearch-env[data]'" in capsys.readouterr().err
+    assert not (out / "rollouts").exists()  # nothing ran

@@ -11,10 +11,12 @@ from broken_rows import questions_with_one_broken_image
 from fake_openai import FakeOpenAI
 from PIL import Image
 
+from agents.baselines import RAGWorkflowPolicy
 from agents.cli import main
 from agents.evaluate import evaluate, policy_metrics, resolve_policy, search_utility
 from agents.judge import JudgeItem, LLMJudge, parse_verdict
 from agents.openai_policy import EndpointError, OpenAIPolicy
+from agents.policy import PolicyBase
 from agents.rollout import read_trajectories
 from agents.scripted import PLANS
 from mmsearch_env.config import EnvConfig
@@ -94,6 +96,12 @@ def test_evaluate_writes_table_plot_and_trajectories(tmp_path, monkeypatch):
     assert [r["policy"] for r in saved["rows"]] == ["oracle-plan", "direct"]
     markdown = (tmp_path / "report.md").read_text()
     assert "| oracle-plan | 100.0 |" in markdown and "## Search utility" in markdown
+    # no model in the run: the report says so instead of reading like a results table
+    assert markdown.startswith("# MMSearch-v0 plumbing check (no model evaluated):")
+    assert "**Plumbing checks, not baselines:** oracle-plan, direct use no model" in markdown
+    assert oracle["model_free"] and direct["model_free"]
+    assert report.paths["trajectories_no_search"] == str(tmp_path / "trajectories.no_search.jsonl")
+    assert report.paths["trajectories_forced_search"] == str(tmp_path / "trajectories.forced_search.jsonl")
     with Image.open(tmp_path / "accuracy_vs_search.png") as png:
         assert png.format == "PNG" and png.width > 300
     assert calls == [(str(tmp_path / "trajectories.jsonl"), str(tmp_path / "viewer.html"))]
@@ -175,7 +183,7 @@ def test_resolve_policy_names_and_errors(monkeypatch):
         def act_batch(self, observations, infos):
             return []
 
-    monkeypatch.setattr("agents.evaluate.HFPolicy", HFPolicy)
+    monkeypatch.setattr("agents.resolve.HFPolicy", HFPolicy)
     resolve_policy("hf:/models/tiny@/adapters/lora", protocol="tool_calls")
     resolve_policy("hf:/models/tiny", temperature=1.0, seed=3)
     assert built == [
@@ -289,3 +297,19 @@ def test_a_bad_row_is_skipped_and_listed_in_the_report(tmp_path, capsys):
     code = main(["eval", "--policy", "direct", "--dataset", str(tmp_path / "questions.jsonl"), "--split", "all",
                  "--search", "sample", "--out", str(tmp_path / "e2"), "--quiet", "--no-plot", "--on-error", "stop"])  # fmt: skip
     assert code == 2 and "q2.png" in capsys.readouterr().err
+
+
+def test_a_report_with_a_model_is_an_evaluation_with_the_scripts_labelled():
+    class Model(PolicyBase):  # stands for any model policy: it has no model_free flag
+        name = "my-model"
+
+        def act(self, observation, info):
+            return "<reason>x</reason><answer>unknown</answer>"
+
+    report = evaluate(
+        [Model(), "rag", RAGWorkflowPolicy(Model())], dataset="sample", split="test", limit=2, progress=False
+    )
+    markdown = report.to_markdown()
+    assert markdown.startswith("# MMSearch-v0 evaluation:")
+    assert "**Plumbing checks, not baselines:** rag use no model" in markdown  # rag[my-model] has one
+    assert [r["model_free"] for r in report.rows] == [False, True, False]

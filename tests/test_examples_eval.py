@@ -25,6 +25,8 @@ def run_example(name: str, *args: str) -> str:
         check=False,
     )
     assert done.returncode == 0, done.stderr[-2000:]
+    # quiet: no warning our settings cause, and no progress-bar carriage returns in a captured log
+    assert "Warning" not in done.stderr and "\r" not in done.stderr + done.stdout, done.stderr[-2000:]
     return done.stdout
 
 
@@ -43,6 +45,8 @@ def test_evaluate_policies_example(tmp_path):
     assert report["config"]["episodes"] == 4 and report["rows"][1]["search_utility"]["wasted"] == 0
     assert (out / "accuracy_vs_search.png").stat().st_size > 1000
     assert "most accurate: oracle-plan" in stdout
+    assert "No model in this run: every row is a plumbing check" in stdout  # what the numbers mean
+    assert f"report_md: {out / 'report.md'}" in stdout and f"trajectories_no_search: {out}" in stdout
 
 
 def test_custom_policy_example(tmp_path):
@@ -53,3 +57,13 @@ def test_custom_policy_example(tmp_path):
     assert rows["on-demand-rules"]["search_ratio_calls"] < rows["rag"]["search_ratio_calls"] == 1.0
     lines = (out / "trajectories.jsonl").read_text().splitlines()
     assert len(lines) == 12 and "on-demand-rules: accuracy" in stdout
+    assert "low accuracy for both is expected" in stdout and f"report_md: {out / 'report.md'}" in stdout
+
+
+@pytest.mark.parametrize(
+    ("name", "folder"), [("evaluate_policies.py", "runs/eval"), ("custom_policy.py", "runs/custom_policy")]
+)
+def test_outputs_default_under_the_ignored_runs_folder(name, folder):
+    source = (ROOT / "examples" / name).read_text()
+    assert f'default="{folder}"' in source and f"--out {folder}" in source.splitlines()[0]
+    assert "runs/" in (ROOT / ".gitignore").read_text().splitlines()

@@ -26,7 +26,7 @@ from experiments.on_demand import config as on_demand_config  # noqa: E402
 from experiments.on_demand import data as on_demand_data  # noqa: E402
 from experiments.on_demand.config import ARMS, PROMPTS, OnDemandConfig  # noqa: E402
 from experiments.on_demand.report import markdown  # noqa: E402
-from experiments.on_demand.run import RESULTS, claim_work_folder  # noqa: E402
+from experiments.on_demand.run import RESULTS, claim_work_folder, what_it_means  # noqa: E402
 from mmsearch_env.errors import ConfigError  # noqa: E402
 
 
@@ -194,3 +194,18 @@ def test_quick_experiment_runs_every_stage_and_reports_every_metric(tmp_path):
     assert "| GRPO on-demand |" in md and "search, known" in md
     for name in ("curves.png", "summary.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_quick_run_says_its_numbers_are_not_results(tmp_path):
+    results = {
+        "quick": True,
+        "questions": {"train": 24, "test": 12},
+        "settings": {"grpo_steps": 2},
+        "curation": {"fallback_to_all": ["balanced"]},
+    }
+    note = what_it_means(results, tmp_path)
+    assert note.startswith("--quick checks the pipeline, it measures nothing: 24 training / 12 test questions")
+    assert "near 0% and flat curves are expected" in note and "the arms trained on all of them" in note
+    assert f"Work folder: {tmp_path}" in note
+    full = what_it_means({**results, "quick": False}, tmp_path)
+    assert "expected" not in full and "experiments/on_demand/results/" in full

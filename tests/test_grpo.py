@@ -220,14 +220,19 @@ def test_reward_values_for_known_plans(tmp_path, dataset_file):
         assert breakdown.reward == value, (example_id, turns)
 
 
-def test_grpo_steps_train_lora_and_the_adapter_round_trips(tmp_path, dataset_file):
+def test_grpo_steps_train_lora_and_the_adapter_round_trips(tmp_path, dataset_file, capsys):
     trainer, _ = make_trainer(tmp_path, dataset_file, "tags", max_steps=2, lora_target_modules=["q_proj", "v_proj"])
     base_path = build_tiny_vlm()
     base_weights = load_file(str(base_path / "model.safetensors"))
     lora_before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if "lora_B" in n}
     assert lora_before, "LoRA was not applied"
+    capsys.readouterr()
     trainer.train()
     assert trainer.state.global_step == 2
+    # console: one readable line per logging step, not TRL's metrics dict, and no bar off a terminal
+    console = capsys.readouterr()
+    assert "GRPO step 2/2 · reward " in console.err and "{'loss'" not in console.out + console.err
+    assert "\r" not in console.out + console.err
     logged = [h for h in trainer.state.log_history if "reward" in h]
     assert len(logged) == 2 and all("mmsearch/accuracy" in h and "mmsearch/search_ratio" in h for h in logged)
     assert (tmp_path / "run" / "metrics.jsonl").read_text().count("\n") == 2

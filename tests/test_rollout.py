@@ -389,3 +389,14 @@ def test_a_failed_model_request_skips_only_its_episode():
     assert [(s.index, s.example_id) for s in result.skipped] == [(2, "sample-arvenia-text")]
     assert "EndpointError: HTTP 503 after 2 retries" in result.skipped[0].error
     assert sorted(r.index for r in result.records) == [0, 1, 3, 4, 5]
+
+
+def test_a_policy_name_means_what_it_means_to_evaluate():
+    # the same strings evaluate() and `mmsearch eval --policy` take; "oracle" needs the env's examples
+    by_name = rollout("oracle", range(4), env_config={"dataset": "sample", "split": "test"}, progress=False)
+    with make_env_pool({"dataset": "sample", "split": "test"}, 2) as pool:
+        by_object = rollout(OraclePolicy(pool.examples), range(4), envs=pool, progress=False)
+    assert [r.policy for r in by_name.records] == ["oracle-plan"] * 4
+    assert [r.reward for r in by_name.records] == [r.reward for r in by_object.records]
+    with pytest.raises(ConfigError, match="Did you mean 'oracle'"):
+        rollout("oracel", range(1), env_config={"dataset": "sample"}, progress=False)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -47,3 +49,63 @@ def test_example_trains_evaluates_plots_and_resumes(tmp_path):
     assert [r["step"] for r in rows] == [1, 2, 3]
     state = json.loads((out / "checkpoint-3" / "trainer_state.json").read_text())
     assert state["global_step"] == 3
+
+
+def test_help_lists_every_config_field(capsys):
+    from dataclasses import fields
+
+    from agents.grpo import MMSearchGRPOConfig
+
+    example = load_example()
+    with pytest.raises(SystemExit) as stop:
+        example.parse_args(["--help"])
+    assert stop.value.code == 0
+    shown = capsys.readouterr().out
+    # generated from the dataclass: a field added later appears without touching the example
+    missing = [f.name for f in fields(MMSearchGRPOConfig) if f.init and f"--{f.name}" not in shown]
+    assert missing == []
+    assert "--preset" in shown and "--eval_episodes" in shown
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--bogus", "1"], "unrecognized arguments: --bogus 1"),  # unknown flag
+        (["--max_step", "3"], "unrecognized arguments: --max_step 3"),  # no prefix matching
+        (["--preset", "gpx"], "invalid choice: 'gpx'"),  # preset names are checked
+        (["--preset", "gpu"], "use_vllm (the gpu preset) needs a real model"),  # a config check is a usage error
+    ],
+)
+def test_bad_flags_print_a_usage_line_and_exit_2(capsys, argv, message):
+    example = load_example()
+    with pytest.raises(SystemExit) as stop:
+        example.parse_args(argv)
+    err = capsys.readouterr().err
+    assert stop.value.code == 2
+    assert err.startswith("usage: train_grpo.py [--preset {cpu,gpu}]") and message in err
+    assert len(err.splitlines()) == 2  # one usage line, one error line: no traceback, no 200-flag usage
+
+
+def test_preset_values_are_defaults_that_flags_override():
+    example = load_example()
+    script_args, config = example.parse_args(["--max_steps", "7", "--eval_episodes", "3"])
+    assert (config.max_steps, config.warm_start_epochs, config.dataset) == (7, 20, "sample")
+    assert script_args.eval_episodes == 3 and script_args.preset == "cpu"
+
+
+@pytest.mark.slow
+def test_example_output_reads_well_in_a_log_file(tmp_path):
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(EXAMPLE.parents[1]) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    argv = [*TINY, "--warm_start_epochs", "2", "--output_dir", str(out), "--max_steps", "2",
+            "--eval_episodes", "2", "--eval_splits", "test"]  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLE), *argv], capture_output=True, text=True, timeout=600, check=False, env=env
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    log = done.stdout + done.stderr
+    assert "\r" not in log and "Warning" not in log  # no bars, no warnings from our settings
+    assert "GRPO step 2/2 · reward" in log and "{'loss'" not in log  # a readable line, not TRL's dict
+    assert "warm-start step 1/" in log and "ETA" in log
+    assert "Expected with the CPU preset's tiny VLM" in done.stdout  # what the numbers mean
+    assert f"metrics: {out / 'metrics.csv'}" in done.stdout

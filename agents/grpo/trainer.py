@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from agents.grpo.callbacks import MetricsLogger
+from agents.grpo.callbacks import MetricsLogger, readable_progress
 from agents.grpo.config import MMSearchGRPOConfig, require_train_extra
 from agents.grpo.data import make_train_dataset
 from agents.grpo.processing import prepare_processing_class
@@ -104,6 +104,7 @@ def build_trainer(
         environment_factory=env_factory(env_kwargs),
         callbacks=[MetricsLogger(config.output_dir, plot=config.metrics_plot), *(callbacks or [])],
     )
+    readable_progress(trainer, "GRPO")
     trainer.mmsearch_base_model = base
     trainer.mmsearch_reward = reward
     return trainer

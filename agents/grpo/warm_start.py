@@ -24,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from agents.grpo.callbacks import readable_progress
 from agents.grpo.config import MMSearchGRPOConfig
 from agents.grpo.data import sample_train_examples
 from agents.scripted import OraclePolicy
@@ -130,6 +131,7 @@ def fit_episodes(
         processing_class=processor,
         data_collator=EpisodeCollator(processor, tools=tools),
     )
+    readable_progress(trainer, "warm-start", every=max(1, math.ceil(len(rows) / batch_size) * epochs // 10))
     trainer.train()
     model.eval()
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]

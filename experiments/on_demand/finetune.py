@@ -18,10 +18,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from agents.grpo import assistant_header_ids, assistant_token_labels, end_of_turn_id
 from agents.hf_policy import load_pretrained
+from agents.progress import progress_bar
 from agents.tiny_vlm import TinyVLMConfig, build_tiny_vlm, load_tiny_vlm
 from experiments.on_demand.config import OnDemandConfig
 from experiments.on_demand.data import country_names
@@ -100,7 +99,7 @@ def fit(
     if group_by_turns:
         batches = [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
     losses: list[float] = []
-    bar = tqdm(total=len(batches), desc=desc, leave=False)
+    bar = progress_bar(len(batches), desc, unit="batches")  # lines with an ETA when stderr is a log file
     for chosen in batches:
         batch = processor.apply_chat_template(
             [episodes[i] for i in chosen],

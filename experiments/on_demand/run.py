@@ -31,6 +31,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from agents.progress import quiet_dependencies
+from agents.threads import available_cores, configure_threads
 from experiments.on_demand.config import ARMS, PROMPTS, OnDemandConfig
 from experiments.on_demand.data import cut_to, select_questions, write_questions
 from experiments.on_demand.evaluation import (
@@ -49,7 +51,7 @@ from experiments.on_demand.report import markdown
 from experiments.on_demand.training import CURATED_SETS, curate_train, train_arm
 from mmsearch_env.errors import ConfigError
 
-__all__ = ["IMAGES", "RESULTS", "claim_work_folder", "main", "run"]
+__all__ = ["IMAGES", "RESULTS", "claim_work_folder", "main", "run", "what_it_means"]
 
 ROOT = Path(__file__).resolve().parents[2]
 #: Where a full run writes its results (.json, .md) and its plots.
@@ -83,7 +85,7 @@ def run(config: OnDemandConfig, out: Path, *, write_results: bool = False) -> di
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     torch.manual_seed(config.seed)
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    configure_threads(min(2, available_cores()))  # the committed results were measured on 2 threads
     settings = claim_work_folder(out, config)
     seconds: dict[str, float] = {}
     clock = time.perf_counter()
@@ -198,6 +200,7 @@ def run(config: OnDemandConfig, out: Path, *, write_results: bool = False) -> di
 def main(argv: Sequence[str] | None = None) -> int:
     """The command line (``--help``); returns the exit status."""
     parser = argparse.ArgumentParser(
+        allow_abbrev=False,
         prog="python -m experiments.on_demand.run",
         description="On-demand search in miniature: does GRPO in MMSearch-v0 teach a model when to search?",
     )
@@ -221,6 +224,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         parser.error(str(exc))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    quiet_dependencies()
     out = args.out or ROOT / "runs" / (
         ("on-demand-quick" if args.quick else "on-demand") + (f"-seed{args.seed}" if args.seed else "")
     )
@@ -230,7 +234,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(str(exc))
     results = run(config, out, write_results=not (args.quick or args.no_write))
     sys.stdout.write(markdown(results))
+    print(what_it_means(results, out))
     return 0
+
+
+def what_it_means(results: dict[str, Any], out: Path) -> str:
+    """The closing lines: whether these numbers are results, and where everything went."""
+    if results["quick"]:
+        q = results["questions"]
+        note = (
+            f"--quick checks the pipeline, it measures nothing: {q['train']} training / {q['test']} test questions, "
+            f"{results['settings']['grpo_steps']} GRPO steps per arm and a briefly fine-tuned model, so accuracies "
+            "near 0% and flat curves are expected here"
+        )
+        if results["curation"]["fallback_to_all"]:
+            note += "; curation kept too few questions for one GRPO step, so the arms trained on all of them"
+        note += ". The findings come from the full run (experiments/on_demand/README.md)."
+    else:
+        note = "A full run: compare with experiments/on_demand/results/ (the README's table is seed 0)."
+    return f"{note}\nWork folder: {out} (results.md, results.json, curves.png, summary.png)."
 
 
 if __name__ == "__main__":

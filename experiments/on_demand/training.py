@@ -106,7 +106,7 @@ def grpo_config(
         save_total_limit=None,
         use_cpu=True,
         bf16=False,
-        gradient_checkpointing=False,
+        activation_checkpointing=False,
         report_to=[],
         seed=config.seed,
         data_seed=config.seed,

@@ -183,6 +183,8 @@ class ImageEncoder:
         # single process only with spin-waiting workers (2 threads: ~5 → ~2.7 ms on an idle 2-core box).
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+        # workers that spin between runs burn the CPU other envs and the trainer need on a shared machine
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3
         self._session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
         self.pca_mean = np.asarray(pca_mean, dtype=np.float32)
