@@ -6,6 +6,7 @@ import asyncio
 import time
 from typing import Any
 
+from agents.policy import PartialBatchError
 from mmsearch_env.errors import ConfigError, DatasetError
 from mmsearch_env.search.openai_chat import EndpointError
 
@@ -84,6 +85,20 @@ class PolicyBatcher:
         caller then asks one by one); any other failure goes to every episode of the batch."""
         try:
             actions, usage = await self._call([b[0] for b in batch], [b[1] for b in batch])
+        except PartialBatchError as partial:
+            # The policy says which turns failed: those episodes get their error, the others their turn.
+            if len(partial.results) != len(batch):
+                self._fail(batch, partial)
+                return
+            used = partial.usage if partial.usage is not None and len(partial.usage) == len(batch) else None
+            for k, ((_, _, future), result) in enumerate(zip(batch, partial.results, strict=True)):
+                if future.done():
+                    continue
+                if isinstance(result, BaseException):
+                    future.set_exception(result)
+                else:
+                    future.set_result((result, used[k] if used else None))
+            return
         except EPISODE_ERRORS as exc:
             if len(batch) > 1 and not isolate:
                 raise

@@ -48,6 +48,7 @@ from agents import baselines
 from agents.hf_policy import HFPolicy  # needs torch only when one is built
 from agents.judge import JudgeItem, LLMJudge
 from agents.metrics import policy_metrics, search_utility
+from agents.model_check import check_model_folder
 from agents.openai_policy import OpenAIPolicy, parse_endpoint_spec
 from agents.pool import make_env_pool
 from agents.rollout import env_config_argument, rollout
@@ -57,6 +58,7 @@ from mmsearch_env.config import EnvConfig
 from mmsearch_env.data import BUILTIN_DATASETS
 from mmsearch_env.errors import ConfigError, MMSearchError, did_you_mean
 from mmsearch_env.records import EpisodeRecord
+from mmsearch_env.search.openai_chat import split_settings_query
 
 __all__ = [
     "BASELINE_NAMES",
@@ -90,15 +92,25 @@ def resolve_policy(
     protocol: Any = "tags",
     temperature: float | None = None,
     seed: int | None = None,
+    generation: Mapping[str, Any] | None = None,
+    concurrency: int | None = None,
+    text_only: bool | None = None,
 ) -> Any:
     """A policy from a spec: a Policy object (returned as is) or one of these strings:
 
     ``direct``, ``rag``, ``random`` (``random:SEED``), ``oracle`` (needs ``examples``: the scripted
-    plan of each question), ``openai:MODEL@BASE_URL`` (key from ``$OPENAI_API_KEY``), ``hf:PATH``
-    or ``hf:PATH@ADAPTER`` (a local transformers model, optional LoRA adapter; needs the ``train`` extra).
+    plan of each question), ``openai:MODEL@BASE_URL[?SETTINGS]`` (key from ``$OPENAI_API_KEY``; settings
+    as in :func:`agents.openai_policy.parse_endpoint_spec`), ``hf:PATH`` or ``hf:PATH@ADAPTER`` (a local
+    transformers model, optional LoRA adapter; needs the ``train`` extra).
 
     ``temperature`` (``None``: the policy's default, greedy) applies to the model policies (``openai:``,
-    ``hf:``); ``seed`` seeds an ``hf:`` policy's sampling.
+    ``hf:``); ``seed`` seeds an ``hf:`` policy's sampling. ``generation``: fields of
+    :class:`~agents.openai_policy.GenerationSettings` (``None`` values: unchanged) that win over the
+    spec's query; ``hf:`` takes ``max_tokens`` (as ``max_new_tokens``) and ``temperature``.
+    ``concurrency``: requests in flight of an ``openai:`` policy when neither the spec nor ``generation``
+    sets it. ``text_only``: the environment does not show the question's image (``image_position="none"``);
+    an ``openai:`` policy then sends no images, and an ``hf:`` text-only model is refused unless it is
+    set (checked before loading; ``None``: no check).
     """
     if not isinstance(spec, str):
         if not (hasattr(spec, "act_batch") and hasattr(spec, "name")):
@@ -118,15 +130,28 @@ def resolve_policy(
         return baselines.RandomPolicy(int(arg or 0), protocol=protocol)
     if kind == "oracle" and not arg:
         return OraclePolicy(examples, protocol=protocol)
+    settings = {k: v for k, v in (generation or {}).items() if v is not None}
     if kind == "openai":
         model, base_url = parse_endpoint_spec(arg)
-        return OpenAIPolicy(model, base_url, **sampling)
+        if concurrency is not None and "concurrency" not in settings:
+            settings.setdefault("concurrency", split_settings_query(base_url)[1].get("concurrency", concurrency))
+        return OpenAIPolicy(model, base_url, **{**sampling, **settings}, text_only=bool(text_only))
     if kind == "hf" and arg:
         path, adapter = arg, None
         if "@" in arg and not os.path.exists(arg):
             path, _, adapter = arg.rpartition("@")
         if seed is not None:
             sampling["seed"] = seed
+        if "temperature" in settings:
+            sampling["temperature"] = float(settings["temperature"])
+        if "max_tokens" in settings:
+            sampling["max_new_tokens"] = int(settings["max_tokens"])
+        if text_only is False and not check_model_folder(path).is_vlm:
+            raise ConfigError(
+                f"policy {spec!r} is a text-only model, but the environment shows the question's image; "
+                "evaluate it in text-only mode: --image-position none (EnvConfig(image_position='none')), "
+                "whose prompt says the image is not shown"
+            )
         return HFPolicy(path, protocol=protocol, adapter=adapter, **sampling)
     names = [*BASELINE_NAMES, "openai:MODEL@BASE_URL", "hf:PATH"]
     raise ConfigError(f"unknown policy {spec!r}; expected one of {names}." + did_you_mean(kind, BASELINE_NAMES))
@@ -175,19 +200,22 @@ class EvalReport:
             f"# MMSearch-v0 evaluation: dataset `{c['dataset']}`, split `{c['split'] or 'all'}`, {c['episodes']} questions",
             "",
             "Accuracy and search ratios in %. *search % episodes*: share of episodes that searched; "
-            f"*search % calls*: searches made / the most allowed ({c['max_searches_per_episode']} per episode).",
+            f"*search % calls*: searches made / the most allowed ({c['max_searches_per_episode']} per episode). "
+            "*format %*: episodes whose every turn was well formed; *cut-off replies*: turns that hit the "
+            "token cap (`finish_reason` length) / turns written.",
             "",
-            "| policy | accuracy (exact) | accuracy (judge) | search % episodes | search % calls | image / text "
-            "searches | search errors / malformed / truncated | mean reward | tokens in / out | latency s (mean / p95) "
-            "| search cost $ |",
-            "|---|---|---|---|---|---|---|---|---|---|---|",
+            "| policy | accuracy (exact) | accuracy (judge) | format % | cut-off replies | search % episodes | "
+            "search % calls | image / text searches | search errors / malformed / truncated | mean reward | "
+            "tokens in / out | latency s (mean / p95) | search cost $ |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in self.rows:
             f = r["failures"]
             tokens = "–" if r["prompt_tokens"] is None else f"{r['prompt_tokens']} / {r['completion_tokens']}"
+            cut = f"{r.get('truncated_replies', 0)} / {r.get('replies', 0)}"
             lines.append(
                 f"| {r['policy']} | {_pct(r['accuracy'])} | {_pct(r['judge_accuracy'])} | "
-                f"{_pct(r['search_ratio_episodes'])} | {_pct(r['search_ratio_calls'])} | "
+                f"{_pct(r.get('format_rate'))} | {cut} | {_pct(r['search_ratio_episodes'])} | {_pct(r['search_ratio_calls'])} | "
                 f"{r['image_searches']} / {r['text_searches']} | {f['search_errors']} / {f['malformed']} / "
                 f"{f['truncated']} | {r['mean_reward']:.3f} | {tokens} | {r['mean_latency_s']:.3f} / "
                 f"{r['p95_latency_s']:.3f} | {r['search_cost_usd']:.4f} |"
@@ -312,6 +340,7 @@ def evaluate(
     progress: bool = True,
     on_error: str = "skip",
     env_kwargs: Mapping[str, Any] | None = None,
+    generation: Mapping[str, Any] | None = None,
 ) -> EvalReport:
     """Evaluate policies side by side and write the report (see the module docstring).
 
@@ -333,6 +362,10 @@ def evaluate(
             row, a failed model request) does to the run (see :func:`agents.rollout.rollout`). Skipped
             episodes are counted per policy and listed in the report; a rerun retries them.
         env_kwargs: the older name of ``env_config`` (deprecated).
+        generation: generation settings of the model policies named by spec (``max_tokens``,
+            ``temperature``, ``top_p``, ``stop``, ``timeout``, ``max_retries``, ``concurrency``), winning over
+            an ``openai:`` spec's query (see :func:`resolve_policy`). Text-only models: set the environment's
+            ``image_position="none"`` (its prompt says the image is not shown; ``openai:`` then sends no images).
     """
     started = time.perf_counter()
     config = env_config_argument(env_config, env_kwargs)
@@ -356,7 +389,14 @@ def evaluate(
         base = pool[0].unwrapped
         indices = list(range(len(pool.examples)) if indices is None else indices)[:limit]
         policy_objects = [
-            resolve_policy(p, examples=pool.examples, protocol=base.protocol)
+            resolve_policy(
+                p,
+                examples=pool.examples,
+                protocol=base.protocol,
+                generation=generation,
+                concurrency=concurrency,
+                text_only=config.image_position == "none",
+            )
             for p in (policies if isinstance(policies, (list, tuple)) else [policies])
         ]
         names = [p.name for p in policy_objects]

@@ -40,6 +40,8 @@ class PromptTemplates:
     ``{max_image_searches}``, ``{max_text_searches}``). ``followup``: closes each tool-result turn
     (``{question}``, ``{next_step}``). The rest build the result list and the next-step hint.
     Where the question's image goes is not a text: it is the env argument ``image_position``.
+    ``instruction_no_image``: the instruction when the image is not shown (``image_position="none"``,
+    text-only models; same placeholders); ``None``: ``instruction``.
     """
 
     instruction: str
@@ -55,6 +57,7 @@ class PromptTemplates:
     image_search_option: str
     text_search_option: str
     system: str | None = None
+    instruction_no_image: str | None = None
 
 
 _PLACEHOLDERS = {
@@ -71,13 +74,14 @@ _PLACEHOLDERS = {
     "image_search_option": set(),
     "text_search_option": set(),
     "system": set(),
+    "instruction_no_image": {"question", "max_turns", "max_image_searches", "max_text_searches"},
 }
 
 
 def _check(templates: PromptTemplates, source: str) -> PromptTemplates:
     for f in fields(PromptTemplates):
         value = getattr(templates, f.name)
-        if value is None and f.name == "system":
+        if value is None and f.name in ("system", "instruction_no_image"):
             continue
         if not isinstance(value, str):
             raise ConfigError(f"{source}: template {f.name!r} must be a string, got {type(value).__name__}")
@@ -144,6 +148,8 @@ def load_prompts(
             )
         if key not in names:
             raise ConfigError(f"prompt file {str(source)!r}: unknown template {key!r}.{did_you_mean(key, names)}")
+    if "instruction" in overrides:  # the user's own instruction, not our no-image wording, unless they give both
+        overrides.setdefault("instruction_no_image", None)
     return _check(replace(templates, **overrides), f"prompt file {str(source)!r}")
 
 
