@@ -115,7 +115,10 @@ class RolloutEpisode:
         self.last_info = info
         if terminated or truncated:
             return f"No search was run ({info['end_reason'].replace('_', ' ')}). Give your final answer."
-        return observation["messages"][-1]["content"]
+        content = observation["messages"][-1]["content"]
+        if self.env.config.image_position == "none":  # the text-only mode: titles, no thumbnails
+            return "".join(block["text"] for block in content if block.get("type") == "text")
+        return content
 
     def score_turns(self, turns: Sequence[str]) -> tuple[RewardBreakdown, dict[str, Any]]:
         """The env's reward for the model's actual ``turns``: replay them with the recorded searches.

@@ -26,6 +26,7 @@ from typing import Any
 
 from agents.grpo.config import MMSearchGRPOConfig
 from agents.grpo.data import sample_train_examples
+from agents.hf_policy import text_only_messages
 from agents.scripted import OraclePolicy
 from mmsearch_env.env import MMSearchEnv
 
@@ -53,6 +54,11 @@ class EpisodeCollator:
         self.chat_template = None if has_generation_markers(template) else get_training_chat_template(processor)
 
     def __call__(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        right = {"padding": True, "padding_side": "right"}
+        # A processor takes tokenizer options in processor_kwargs; a text-only model's tokenizer directly.
+        padding = {"processor_kwargs": right} if hasattr(self.processor, "tokenizer") else {"padding": True}
+        if not hasattr(self.processor, "tokenizer"):
+            padding["tokenizer_kwargs"] = {"padding_side": "right"}
         batch = self.processor.apply_chat_template(
             [row["messages"] for row in rows],
             tools=self.tools,
@@ -61,7 +67,7 @@ class EpisodeCollator:
             return_dict=True,
             return_tensors="pt",
             return_assistant_tokens_mask=True,
-            processor_kwargs={"padding": True, "padding_side": "right"},
+            **padding,
         )
         labels = batch["input_ids"].clone()
         labels[batch["attention_mask"] == 0] = -100
@@ -145,9 +151,12 @@ def warm_start_episodes(config: MMSearchGRPOConfig) -> tuple[list[list[dict[str,
 
     Half the episodes follow the oracle's search plan (:class:`agents.scripted.OraclePolicy`), half
     answer at once without searching, so the model learns the *format* of every action but not when
-    to search: that is left to GRPO.
+    to search: that is left to GRPO. With ``image_position="none"`` (text-only training) the episodes
+    hold text only, as a text-only model reads them. Any chat model learns the format from them: the
+    rendering is our chat template's (:func:`agents.grpo.processing.prepare_processing_class`).
     """
     env = MMSearchEnv(**config.env_kwargs())
+    text_only = env.config.image_position == "none"
     episodes: list[list[dict[str, Any]]] = []
     try:
         for use_search in (True, False):
@@ -156,7 +165,9 @@ def warm_start_episodes(config: MMSearchGRPOConfig) -> tuple[list[list[dict[str,
                 observation, info = env.reset(options={"example_id": example.id})
                 while not env.episode_over:
                     observation, _, _, _, info = env.step(policy.act(observation, info))
-                episodes.append(observation["messages"])
+                messages = observation["messages"]
+                # the text-only mode: what a text-only model reads (result titles, no thumbnails)
+                episodes.append(text_only_messages(messages) if text_only else messages)
     finally:
         env.close()
     return episodes, env.protocol.tool_schemas() or None
