@@ -133,8 +133,8 @@ def resolve_policy(
     settings = {k: v for k, v in (generation or {}).items() if v is not None}
     if kind == "openai":
         model, base_url = parse_endpoint_spec(arg)
-        if concurrency is not None and "concurrency" not in settings:
-            settings.setdefault("concurrency", split_settings_query(base_url)[1].get("concurrency", concurrency))
+        if concurrency is not None and "concurrency" not in {**split_settings_query(base_url)[1], **settings}:
+            settings["concurrency"] = concurrency  # as many requests in flight as episodes
         return OpenAIPolicy(model, base_url, **{**sampling, **settings}, text_only=bool(text_only))
     if kind == "hf" and arg:
         path, adapter = arg, None
