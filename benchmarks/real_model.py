@@ -152,7 +152,7 @@ def main() -> None:
             "platform": platform.platform(),
             "load_average_at_start": os.getloadavg(),
         },
-        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "settings": {k: os.path.relpath(v, ROOT) if isinstance(v, Path) else v for k, v in vars(args).items()},
     }
     with tempfile.TemporaryDirectory() as tmp:
         with served(path, "gemma-3-270m") as url:
