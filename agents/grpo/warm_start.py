@@ -38,7 +38,8 @@ logger = logging.getLogger(__name__)
 class EpisodeCollator:
     """Batches whole episodes (chat message lists, images inline) for assistant-only causal-LM loss.
 
-    Each row is ``{"messages": [...]}``. Returns the processor's tensors (``input_ids``,
+    Each row is ``{"messages": [...]}``; ``processor`` is a VLM processor or a text-only model's tokenizer.
+    Returns the processor's tensors (``input_ids``,
     ``attention_mask``, ``pixel_values``, ``image_grid_thw``) and ``labels``: the token ids inside the
     template's ``{% generation %}`` spans (each assistant turn and its end-of-turn token), -100 elsewhere.
     A class because the trainer's dataloader needs a picklable callable holding the processor.
@@ -54,11 +55,11 @@ class EpisodeCollator:
         self.chat_template = None if has_generation_markers(template) else get_training_chat_template(processor)
 
     def __call__(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-        right = {"padding": True, "padding_side": "right"}
         # A processor takes tokenizer options in processor_kwargs; a text-only model's tokenizer directly.
-        padding = {"processor_kwargs": right} if hasattr(self.processor, "tokenizer") else {"padding": True}
-        if not hasattr(self.processor, "tokenizer"):
-            padding["tokenizer_kwargs"] = {"padding_side": "right"}
+        if hasattr(self.processor, "tokenizer"):
+            padding: dict[str, Any] = {"processor_kwargs": {"padding": True, "padding_side": "right"}}
+        else:
+            padding = {"padding": True, "tokenizer_kwargs": {"padding_side": "right"}}
         batch = self.processor.apply_chat_template(
             [row["messages"] for row in rows],
             tools=self.tools,
