@@ -6,6 +6,7 @@ import contextlib
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,26 +45,47 @@ def tiny_llm(out: Path, tokenizer_from: Path) -> Path:
 def serve_model(path: Path, *, name: str = "local", startup_s: float = 600) -> Iterator[str]:
     """Run `mmsearch serve-model PATH` in a child process; yields the base URL (``.../v1``)."""
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     command = [sys.executable, "-m", "agents.cli", "serve-model", str(path), "--port", str(port), "--name", name]
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + startup_s
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"serve-model exited with {process.returncode}: {process.stderr.read()[-2000:]}")
-            with contextlib.suppress(requests.RequestException):
-                if requests.get(f"{url}/health", timeout=2).ok:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError("serve-model did not start")
-            time.sleep(0.2)
-        yield f"{url}/v1"
-    finally:
-        process.terminate()
+    with server_process(command, port, startup_s=startup_s) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def transformers_serve(path: Path, *, startup_s: float = 600) -> Iterator[str]:
+    """Run `transformers serve PATH` (offline) in a child process; the model's name is ``str(path)``."""
+    port = free_port()
+    command = [sys.executable, "-m", "transformers.cli.transformers", "serve", str(path), "--port", str(port)]
+    with server_process(command, port, startup_s=startup_s, env={"HF_HUB_OFFLINE": "1"}) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def server_process(
+    command: list[str], port: int, *, startup_s: float = 600, env: dict[str, str] | None = None
+) -> Iterator[str]:
+    """Run an OpenAI-compatible server ``command`` listening on ``port``; yields its base URL once healthy."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    # a file, not a pipe: a chatty server would block once an unread pipe filled up
+    with tempfile.TemporaryFile(mode="w+") as log:
+        process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=log, text=True)
+        url = f"http://127.0.0.1:{port}"
         try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+            deadline = time.monotonic() + startup_s
+            while True:
+                if process.poll() is not None:
+                    log.seek(0)
+                    raise RuntimeError(f"{command[2:4]} exited with {process.returncode}: {log.read()[-2000:]}")
+                with contextlib.suppress(requests.RequestException):
+                    if requests.get(f"{url}/health", timeout=2).ok:
+                        break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{command[2:4]} did not start")
+                time.sleep(0.2)
+            yield f"{url}/v1"
+        finally:
+            process.terminate()
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()

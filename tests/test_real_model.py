@@ -2,7 +2,7 @@
 
 Converted once from GGUF to a Hugging Face folder and cached (:func:`agents.gguf.gemma3_270m_folder`);
 served by a real `mmsearch serve-model` process on 127.0.0.1 and evaluated through `mmsearch eval`
-with a token cap (interrupted once, then resumed), then in-process through `hf:`, then trained for two
+with a token cap (interrupted once, then resumed), also behind `transformers serve`, then in-process through `hf:`, then trained for two
 GRPO steps in the text-only mode. A base model writes malformed turns: the assertions are about the
 harness (completion, finish reasons, token usage, partial results), not the model's accuracy.
 """
@@ -20,7 +20,7 @@ import time
 import pytest
 import requests
 import torch_guard  # noqa: F401  (skips the module without the training extra)
-from model_servers import ROOT, serve_model
+from model_servers import ROOT, serve_model, transformers_serve
 
 from agents.cli import main
 from agents.openai_policy import OpenAIPolicy
@@ -93,6 +93,15 @@ def test_eval_through_the_server_survives_an_interruption_and_resumes(server, tm
     assert row["truncated_replies"] == sum(r.finish_reasons.count("length") for r in records)
     assert row["prompt_tokens"] == sum(r.usage["prompt_tokens"] for r in records)
     assert "cut-off replies" in (out / "report.md").read_text()
+
+
+def test_eval_through_transformers_serve(gemma, tmp_path):
+    out = tmp_path / "eval"
+    with transformers_serve(gemma) as url:  # a third-party server: its model name is the folder
+        assert main(["eval", "--policy", f"openai:{gemma}@{url}", "--limit", "1", "--out", str(out), *COMMON]) == 0
+    records = read_trajectories(out / "trajectories.jsonl")
+    assert len(records) == 1
+    check_records(records, 12)
 
 
 def test_an_abandoned_request_is_cancelled_by_the_real_server(server):
