@@ -6,14 +6,15 @@ import asyncio
 import time
 from typing import Any
 
+from agents.policy import PartialBatchError
 from mmsearch_env.errors import ConfigError, DatasetError
 from mmsearch_env.search.openai_chat import EndpointError
 
 __all__ = ["EPISODE_ERRORS", "PolicyBatcher"]
 
 #: Failures that belong to one episode, not to the run: a dataset row that does not load, a model
-#: request that failed after its own retries, a lost connection.
-EPISODE_ERRORS = (DatasetError, EndpointError, TimeoutError, ConnectionError)
+#: request that failed after its own retries, a lost connection (a batch with some failed turns).
+EPISODE_ERRORS = (DatasetError, EndpointError, TimeoutError, ConnectionError, PartialBatchError)
 
 
 class PolicyBatcher:
@@ -84,6 +85,22 @@ class PolicyBatcher:
         caller then asks one by one); any other failure goes to every episode of the batch."""
         try:
             actions, usage = await self._call([b[0] for b in batch], [b[1] for b in batch])
+        except PartialBatchError as partial:
+            if len(partial.results) != len(batch):  # from a policy inside a wrapper: which episode is unknown
+                if len(batch) > 1 and not isolate:
+                    raise
+                self._fail(batch, partial)
+                return
+            # The policy says which turns failed: those episodes get their error, the others their turn.
+            used = partial.usage if partial.usage is not None and len(partial.usage) == len(batch) else None
+            for k, ((_, _, future), result) in enumerate(zip(batch, partial.results, strict=True)):
+                if future.done():
+                    continue
+                if isinstance(result, BaseException):
+                    future.set_exception(result)
+                else:
+                    future.set_result((result, used[k] if used else None))
+            return
         except EPISODE_ERRORS as exc:
             if len(batch) > 1 and not isolate:
                 raise

@@ -8,6 +8,8 @@
 * ``mmsearch view TRAJECTORIES.jsonl --out viewer.html``: the HTML trajectory viewer
   (:func:`agents.viewer.write_viewer`).
 * ``mmsearch serve``: the HTTP search service (:func:`mmsearch_env.search.service.serve_main`).
+* ``mmsearch serve-model PATH``: a local text-only chat model behind an OpenAI-compatible endpoint
+  (:mod:`agents.serve_model`), for ``mmsearch eval --policy openai:NAME@http://127.0.0.1:8000/v1``.
 
 ``eval`` and ``curate`` take every environment setting as a flag (``--max-turns``, ``--search``,
 ``--search-options JSON``, ``--protocol``...: :func:`mmsearch_env.config.add_env_arguments`) and hand
@@ -29,6 +31,7 @@ from agents.metrics import accuracy_by
 from agents.pool import make_env_pool
 from agents.rollout import ON_ERROR, rollout
 from agents.scripted import OraclePolicy
+from agents.serve_model import add_serve_model_arguments, serve_model_main
 from agents.threads import configure_threads
 from agents.viewer import write_viewer
 from mmsearch_env import __version__
@@ -97,6 +100,14 @@ def _eval(args: argparse.Namespace) -> int:
         plot=not args.no_plot,
         progress=not args.quiet,
         on_error=args.on_error,
+        generation={
+            "max_tokens": args.max_tokens,
+            "temperature": args.temperature,
+            "top_p": args.top_p,
+            "stop": tuple(args.stop) if args.stop else None,
+            "timeout": args.request_timeout,
+            "max_retries": args.retries,
+        },
     )
     print(report.to_markdown())
     for key, path in report.paths.items():
@@ -161,11 +172,28 @@ def build_parser() -> argparse.ArgumentParser:
         "--policy",
         action="append",
         required=True,
-        help="direct | rag | random[:SEED] | oracle[:box] | openai:MODEL@BASE_URL | hf:PATH[@ADAPTER] (repeatable)",
+        help="direct | rag | random[:SEED] | oracle[:box] | openai:MODEL@BASE_URL[?max_tokens=..&temperature=..] | "
+        "hf:PATH[@ADAPTER] (repeatable)",
     )
     ev.add_argument("--out", default="runs/eval", help="output folder; rerun with the same folder to resume")
     ev.add_argument("--limit", type=int, default=None, help="only the first N questions")
-    ev.add_argument("--concurrency", type=int, default=16, help="episodes in flight at once (default: 16)")
+    ev.add_argument(
+        "--concurrency",
+        type=int,
+        default=16,
+        help="episodes in flight at once, and requests in flight of an openai: policy unless its spec sets "
+        "concurrency= (default: 16)",
+    )
+    # Generation settings of the model policies; they win over an openai: spec's ?settings.
+    gen = ev.add_argument_group("generation (openai: and hf: policies; override the spec's ?settings)")
+    gen.add_argument("--max-tokens", type=int, default=None, help="cap on tokens per reply (default: 2048; hf: 256)")
+    gen.add_argument("--temperature", type=float, default=None, help="sampling temperature (default: 0, greedy)")
+    gen.add_argument("--top-p", type=float, default=None, help="nucleus sampling mass (openai:)")
+    gen.add_argument("--stop", action="append", default=None, help="stop string (openai:; repeatable)")
+    gen.add_argument(
+        "--request-timeout", type=float, default=None, help="seconds per request before it is abandoned (default: 120)"
+    )
+    gen.add_argument("--retries", type=int, default=None, help="retries of a failed request (openai:; default: 2)")
     ev.add_argument("--judge", default=None, help="LLM judge: openai:MODEL@BASE_URL (key from $OPENAI_API_KEY)")
     ev.add_argument(
         "--search-utility",
@@ -223,6 +251,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="HTTP search service (cache + rate limit + retries) for many trainers")
     add_serve_arguments(serve)
     serve.set_defaults(func=serve_main)
+
+    serve_model = sub.add_parser(
+        "serve-model", help="serve a local text-only chat model on an OpenAI-compatible endpoint (CPU, tests)"
+    )
+    add_serve_model_arguments(serve_model)
+    serve_model.set_defaults(func=serve_model_main)
+
     for command in sub.choices.values():
         command.allow_abbrev = False  # a mistyped --max-turn must not pass for --max-turns
     return parser

@@ -133,19 +133,22 @@ class EvalReport:
             f"# MMSearch-v0 {kind}: dataset `{c['dataset']}`, split `{c['split'] or 'all'}`, {c['episodes']} questions",
             "",
             "Accuracy and search ratios in %. *search % episodes*: share of episodes that searched; "
-            f"*search % calls*: searches made / the most allowed ({c['max_searches_per_episode']} per episode).",
+            f"*search % calls*: searches made / the most allowed ({c['max_searches_per_episode']} per episode). "
+            "*format %*: episodes whose every turn was well formed; *cut-off replies*: turns that hit the "
+            "token cap (`finish_reason` length) / turns written.",
             "",
-            "| policy | accuracy (exact) | accuracy (judge) | search % episodes | search % calls | image / text "
-            "searches | search errors / malformed / truncated | mean reward | tokens in / out | latency s (mean / p95) "
-            "| search cost $ |",
-            "|---|---|---|---|---|---|---|---|---|---|---|",
+            "| policy | accuracy (exact) | accuracy (judge) | format % | cut-off replies | search % episodes | "
+            "search % calls | image / text searches | search errors / malformed / truncated | mean reward | "
+            "tokens in / out | latency s (mean / p95) | search cost $ |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in self.rows:
             f = r["failures"]
             tokens = "–" if r["prompt_tokens"] is None else f"{r['prompt_tokens']} / {r['completion_tokens']}"
+            cut = f"{r.get('truncated_replies', 0)} / {r.get('replies', 0)}"
             lines.append(
                 f"| {r['policy']} | {_pct(r['accuracy'])} | {_pct(r['judge_accuracy'])} | "
-                f"{_pct(r['search_ratio_episodes'])} | {_pct(r['search_ratio_calls'])} | "
+                f"{_pct(r.get('format_rate'))} | {cut} | {_pct(r['search_ratio_episodes'])} | {_pct(r['search_ratio_calls'])} | "
                 f"{r['image_searches']} / {r['text_searches']} | {f['search_errors']} / {f['malformed']} / "
                 f"{f['truncated']} | {r['mean_reward']:.3f} | {tokens} | {r['mean_latency_s']:.3f} / "
                 f"{r['p95_latency_s']:.3f} | {r['search_cost_usd']:.4f} |"
@@ -286,6 +289,7 @@ def evaluate(
     progress: bool = True,
     on_error: str = "skip",
     env_kwargs: Mapping[str, Any] | None = None,
+    generation: Mapping[str, Any] | None = None,
 ) -> EvalReport:
     """Evaluate policies side by side and write the report (see the module docstring).
 
@@ -307,6 +311,10 @@ def evaluate(
             row, a failed model request) does to the run (see :func:`agents.rollout.rollout`). Skipped
             episodes are counted per policy and listed in the report; a rerun retries them.
         env_kwargs: the older name of ``env_config`` (deprecated).
+        generation: generation settings of the model policies named by spec (``max_tokens``,
+            ``temperature``, ``top_p``, ``stop``, ``timeout``, ``max_retries``, ``concurrency``), winning over
+            an ``openai:`` spec's query (see :func:`resolve_policy`). Text-only models: set the environment's
+            ``image_position="none"`` (its prompt says the image is not shown; ``openai:`` then sends no images).
     """
     started = time.perf_counter()
     config = env_config_argument(env_config, env_kwargs)
@@ -330,7 +338,14 @@ def evaluate(
         base = pool[0].unwrapped
         indices = list(range(len(pool.examples)) if indices is None else indices)[:limit]
         policy_objects = [
-            resolve_policy(p, examples=pool.examples, protocol=base.protocol)
+            resolve_policy(
+                p,
+                examples=pool.examples,
+                protocol=base.protocol,
+                generation=generation,
+                concurrency=concurrency,
+                text_only=config.image_position == "none",
+            )
             for p in (policies if isinstance(policies, (list, tuple)) else [policies])
         ]
         names = [p.name for p in policy_objects]

@@ -1,5 +1,15 @@
 """Any local Hugging Face model as a policy: a VLM sees the images, a text-only LLM reads titles.
 
+Text-only models are an explicit mode: run the environment with ``image_position="none"``
+(``mmsearch eval --image-position none``), whose prompt says the image is not shown; image search
+still searches the question's image and its results reach the model as titles. A text-only model
+given an observation that shows an image warns once. The folder is checked before any weight is
+loaded (:func:`agents.model_check.check_model_folder`: chat template, known architecture).
+
+After each batch ``last_usage`` holds per turn ``{"prompt_tokens", "completion_tokens",
+"finish_reason"}``: ``"length"`` when the turn hit ``max_new_tokens`` without an end-of-turn token,
+``"stop"`` otherwise.
+
 :class:`HFPolicy` batches episodes through ``processor.apply_chat_template`` and ``generate``. It is
 the policy the evaluation harness uses for trained checkpoints: pass ``adapter=`` a LoRA folder
 saved by :mod:`agents.grpo` and it is applied with peft.
@@ -16,10 +26,12 @@ import hashlib
 import json
 import logging
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from agents.model_check import check_model_folder
 from agents.policy import PolicyBase
 from agents.tiny_vlm import load_processor, make_processor
 from mmsearch_env.errors import ConfigError
@@ -149,6 +161,7 @@ class HFPolicy(PolicyBase):
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
             raise ConfigError(f"seed must be a non-negative int or None, got {seed!r}")
         self.protocol = get_protocol(protocol)
+        check_model_folder(model_path)  # before the weights: a base model or an unknown family fails now
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.model, self.processing_class, self.is_vlm = load_pretrained(model_path, device=self.device)
         if adapter is not None:
@@ -164,6 +177,8 @@ class HFPolicy(PolicyBase):
         self.temperature = float(temperature)
         self.seed = seed
         self._draws: dict[bytes, int] = {}  # conversation key -> times drawn (seeded sampling)
+        self._warned_image = False
+        self.last_usage: list[dict[str, Any] | None] | None = None
         self.name = f"hf:{Path(model_path).name}" + (f"+{Path(adapter).name}" if adapter else "")
 
     @property
@@ -172,14 +187,32 @@ class HFPolicy(PolicyBase):
 
     def act_batch(self, observations: Sequence[Mapping[str, Any]], infos: Sequence[Mapping[str, Any]]) -> list[str]:
         outputs: list[str] = []
+        usage: list[dict[str, Any] | None] = []
         for start in range(0, len(observations), self.batch_size):
-            outputs.extend(self._generate([o["messages"] for o in observations[start : start + self.batch_size]]))
+            texts, used = self._generate([o["messages"] for o in observations[start : start + self.batch_size]])
+            outputs.extend(texts)
+            usage.extend(used)
+        self.last_usage = usage
         return outputs
 
-    def _generate(self, conversations: list[list[dict[str, Any]]]) -> list[str]:
+    def _warn_hidden_image(self, conversation: Sequence[Mapping[str, Any]]) -> None:
+        first = next((m for m in conversation if m.get("role") == "user"), None)
+        content = first.get("content") if first else None
+        if self._warned_image or isinstance(content, str) or not content:
+            return
+        if any(block.get("type") == "image" for block in content):
+            self._warned_image = True
+            warnings.warn(
+                f"{self.name} is a text-only model but the prompt shows the question's image, which it cannot "
+                "see; use the text-only mode: image_position='none' (mmsearch eval --image-position none)",
+                stacklevel=4,
+            )
+
+    def _generate(self, conversations: list[list[dict[str, Any]]]) -> tuple[list[str], list[dict[str, Any] | None]]:
         import torch
 
         if not self.is_vlm:
+            self._warn_hidden_image(conversations[0])
             conversations = [text_only_messages(c) for c in conversations]
         # Processors take tokenizer options in processor_kwargs; plain tokenizers take them directly.
         padding = {"processor_kwargs": {"padding": True}} if self.is_vlm else {"padding": True}
@@ -210,7 +243,30 @@ class HFPolicy(PolicyBase):
                 **extra,
             )
         new_tokens = generated[:, inputs["input_ids"].shape[1] :]
-        return [text.strip() for text in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+        texts = [text.strip() for text in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+        prompt_tokens = inputs["attention_mask"].sum(dim=1).tolist()
+        return texts, [
+            {"prompt_tokens": int(p), **self._ending(row)}
+            for p, row in zip(prompt_tokens, new_tokens.tolist(), strict=True)
+        ]
+
+    def _ending(self, row: list[int]) -> dict[str, Any]:
+        """``completion_tokens`` and ``finish_reason`` of one generated row (padding after its end ignored)."""
+        stops = self._stop_ids()
+        for position, token in enumerate(row):
+            if token in stops:
+                return {"completion_tokens": position + 1, "finish_reason": "stop"}
+        pad = self.tokenizer.pad_token_id
+        written = len(_strip_right(row, pad))
+        reason = "length" if written >= self.max_new_tokens else "stop"
+        return {"completion_tokens": written, "finish_reason": reason}
+
+    def _stop_ids(self) -> set[int]:
+        ids = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
+        ids = [ids] if isinstance(ids, int) else list(ids or [])
+        if self.tokenizer.eos_token_id is not None:
+            ids.append(self.tokenizer.eos_token_id)
+        return {int(i) for i in ids}
 
     def _generator(self, conversation: Sequence[Mapping[str, Any]]) -> Any:
         """The generator of this draw of ``conversation``: seeded by the policy's seed, the conversation
@@ -222,6 +278,14 @@ class HFPolicy(PolicyBase):
         self._draws[key] = count + 1
         digest = hashlib.sha256(b"%d\0%s\0%d" % (self.seed, key, count)).digest()
         return torch.Generator().manual_seed(int.from_bytes(digest[:8], "big"))
+
+
+def _strip_right(row: list[int], pad: int | None) -> list[int]:
+    """``row`` without trailing ``pad`` tokens (rows that ended early are padded to the batch's length)."""
+    end = len(row)
+    while pad is not None and end and row[end - 1] == pad:
+        end -= 1
+    return row[:end]
 
 
 def _conversation_key(conversation: Sequence[Mapping[str, Any]]) -> bytes:

@@ -349,7 +349,8 @@ def policy_metrics(
     ``failures`` (:func:`failure_counts`), ``accuracy_by_category`` / ``accuracy_by_search_need``
     (:func:`accuracy_by`), ``judge_accuracy`` / ``judge_unparsed`` (from ``judged``, one verdict per
     record, ``None`` = the judge's reply was unreadable; both ``None`` without a judge),
-    ``prompt_tokens`` / ``completion_tokens`` (``None`` when no record reports usage),
+    ``prompt_tokens`` / ``completion_tokens`` (``None`` when no record reports usage), ``replies`` (assistant
+    turns written) and ``truncated_replies`` (turns cut at the token cap, ``finish_reason == "length"``),
     ``mean_latency_s``, ``p95_latency_s``, ``search_cost_usd`` and ``region_searches``
     (:func:`region_search_counts`: crop use, ``None`` without ``image_crops``).
     """
@@ -368,6 +369,8 @@ def policy_metrics(
         "accuracy_by_search_need": accuracy_by(outcomes, "search_need"),
         "prompt_tokens": sum(int(u.get("prompt_tokens") or 0) for u in known) if known else None,
         "completion_tokens": sum(int(u.get("completion_tokens") or 0) for u in known) if known else None,
+        "replies": sum(len(r.turns) for r in records),
+        "truncated_replies": sum(r.truncated_replies for r in records),
         "mean_latency_s": _rate(sum(latencies), n),
         "p95_latency_s": latencies[min(n - 1, int(0.95 * n))] if n else 0.0,
         "search_cost_usd": sum(float(s.cost_usd or 0.0) for r in records for s in r.searches),

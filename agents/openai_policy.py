@@ -10,11 +10,18 @@ as ``"user"`` messages, because the turns carry their tool calls as text, not as
 
 After each batch, ``last_usage`` (the rollout engine's token hook) holds per reply ``None`` or
 ``{"prompt_tokens", "completion_tokens", "finish_reason"}`` (``"length"``: the turn was cut at
-``max_tokens``), and ``last_replies`` the full :class:`~mmsearch_env.search.openai_chat.ChatReply` objects.
+``max_tokens``), and ``last_replies`` the full :class:`~mmsearch_env.search.openai_chat.ChatReply` objects
+(``None`` for a failed request).
+
+Text-only models: ``text_only=True`` sends no images at all (search-result thumbnails are dropped, their
+titles stay); pair it with the environment's ``image_position="none"``, whose prompt says the image is
+not shown (the evaluation harness does both for ``--image-position none``).
 
 Transient failures (connection errors, timeouts, HTTP 408/409/429/5xx) are retried by the SDK
-(``max_retries``, honouring ``Retry-After``); a request still failing raises :class:`EndpointError`, which
-stops the rollout (finished episodes are already saved; rerun to resume). The API key (argument, or
+(``max_retries``, honouring ``Retry-After``). A request that times out is abandoned with its connection
+closed, so the server can stop generating it. A request still failing after its retries fails its own
+episode only: the batch raises :class:`~agents.policy.PartialBatchError` holding the other replies, and
+the rollout engine skips (or, with ``on_error="stop"``, stops at) the failed episode. The API key (argument, or
 ``OPENAI_API_KEY`` from the environment or the secrets file) is sent as a Bearer token and is redacted from
 every error message.
 
@@ -30,7 +37,7 @@ import io
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from agents.policy import PolicyBase
+from agents.policy import PartialBatchError, PolicyBase
 from mmsearch_env.errors import ConfigError
 from mmsearch_env.search.openai_chat import (
     ChatEndpoint,
@@ -97,8 +104,8 @@ def image_data_url(image: Any) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def to_openai(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Convert the env's Hugging Face style chat messages to the OpenAI chat format."""
+def to_openai(messages: Sequence[Mapping[str, Any]], *, text_only: bool = False) -> list[dict[str, Any]]:
+    """Convert the env's Hugging Face style chat messages to the OpenAI chat format (``text_only``: no images)."""
     out: list[dict[str, Any]] = []
     for message in messages:
         role = message["role"]
@@ -113,7 +120,7 @@ def to_openai(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         for block in blocks:
             if block["type"] == "text":
                 parts.append({"type": "text", "text": block["text"]})
-            elif block["type"] == "image":
+            elif block["type"] == "image" and not text_only:
                 parts.append({"type": "image_url", "image_url": {"url": image_data_url(block["image"])}})
         out.append({"role": "user", "content": parts})
     return out
@@ -133,6 +140,7 @@ class OpenAIPolicy(PolicyBase):
         max_concurrency: the former name of ``concurrency``.
         extra_body: extra JSON fields for every request (e.g. ``{"repetition_penalty": 1.05}`` for vLLM).
         name: the policy's name in reports (default ``"openai:<model>"``).
+        text_only: send no images (a text-only model; see the module docstring).
 
     ``temperature`` can be set on the object (sampled rollouts); the other settings are in ``settings``.
     """
@@ -154,6 +162,7 @@ class OpenAIPolicy(PolicyBase):
         max_concurrency: int | None = None,
         extra_body: Mapping[str, Any] | None = None,
         name: str | None = None,
+        text_only: bool = False,
     ):
         overrides = {
             "max_tokens": max_tokens,
@@ -175,8 +184,9 @@ class OpenAIPolicy(PolicyBase):
         self.model = model
         self.extra_body = dict(extra_body or {})
         self.name = name or f"openai:{model}"
+        self.text_only = bool(text_only)
         self.last_usage: list[dict[str, Any] | None] | None = None
-        self.last_replies: list[ChatReply] | None = None
+        self.last_replies: list[ChatReply | None] | None = None
 
     @property
     def settings(self) -> GenerationSettings:
@@ -194,18 +204,25 @@ class OpenAIPolicy(PolicyBase):
     async def aact_batch(
         self, observations: Sequence[Mapping[str, Any]], infos: Sequence[Mapping[str, Any]]
     ) -> list[str]:
-        conversations = [to_openai(o["messages"]) for o in observations]
-        replies = await self.endpoint.acreate_many(conversations, extra_body=self.extra_body)
-        self.last_replies = replies
-        self.last_usage = [reply.usage for reply in replies]
-        return [reply.text for reply in replies]
+        conversations = [to_openai(o["messages"], text_only=self.text_only) for o in observations]
+        replies = await self.endpoint.acreate_many(conversations, extra_body=self.extra_body, return_exceptions=True)
+        return self._turns(replies)
 
     def act_batch(self, observations: Sequence[Mapping[str, Any]], infos: Sequence[Mapping[str, Any]]) -> list[str]:
-        conversations = [to_openai(o["messages"]) for o in observations]
-        replies = self.endpoint.create_many(conversations, extra_body=self.extra_body)
-        self.last_replies = replies
-        self.last_usage = [reply.usage for reply in replies]
-        return [reply.text for reply in replies]
+        conversations = [to_openai(o["messages"], text_only=self.text_only) for o in observations]
+        replies = self.endpoint.create_many(conversations, extra_body=self.extra_body, return_exceptions=True)
+        return self._turns(replies)
+
+    def _turns(self, replies: Sequence[ChatReply | EndpointError]) -> list[str]:
+        """The replies' texts; a failed request of a batch of one raises its :class:`EndpointError`, of a
+        bigger batch :class:`PartialBatchError` (the other replies are not lost)."""
+        self.last_replies = [r if isinstance(r, ChatReply) else None for r in replies]
+        self.last_usage = [r.usage if isinstance(r, ChatReply) else None for r in replies]
+        if len(replies) == 1 and isinstance(replies[0], EndpointError):
+            raise replies[0]
+        if any(isinstance(r, BaseException) for r in replies):
+            raise PartialBatchError([r.text if isinstance(r, ChatReply) else r for r in replies], self.last_usage)
+        return [r.text for r in replies]  # type: ignore[union-attr]
 
     def close(self) -> None:
         self.endpoint.close()

@@ -5,8 +5,14 @@ turn, a ``str`` the environment parses. Policies are stateless between calls: th
 the whole conversation, so the same policy object can serve many concurrent episodes.
 
 Optional token-usage hook: after each ``act_batch`` a policy may set ``self.last_usage`` to a list
-with one entry per observation, each ``None`` or ``{"prompt_tokens": int, "completion_tokens": int}``;
-the rollout engine (:mod:`agents.rollout`) sums it per episode into trajectories and reports.
+with one entry per observation, each ``None`` or ``{"prompt_tokens": int, "completion_tokens": int,
+"finish_reason": str}`` (any key may be missing or ``None``: not known); the rollout engine
+(:mod:`agents.rollout`) sums the tokens per episode and records each turn's ``finish_reason``
+(``"length"``: cut at the token cap).
+
+A batch some of whose turns failed (a request that failed after its retries) is reported by raising
+:class:`PartialBatchError` with the turns that were written and the errors of the rest, so the rollout
+engine fails only the episodes whose turn failed.
 """
 
 from __future__ import annotations
@@ -15,7 +21,19 @@ import asyncio
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["Policy", "PolicyBase"]
+__all__ = ["PartialBatchError", "Policy", "PolicyBase"]
+
+
+class PartialBatchError(Exception):
+    """Some turns of a batch could not be written; ``results`` holds, per observation in order, the turn
+    (``str``) or the exception that stopped it; ``usage`` the batch's ``last_usage`` (or ``None``)."""
+
+    def __init__(self, results: Sequence[str | BaseException], usage: Sequence[Any] | None = None):
+        failed = [r for r in results if isinstance(r, BaseException)]
+        first = f": {type(failed[0]).__name__}: {failed[0]}" if failed else ""
+        super().__init__(f"{len(failed)} of {len(results)} turns of the batch failed{first}")
+        self.results = list(results)
+        self.usage = list(usage) if usage is not None else None
 
 
 @runtime_checkable

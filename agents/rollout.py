@@ -31,8 +31,13 @@ searches the turn being written may make, so workflow policies respect a run wit
 
 Token usage hook (optional). After each ``act_batch`` / ``aact_batch`` call the engine reads
 ``policy.last_usage``: ``None``, or a list with one entry per observation of the batch, each ``None`` or
-a dict ``{"prompt_tokens": int, "completion_tokens": int}``. Policies that do not know their usage need
-do nothing.
+a dict ``{"prompt_tokens": int, "completion_tokens": int, "finish_reason": str}`` (missing or ``None``:
+not known). Tokens are summed into ``usage``; each turn's ``finish_reason`` goes to the record's
+``finish_reasons``. Policies that do not know their usage need do nothing.
+
+A policy call that fails for some episodes only (:class:`agents.policy.PartialBatchError`) fails those
+episodes; the others of its batch go on with their turns. Skipped episodes are listed beside ``out``
+as they happen, so an interrupted run leaves its list on disk too.
 """
 
 from __future__ import annotations
@@ -321,6 +326,8 @@ async def _arollout(
                 raise
             logger.warning("%s: skipping episode %d (%s): %s", policy.name, index, example_id, message)
             skipped.append(SkippedEpisode(index=index, example_id=example_id, error=message, policy=policy.name))
+            if path is not None:
+                await loop.run_in_executor(threads, write_skipped, path, list(skipped))
             bar.update(1)
 
     async def play(env: gym.Env, index: int) -> None:
@@ -329,12 +336,16 @@ async def _arollout(
         t0 = time.perf_counter()
         observation, info = base.reset(options={"index": index})
         usage: dict[str, int] | None = None
+        finish_reasons: list[str | None] = []
         while True:
             action, used = await batcher.request(observation, info)
-            if used:
+            used = used if isinstance(used, Mapping) else {}
+            if used.get("prompt_tokens") is not None or used.get("completion_tokens") is not None:
                 usage = usage or {"prompt_tokens": 0, "completion_tokens": 0}
                 for key in ("prompt_tokens", "completion_tokens"):
                     usage[key] += int(used.get(key) or 0)
+            reason = used.get("finish_reason")
+            finish_reasons.append(reason if isinstance(reason, str) else None)
             if native:
                 step = await base.astep(action)
             else:
@@ -351,6 +362,7 @@ async def _arollout(
             reward=float(reward),
             info=info,
             usage=usage,
+            finish_reasons=finish_reasons,
             latency_s=time.perf_counter() - t0,
             writer=writer,
         )

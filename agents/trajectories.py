@@ -174,11 +174,16 @@ def build_record(
     usage: dict[str, int] | None,
     latency_s: float,
     writer: TrajectoryWriter | None,
+    finish_reasons: Sequence[str | None] = (),
 ) -> EpisodeRecord:
-    """The trajectory record of the episode that just ended in ``env`` (see the module docstring)."""
+    """The trajectory record of the episode that just ended in ``env`` (see the module docstring).
+
+    ``finish_reasons``: one per turn the policy wrote (``None`` each when not given).
+    """
     base = env.unwrapped
     record = base.episode_record()
     record.policy, record.index, record.split = policy, int(index), split
+    record.finish_reasons = list(finish_reasons) or [None] * len(record.turns)
     record.reward, record.info, record.usage = float(reward), jsonable(info), usage
     record.latency_s = round(latency_s, 6)
     images = base.episode_images()

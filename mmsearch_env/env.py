@@ -288,7 +288,10 @@ class MMSearchEnv(gym.Env[dict[str, Any], str]):
         super().reset(seed=seed)
         example = self.examples[self._pick(options)]
         image = example.image.copy()
-        instruction = self.prompts.instruction.format(
+        template = self.prompts.instruction
+        if self.config.image_position == "none" and self.prompts.instruction_no_image:
+            template = self.prompts.instruction_no_image  # the prompt must not speak of an image it hides
+        instruction = template.format(
             question=neutralize_control_tokens(example.question),  # dataset text is untrusted too
             max_turns=self.max_turns,
             max_image_searches=self.max_image_searches,

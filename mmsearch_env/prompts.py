@@ -43,6 +43,8 @@ class PromptTemplates:
     With ``image_crops``: ``crop_instruction`` follows the instruction (``{width}``, ``{height}``: the
     image's size) and ``region_results_header`` heads a region's results (``{box}``); ``None`` keeps
     the protocol's default wording.
+    ``instruction_no_image``: the instruction when the image is not shown (``image_position="none"``,
+    text-only models; same placeholders); ``None``: ``instruction``.
     """
 
     instruction: str
@@ -60,9 +62,10 @@ class PromptTemplates:
     system: str | None = None
     crop_instruction: str | None = None
     region_results_header: str | None = None
+    instruction_no_image: str | None = None
 
 
-_OPTIONAL = ("system", "crop_instruction", "region_results_header")
+_OPTIONAL = ("system", "crop_instruction", "region_results_header", "instruction_no_image")
 _PLACEHOLDERS = {
     "instruction": {"question", "max_turns", "max_image_searches", "max_text_searches"},
     "image_results_header": set(),
@@ -79,6 +82,7 @@ _PLACEHOLDERS = {
     "system": set(),
     "crop_instruction": {"width", "height"},
     "region_results_header": {"box"},
+    "instruction_no_image": {"question", "max_turns", "max_image_searches", "max_text_searches"},
 }
 
 
@@ -157,6 +161,8 @@ def load_prompts(
             )
         if key not in names:
             raise ConfigError(f"prompt file {str(source)!r}: unknown template {key!r}.{did_you_mean(key, names)}")
+    if "instruction" in overrides:  # the user's own instruction, not our no-image wording, unless they give both
+        overrides.setdefault("instruction_no_image", None)
     return _check(replace(templates, **overrides), f"prompt file {str(source)!r}")
 
 

@@ -92,6 +92,8 @@ class EpisodeRecord:
         info: the terminal step's ``info``, JSON values only.
         end_reason: why the episode ended (``info["end_reason"]``; ``"unfinished"`` when scored early).
         usage: ``{"prompt_tokens", "completion_tokens"}`` summed over the policy's turns, or ``None``.
+        finish_reasons: per assistant turn, why the model stopped writing it, as the policy reported
+            (``"stop"``, ``"length"``: cut at the token cap, ...; ``None``: not reported).
     """
 
     example_id: str
@@ -114,6 +116,7 @@ class EpisodeRecord:
     image: str | None = None
     usage: dict[str, Any] | None = None
     latency_s: float | None = None
+    finish_reasons: list[str | None] = field(default_factory=list)
     version: int = RECORD_VERSION
 
     # -- what metrics read ---------------------------------------------------------------------------
@@ -140,6 +143,11 @@ class EpisodeRecord:
     @property
     def search_failures(self) -> int:
         return sum(not s.ok for s in self.searches)
+
+    @property
+    def truncated_replies(self) -> int:
+        """Turns the model's token cap cut off (``finish_reason == "length"``)."""
+        return sum(reason == "length" for reason in self.finish_reasons)
 
     @property
     def answer(self) -> str | None:
@@ -187,6 +195,7 @@ class EpisodeRecord:
         kwargs["info"] = dict(kwargs.get("info") or {})
         kwargs["candidate_answers"] = list(kwargs.get("candidate_answers") or [])
         kwargs["turns"] = list(kwargs.get("turns") or [])
+        kwargs["finish_reasons"] = list(kwargs.get("finish_reasons") or [])
         return cls(**kwargs)
 
     @classmethod
@@ -201,10 +210,16 @@ class EpisodeRecord:
 def upgrade_layout(data: Mapping[str, Any]) -> dict[str, Any]:
     """A record dict in the current layout (lines from before versioning are converted; nothing is checked).
 
+    Lines written before ``finish_reasons`` existed get one ``None`` (not reported) per turn.
+
     >>> upgrade_layout({"reward": {"reward": 0.91, "accuracy": 1.0}, "reward_total": 0.91})
     {'reward': 0.91, 'reward_parts': {'reward': 0.91, 'accuracy': 1.0}, 'version': 2}
+    >>> upgrade_layout({"turns": ["<answer>x</answer>"], "version": 2})["finish_reasons"]
+    [None]
     """
     data = dict(data)
+    if data.get("finish_reasons") is None and isinstance(data.get("turns"), list):
+        data["finish_reasons"] = [None] * len(data["turns"])
     version = data.get("version", 1)
     if version == 1:
         parts = data.get("reward")

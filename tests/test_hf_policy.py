@@ -167,3 +167,15 @@ def test_curate_seeds_an_hf_spec_policy(tmp_path, vlm_path):
     first = turns(tmp_path / "a", 5)
     assert first and turns(tmp_path / "bb", 5) == first
     assert turns(tmp_path / "ccc", 6) != first
+
+
+def test_turns_report_tokens_and_why_they_ended(llm_path):
+    env = gym.make("MMSearch-v0", dataset="sample", image_position="none")
+    observations, infos = zip(*(env.reset(options={"index": i}) for i in range(2)), strict=True)
+    assert "not shown to you" in observations[0]["messages"][0]["content"][0]["text"]
+    policy = HFPolicy(llm_path, max_new_tokens=3, batch_size=2)
+    policy.act_batch(observations, infos)
+    # the random model does not write its end-of-turn token within 3 tokens: each turn was cut
+    assert [u["finish_reason"] for u in policy.last_usage] == ["length", "length"]
+    assert [u["completion_tokens"] for u in policy.last_usage] == [3, 3]
+    assert all(u["prompt_tokens"] > 50 for u in policy.last_usage)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 import sys
@@ -197,3 +198,35 @@ def test_rollout_records_usage_per_episode(server, tmp_path):
         assert set(record.usage) == {"prompt_tokens", "completion_tokens"}  # finish_reason is not summed
         assert [a.kind for a in record.actions] == ["image_search", "answer"]
     assert sum(r.correct for r in result.records) >= 1  # the scripted model reads the top title
+
+
+def test_one_failed_request_fails_its_episode_only_and_the_run_goes_on(server, tmp_path):
+    server.fail_next = [400]  # the first request of the first batch fails, no retry helps
+    policy = OpenAIPolicy("fake-vlm", server.base_url, max_retries=0)
+    out = tmp_path / "t.jsonl"
+    result = rollout(policy, range(4), env_config={"split": None}, concurrency=4, out=out, progress=False)
+    assert len(result.skipped) == 1 and "HTTP 400: scheduled failure" in result.skipped[0].error
+    assert len(result.records) == 3  # the batch's other episodes kept their replies and finished
+    assert len(server.requests) == 4 + 3  # nobody's request was sent twice
+    assert len((tmp_path / "t.skipped.jsonl").read_text().splitlines()) == 1
+    for record in result.records:
+        assert record.finish_reasons == ["stop", "stop"]  # one per turn, as the server reported
+
+
+def test_eval_flags_override_the_spec_and_the_report_shows_cut_off_replies(server, tmp_path):
+    from agents.cli import main
+
+    spec = f"openai:fake-vlm@{server.base_url}?max_tokens=64&temperature=0.5"
+    argv = ["eval", "--policy", spec, "--limit", "2", "--out", str(tmp_path), "--quiet"]
+    argv += ["--no-plot", "--search-utility", "off", "--max-tokens", "3", "--temperature", "0", "--top-p", "0.5"]
+    argv += ["--stop", "</answer>", "--request-timeout", "7", "--retries", "1", "--concurrency", "2"]
+    assert main(argv) == 0
+    body = server.requests[0]
+    assert (body["max_tokens"], body["temperature"], body["top_p"], body["stop"]) == (3, 0.0, 0.5, ["</answer>"])
+    assert server.headers[0]["x-stainless-read-timeout"] == "7.0"
+    records = [json.loads(line) for line in (tmp_path / "trajectories.jsonl").read_text().splitlines()]
+    assert [r["finish_reasons"] for r in records] == [["length"], ["length"]]  # 3 tokens cut every reply
+    report = json.loads((tmp_path / "report.json").read_text())["rows"][0]
+    assert (report["truncated_replies"], report["replies"], report["format_rate"]) == (2, 2, 0.0)
+    table = (tmp_path / "report.md").read_text()
+    assert "| format % | cut-off replies |" in table and "| 0.0 | 2 / 2 |" in table

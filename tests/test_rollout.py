@@ -15,7 +15,7 @@ from broken_rows import questions_with_one_broken_image
 
 import mmsearch_env
 from agents.baselines import RAGWorkflowPolicy
-from agents.policy import PolicyBase
+from agents.policy import PartialBatchError, PolicyBase
 from agents.rollout import EnvPool, arollout, make_env_pool, read_trajectories, rollout, run_episodes
 from agents.scripted import OraclePolicy
 from mmsearch_env.config import EnvConfig
@@ -400,3 +400,35 @@ def test_a_policy_name_means_what_it_means_to_evaluate():
     assert [r.reward for r in by_name.records] == [r.reward for r in by_object.records]
     with pytest.raises(ConfigError, match="Did you mean 'oracle'"):
         rollout("oracel", range(1), env_config={"dataset": "sample"}, progress=False)
+
+
+class _WrapsAFlakyModel(PolicyBase):
+    """A wrapper whose inner model failed on part of a sub-batch: it cannot say which episode failed."""
+
+    name = "wrapper"
+
+    def __init__(self):
+        self.batches = []
+
+    def act_batch(self, observations, infos):
+        self.batches.append(len(observations))
+        if len(observations) > 1:
+            raise PartialBatchError(["<answer>x</answer>", RuntimeError("inner request failed")])
+        return ["<answer>x</answer>"]
+
+
+def test_a_partial_failure_that_names_no_episode_is_retried_one_by_one():
+    policy = _WrapsAFlakyModel()
+    result = rollout(policy, range(3), env_config={"dataset": "sample"}, concurrency=3, progress=False)
+    assert len(result.records) == 3 and result.skipped == []  # the run went on: each episode asked alone
+    assert policy.batches[0] == 3 and policy.batches[-3:] == [1, 1, 1]
+
+
+def test_finish_reasons_are_recorded_per_turn_and_old_lines_upgrade():
+    record = EpisodeRecord.from_dict({"example_id": "q", "question": "?", "ground_truth": "x", "turns": ["a", "b"]})
+    assert record.finish_reasons == [None, None] and record.truncated_replies == 0
+    line = {"example_id": "q", "question": "?", "ground_truth": "x", "turns": ["a"], "finish_reasons": [3]}
+    with pytest.raises(DatasetError, match=re.escape("field 'finish_reasons[0]' must be a string")):
+        EpisodeRecord.from_dict(line)
+    cut = EpisodeRecord(example_id="q", question="?", ground_truth="x", turns=["a"], finish_reasons=["length"])
+    assert EpisodeRecord.from_json(cut.to_json()).truncated_replies == 1

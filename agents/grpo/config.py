@@ -8,7 +8,16 @@ from typing import Any
 from mmsearch_env.config import EnvConfig
 from mmsearch_env.errors import ConfigError
 
-__all__ = ["MMSearchGRPOConfig", "cpu_preset", "gpu_preset", "preset_settings", "require_train_extra"]
+__all__ = [
+    "TINY_ONLY",
+    "MMSearchGRPOConfig",
+    "cpu_preset",
+    "fit_preset",
+    "gpu_preset",
+    "preset_settings",
+    "require_train_extra",
+    "size_settings",
+]
 
 TRAIN_EXTRA = "pip install torch==2.13.0 && pip install 'mmsearch-env[train]'"
 
@@ -71,7 +80,26 @@ class MMSearchGRPOConfig(_GRPOConfigBase, EnvConfig):
     # Parameters that control the model
     model_path: str | None = field(
         default=None,
-        metadata={"help": "Local Hugging Face VLM folder (Qwen2.5-VL / Qwen3-VL class); None builds the tiny VLM."},
+        metadata={
+            "help": "Local Hugging Face model folder: a VLM (Qwen2.5-VL / Qwen3-VL class), or a text-only LLM with "
+            "text_only=True; None builds the tiny VLM."
+        },
+    )
+    text_only: bool = field(
+        default=False,
+        metadata={
+            "help": "Train a text-only LLM (model_path): the prompt says the image is not shown (image_position "
+            "'none'), image search still searches it and its results reach the model as titles, the dataset has "
+            "no images, and the model gets the chat format's turn tokens if it lacks them."
+        },
+    )
+    preset_for: str | None = field(
+        default=None,
+        metadata={
+            "help": "The model a preset's values were tuned for ('tiny': the cpu preset). With another model_path, "
+            "those values (learning rates, warm-start epochs, dataset) are refitted to the model's size and the "
+            "run's first log lines say so; None: use every value as given."
+        },
     )
     use_lora: bool = field(default=True, metadata={"help": "Train a LoRA adapter (peft); False: full fine-tuning."})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
@@ -97,6 +125,12 @@ class MMSearchGRPOConfig(_GRPOConfigBase, EnvConfig):
     metrics_plot: bool = field(default=True, metadata={"help": "Write metrics.png from metrics.jsonl at the end."})
 
     def __post_init__(self) -> None:
+        if self.text_only:
+            if self.model_path is None:
+                raise ConfigError(
+                    "text_only=True needs model_path: a local text-only LLM folder (the built-in tiny model is a VLM)"
+                )
+            self.image_position = "none"  # the text-only mode: the prompt says the image is not shown
         EnvConfig.validate(self)  # TRL's __post_init__ chain does not reach EnvConfig's
         if self.max_tool_calling_iterations is None:
             # One tool call per turn and the last turn must answer: the env's episode fits in max_turns - 1
@@ -165,6 +199,7 @@ def preset_settings(name: str, **overrides: Any) -> dict[str, Any]:
             "report_to": _default_report_to(),
             "seed": 0,
             "dataloader_num_workers": 0,
+            "preset_for": "tiny",
         }
     elif name == "gpu":
         settings = {
@@ -189,6 +224,48 @@ def preset_settings(name: str, **overrides: Any) -> dict[str, Any]:
         raise ConfigError(f"unknown preset {name!r}; expected 'cpu' or 'gpu'")
     settings.update(overrides)
     return settings
+
+
+#: The cpu preset's values that only suit the tiny model, refitted for a real one (:func:`fit_preset`).
+TINY_ONLY = ("dataset", "learning_rate", "warm_start_epochs", "warm_start_lr")
+
+
+def size_settings(num_parameters: int | None) -> dict[str, Any]:
+    """Settings for a real model of ``num_parameters`` in place of the tiny model's :data:`TINY_ONLY` values.
+
+    Smaller models take larger steps (LoRA on the attention projections); the warm-start is short (it
+    teaches the tags, not the answers) and uses the embedded corpus questions. Unknown size: as for 1-10B.
+
+    >>> size_settings(270_000_000)["learning_rate"], size_settings(7_000_000_000)["learning_rate"]
+    (2e-05, 5e-06)
+    """
+    n = num_parameters or 3_000_000_000
+    learning_rate = 2e-5 if n < 1e9 else 5e-6 if n < 1e10 else 2e-6
+    return {
+        "dataset": "corpus",  # the embedded question set (EnvConfig's default), not the tiny world
+        "learning_rate": learning_rate,
+        "warm_start_epochs": 2,
+        "warm_start_lr": 5 * learning_rate,
+    }
+
+
+def fit_preset(config: MMSearchGRPOConfig, num_parameters: int | None) -> dict[str, tuple[Any, Any]]:
+    """Refit a tiny-model preset's values to ``config.model_path`` (in place); returns ``{field: (old, new)}``.
+
+    Only when ``preset_for == "tiny"`` and a ``model_path`` is set, and only the :data:`TINY_ONLY` fields
+    still holding the cpu preset's value (a value the user changed is kept). ``preset_for`` becomes
+    ``None`` afterwards, so refitting twice changes nothing.
+    """
+    if config.preset_for != "tiny" or config.model_path is None:
+        return {}
+    tiny = preset_settings("cpu")
+    changes = {}
+    for name, value in size_settings(num_parameters).items():
+        if name in TINY_ONLY and getattr(config, name) == tiny[name] and value != tiny[name]:
+            changes[name] = (getattr(config, name), value)
+            setattr(config, name, value)
+    config.preset_for = None
+    return changes
 
 
 def cpu_preset(output_dir: str = "runs/grpo-cpu", **overrides: Any) -> MMSearchGRPOConfig:

@@ -36,10 +36,16 @@ def make_train_dataset(env_kwargs: Mapping[str, Any], *, limit: int | None = Non
     The prompt is exactly what ``env.reset`` shows (instruction wording, limits), with the image as a
     placeholder block filled from ``images`` by TRL. One implementation serves the trainer and users
     exporting their data: :func:`mmsearch_env.data.export.to_grpo_dataset`. ``limit``: train on that
-    many questions of the split, drawn with ``seed`` (the warm-start uses the same ones).
+    many questions of the split, drawn with ``seed`` (the warm-start uses the same ones). With
+    ``image_position="none"`` (text-only training) there is no ``images`` column.
     """
     if limit is None:
-        return to_grpo_dataset(dict(env_kwargs))
-    env = MMSearchEnv(**{**env_kwargs, "search": "disabled"})
-    rest = {k: v for k, v in env_kwargs.items() if k not in ("dataset", "split", "search")}
-    return to_grpo_dataset(list(sample_train_examples(env.examples, limit, seed)), env_kwargs=rest)
+        dataset = to_grpo_dataset(dict(env_kwargs))
+    else:
+        env = MMSearchEnv(**{**env_kwargs, "search": "disabled"})
+        rest = {k: v for k, v in env_kwargs.items() if k not in ("dataset", "split", "search")}
+        dataset = to_grpo_dataset(list(sample_train_examples(env.examples, limit, seed)), env_kwargs=rest)
+    if env_kwargs.get("image_position") == "none":
+        # The text-only mode: no image anywhere, so TRL treats the prompts as text (no pixel_values).
+        dataset = dataset.remove_columns("images")
+    return dataset

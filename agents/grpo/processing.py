@@ -12,6 +12,8 @@ from mmsearch_env.protocol import get_protocol
 
 __all__ = [
     "TAGS_RESPONSE_TEMPLATE",
+    "TURN_TOKENS",
+    "add_turn_tokens",
     "assistant_header_ids",
     "assistant_token_labels",
     "end_of_turn_id",
@@ -68,6 +70,35 @@ def prepare_processing_class(processor: Any, protocol: str) -> Any:
     tokenizer.chat_template = template
     tokenizer.response_template = response_template
     return processor
+
+
+#: The turn tokens of the Qwen chat format our templates and the tag response parser use.
+TURN_TOKENS = ("<|im_start|>", "<|im_end|>")
+
+
+def add_turn_tokens(model: Any, tokenizer: Any) -> list[str]:
+    """Give a text-only model of another chat format the turn tokens of ours (in place); returns those added.
+
+    Our templates and the response parser speak the Qwen format; a model whose vocabulary lacks
+    ``<|im_start|>`` / ``<|im_end|>`` (Gemma, Llama...) gets them as special tokens with new embedding
+    rows, and ``<|im_end|>`` becomes its end-of-sequence token so generation stops at the end of a
+    turn. The format warm-start then teaches the model to write them.
+    """
+    unknown = tokenizer.unk_token_id
+    missing = [t for t in TURN_TOKENS if tokenizer.convert_tokens_to_ids(t) in (None, unknown)]
+    if missing:
+        tokenizer.add_tokens(missing, special_tokens=True)
+        model.resize_token_embeddings(len(tokenizer))
+    end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    tokenizer.eos_token = "<|im_end|>"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.config.eos_token_id = end
+    generation = getattr(model, "generation_config", None)
+    if generation is not None:
+        generation.eos_token_id = end
+        generation.pad_token_id = tokenizer.pad_token_id
+    return missing
 
 
 def assistant_header_ids(tokenizer: Any) -> list[int]:

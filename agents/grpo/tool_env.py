@@ -130,7 +130,10 @@ class RolloutEpisode:
         self.last_info = info
         if terminated or truncated:
             return f"No search was run ({info['end_reason'].replace('_', ' ')}). Give your final answer."
-        return observation["messages"][-1]["content"]
+        content = observation["messages"][-1]["content"]
+        if self.env.config.image_position == "none":  # the text-only mode: titles, no thumbnails
+            return "".join(block["text"] for block in content if block.get("type") == "text")
+        return content
 
     def _turn(self, kind: ToolName, query: str | None, box: Any) -> str:
         protocol = self.env.protocol

@@ -7,17 +7,18 @@ from pathlib import Path
 from typing import Any
 
 from agents.grpo.callbacks import MetricsLogger, readable_progress
-from agents.grpo.config import MMSearchGRPOConfig, require_train_extra
+from agents.grpo.config import MMSearchGRPOConfig, fit_preset, require_train_extra
 from agents.grpo.data import make_train_dataset
-from agents.grpo.processing import prepare_processing_class
+from agents.grpo.processing import add_turn_tokens, prepare_processing_class
 from agents.grpo.reward import EnvReward
 from agents.grpo.tool_env import env_factory
 from agents.grpo.warm_start import warm_start
-from agents.hf_policy import load_pretrained
+from agents.hf_policy import load_pretrained, load_processing_class
+from agents.model_check import ModelFolder, check_model_folder
 from agents.tiny_vlm import build_tiny_vlm
 from mmsearch_env.errors import ConfigError
 
-__all__ = ["build_trainer", "load_policy_model", "train"]
+__all__ = ["build_trainer", "describe_run", "load_policy_model", "train"]
 
 logger = logging.getLogger(__name__)
 
@@ -26,22 +27,72 @@ logger = logging.getLogger(__name__)
 _VISION_TOKENS = ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>")
 
 
+def describe_run(config: MMSearchGRPOConfig) -> ModelFolder | None:
+    """Check ``config.model_path`` from its small files (before loading), refit a tiny-model preset to it,
+    and log what the run trains with: its first lines. Returns the folder's description (``None``: tiny VLM)."""
+    if config.model_path is None:
+        logger.info("model: the built-in tiny VLM; settings as given (preset: %s)", config.preset_for or "none")
+        return None
+    info = check_model_folder(config.model_path, vlm=not config.text_only, chat_template=False)
+    if config.text_only and info.is_vlm:
+        raise ConfigError(
+            f"{config.model_path!r} is a vision-language model; train it with images (text_only=False), "
+            "or give a text-only LLM for text_only=True"
+        )
+    size = f"{info.num_parameters:,} parameters" if info.num_parameters else "size unknown"
+    mode = "text-only (the prompt says the image is not shown)" if config.text_only else "vision-language"
+    logger.info("model: %s (%s, %s), %s mode", config.model_path, info.model_type, size, mode)
+    changes = fit_preset(config, info.num_parameters)
+    for name, (old, new) in changes.items():
+        logger.info("preset refitted to this model's size: %s %r -> %r (tiny-model value)", name, old, new)
+    logger.info(
+        "training: learning_rate %g, warm-start %d epoch(s) at lr %g, dataset %r, lora %s",
+        config.learning_rate,
+        config.warm_start_epochs,
+        config.warm_start_lr,
+        config.dataset,
+        f"r={config.lora_r}" if config.use_lora else "off",
+    )
+    return info
+
+
+def _load_text_only(path: str | Path, dtype: str) -> tuple[Any, Any]:
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    return model, load_processing_class(path)
+
+
 def load_policy_model(config: MMSearchGRPOConfig) -> tuple[Any, Any, str]:
     """The model and prepared processor to train, and the base folder an adapter later applies to.
 
     ``config.model_path`` (or the tiny VLM when None) in ``bf16`` or float32; warm-started when
     ``warm_start_epochs`` > 0 and saved to ``output_dir/warm_start``, which a resumed run loads
-    instead of warm-starting again. Raises :class:`ConfigError` for a text-only model.
+    instead of warm-starting again. ``text_only``: a causal LM and its tokenizer, given our chat
+    format's turn tokens (:func:`agents.grpo.processing.add_turn_tokens`). Raises :class:`ConfigError`
+    before loading for a model the mode cannot train (:func:`describe_run`).
     """
+    describe_run(config)
     base = Path(config.model_path) if config.model_path else build_tiny_vlm(seed=config.seed)
     warm_dir = Path(config.output_dir) / "warm_start"
-    if config.warm_start_epochs and (warm_dir / "config.json").is_file():
-        model, processor, _ = load_pretrained(warm_dir)  # resumed run: the warm-start already happened
-        return model, prepare_processing_class(processor, config.protocol), str(warm_dir)
     dtype = "bfloat16" if config.bf16 else "float32"
-    model, processor, vlm = load_pretrained(base, dtype=dtype)
-    if not vlm:
-        raise ConfigError(f"{str(base)!r} is a text-only model; GRPO training here needs a Qwen-VL class VLM")
+    if config.warm_start_epochs and (warm_dir / "config.json").is_file():
+        # resumed run: the warm-start already happened
+        if config.text_only:
+            model, processor = _load_text_only(warm_dir, dtype)
+        else:
+            model, processor, _ = load_pretrained(warm_dir)
+        return model, prepare_processing_class(processor, config.protocol), str(warm_dir)
+    added: list[str] = []
+    if config.text_only:
+        model, processor = _load_text_only(base, dtype)
+        added = add_turn_tokens(model, processor)
+        if added:
+            logger.info("added the chat format's turn tokens %s to the vocabulary", added)
+    else:
+        model, processor, vlm = load_pretrained(base, dtype=dtype)
+        if not vlm:
+            raise ConfigError(f"{str(base)!r} is a text-only model; train it with text_only=True")
     prepare_processing_class(processor, config.protocol)
     if config.warm_start_epochs:
         warm_start(model, processor, config)
@@ -50,6 +101,11 @@ def load_policy_model(config: MMSearchGRPOConfig) -> tuple[Any, Any, str]:
         getattr(processor, "tokenizer", processor).save_pretrained(warm_dir)
         if (Path(base) / "tiny_vlm.json").is_file():
             (warm_dir / "tiny_vlm.json").write_text((Path(base) / "tiny_vlm.json").read_text())
+        base = warm_dir
+    elif config.text_only and added:
+        # The adapter's base folder must hold the new vocabulary too.
+        model.save_pretrained(warm_dir)
+        processor.save_pretrained(warm_dir)
         base = warm_dir
     return model, processor, str(base)
 

@@ -27,6 +27,7 @@ from typing import Any
 from agents.grpo.callbacks import readable_progress
 from agents.grpo.config import MMSearchGRPOConfig
 from agents.grpo.data import sample_train_examples
+from agents.hf_policy import text_only_messages
 from agents.scripted import OraclePolicy
 from mmsearch_env.env import MMSearchEnv
 
@@ -38,7 +39,8 @@ logger = logging.getLogger(__name__)
 class EpisodeCollator:
     """Batches whole episodes (chat message lists, images inline) for assistant-only causal-LM loss.
 
-    Each row is ``{"messages": [...]}``. Returns the processor's tensors (``input_ids``,
+    Each row is ``{"messages": [...]}``; ``processor`` is a VLM processor or a text-only model's tokenizer.
+    Returns the processor's tensors (``input_ids``,
     ``attention_mask``, ``pixel_values``, ``image_grid_thw``) and ``labels``: the token ids inside the
     template's ``{% generation %}`` spans (each assistant turn and its end-of-turn token), -100 elsewhere.
     A class because the trainer's dataloader needs a picklable callable holding the processor.
@@ -54,6 +56,11 @@ class EpisodeCollator:
         self.chat_template = None if has_generation_markers(template) else get_training_chat_template(processor)
 
     def __call__(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        # A processor takes tokenizer options in processor_kwargs; a text-only model's tokenizer directly.
+        if hasattr(self.processor, "tokenizer"):
+            padding: dict[str, Any] = {"processor_kwargs": {"padding": True, "padding_side": "right"}}
+        else:
+            padding = {"padding": True, "tokenizer_kwargs": {"padding_side": "right"}}
         batch = self.processor.apply_chat_template(
             [row["messages"] for row in rows],
             tools=self.tools,
@@ -62,7 +69,7 @@ class EpisodeCollator:
             return_dict=True,
             return_tensors="pt",
             return_assistant_tokens_mask=True,
-            processor_kwargs={"padding": True, "padding_side": "right"},
+            **padding,
         )
         labels = batch["input_ids"].clone()
         labels[batch["attention_mask"] == 0] = -100
@@ -147,9 +154,12 @@ def warm_start_episodes(config: MMSearchGRPOConfig) -> tuple[list[list[dict[str,
 
     Half the episodes follow the oracle's search plan (:class:`agents.scripted.OraclePolicy`), half
     answer at once without searching, so the model learns the *format* of every action but not when
-    to search: that is left to GRPO.
+    to search: that is left to GRPO. With ``image_position="none"`` (text-only training) the episodes
+    hold text only, as a text-only model reads them. Any chat model learns the format from them: the
+    rendering is our chat template's (:func:`agents.grpo.processing.prepare_processing_class`).
     """
     env = MMSearchEnv(**config.env_kwargs())
+    text_only = env.config.image_position == "none"
     episodes: list[list[dict[str, Any]]] = []
     try:
         for use_search in (True, False):
@@ -158,7 +168,9 @@ def warm_start_episodes(config: MMSearchGRPOConfig) -> tuple[list[list[dict[str,
                 observation, info = env.reset(options={"example_id": example.id})
                 while not env.episode_over:
                     observation, _, _, _, info = env.step(policy.act(observation, info))
-                episodes.append(observation["messages"])
+                messages = observation["messages"]
+                # the text-only mode: what a text-only model reads (result titles, no thumbnails)
+                episodes.append(text_only_messages(messages) if text_only else messages)
     finally:
         env.close()
     return episodes, env.protocol.tool_schemas() or None

@@ -192,12 +192,13 @@ class ChatReply:
 
     @property
     def usage(self) -> dict[str, Any] | None:
-        """``{"prompt_tokens", "completion_tokens", "finish_reason"}``, or ``None`` when the server gave no usage."""
-        if self.prompt_tokens is None and self.completion_tokens is None:
+        """``{"prompt_tokens", "completion_tokens", "finish_reason"}`` (a count the server did not give is
+        ``None``), or ``None`` when the server gave neither usage nor a finish reason."""
+        if self.prompt_tokens is None and self.completion_tokens is None and self.finish_reason is None:
             return None
         return {
-            "prompt_tokens": self.prompt_tokens or 0,
-            "completion_tokens": self.completion_tokens or 0,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
             "finish_reason": self.finish_reason,
         }
 
@@ -300,10 +301,13 @@ class ChatEndpoint:
         conversations: Sequence[Sequence[Mapping[str, Any]]],
         *,
         extra_body: Mapping[str, Any] | None = None,
-    ) -> list[ChatReply]:
+        return_exceptions: bool = False,
+    ) -> list[Any]:
         """One reply per conversation, in order, at most ``settings.concurrency`` at a time.
 
-        The first failure cancels the requests still running and raises :class:`EndpointError`.
+        The first failure cancels the requests still running and raises :class:`EndpointError`; with
+        ``return_exceptions=True`` every request runs to its end and a failed one's place holds its
+        :class:`EndpointError` instead (one bad request does not cost the others their replies).
         """
         semaphore = asyncio.Semaphore(self.settings.concurrency)
         # An async connection pool belongs to one event loop: a client per call works from any loop.
@@ -321,6 +325,12 @@ class ChatEndpoint:
 
             tasks = [asyncio.ensure_future(one(m)) for m in conversations]
             try:
+                if return_exceptions:
+                    results = await asyncio.gather(*tasks, return_exceptions=True)
+                    for result in results:  # a cancellation or a bug is not a per-request failure
+                        if isinstance(result, BaseException) and not isinstance(result, EndpointError):
+                            raise result
+                    return list(results)
                 return list(await asyncio.gather(*tasks))
             finally:
                 for task in tasks:
@@ -332,11 +342,14 @@ class ChatEndpoint:
         conversations: Sequence[Sequence[Mapping[str, Any]]],
         *,
         extra_body: Mapping[str, Any] | None = None,
-    ) -> list[ChatReply]:
+        return_exceptions: bool = False,
+    ) -> list[Any]:
         """:meth:`acreate_many` from synchronous code (in a worker thread when this thread runs a loop)."""
 
-        def run() -> list[ChatReply]:
-            return asyncio.run(self.acreate_many(conversations, extra_body=extra_body))
+        def run() -> list[Any]:
+            return asyncio.run(
+                self.acreate_many(conversations, extra_body=extra_body, return_exceptions=return_exceptions)
+            )
 
         try:
             asyncio.get_running_loop()
