@@ -100,19 +100,39 @@ def _eval(args: argparse.Namespace) -> int:
         plot=not args.no_plot,
         progress=not args.quiet,
         on_error=args.on_error,
-        generation={
-            "max_tokens": args.max_tokens,
-            "temperature": args.temperature,
-            "top_p": args.top_p,
-            "stop": tuple(args.stop) if args.stop else None,
-            "timeout": args.request_timeout,
-            "max_retries": args.retries,
-        },
+        generation=_generation(args),
     )
     print(report.to_markdown())
     for key, path in report.paths.items():
         print(f"{key}: {path}")
     return 0
+
+
+def _add_generation_arguments(
+    parser: argparse.ArgumentParser, *, temperature: float | None, temperature_help: str
+) -> None:
+    """Generation settings of the model policies (``openai:``, ``hf:``); they win over an openai: spec's
+    ``?settings``."""
+    gen = parser.add_argument_group("generation (openai: and hf: policies; override the spec's ?settings)")
+    gen.add_argument("--max-tokens", type=int, default=None, help="cap on tokens per reply (default: 2048; hf: 256)")
+    gen.add_argument("--temperature", type=float, default=temperature, help=temperature_help)
+    gen.add_argument("--top-p", type=float, default=None, help="nucleus sampling mass (openai:)")
+    gen.add_argument("--stop", action="append", default=None, help="stop string (openai:; repeatable)")
+    gen.add_argument(
+        "--request-timeout", type=float, default=None, help="seconds per request before it is abandoned (default: 120)"
+    )
+    gen.add_argument("--retries", type=int, default=None, help="retries of a failed request (openai:; default: 2)")
+
+
+def _generation(args: argparse.Namespace, *, with_temperature: bool = True) -> dict[str, Any]:
+    return {
+        "max_tokens": args.max_tokens,
+        "temperature": args.temperature if with_temperature else None,
+        "top_p": args.top_p,
+        "stop": tuple(args.stop) if args.stop else None,
+        "timeout": args.request_timeout,
+        "max_retries": args.retries,
+    }
 
 
 # -- curate --------------------------------------------------------------------------------------------
@@ -131,6 +151,7 @@ def _curate(args: argparse.Namespace) -> int:
         max_size=args.max_size,
         limit=args.limit,
         temperature=args.temperature,
+        generation=_generation(args, with_temperature=False),
         progress=not args.quiet,
         on_error=args.on_error,
     )
@@ -184,16 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="episodes in flight at once, and requests in flight of an openai: policy unless its spec sets "
         "concurrency= (default: 16)",
     )
-    # Generation settings of the model policies; they win over an openai: spec's ?settings.
-    gen = ev.add_argument_group("generation (openai: and hf: policies; override the spec's ?settings)")
-    gen.add_argument("--max-tokens", type=int, default=None, help="cap on tokens per reply (default: 2048; hf: 256)")
-    gen.add_argument("--temperature", type=float, default=None, help="sampling temperature (default: 0, greedy)")
-    gen.add_argument("--top-p", type=float, default=None, help="nucleus sampling mass (openai:)")
-    gen.add_argument("--stop", action="append", default=None, help="stop string (openai:; repeatable)")
-    gen.add_argument(
-        "--request-timeout", type=float, default=None, help="seconds per request before it is abandoned (default: 120)"
-    )
-    gen.add_argument("--retries", type=int, default=None, help="retries of a failed request (openai:; default: 2)")
+    _add_generation_arguments(ev, temperature=None, temperature_help="sampling temperature (default: 0, greedy)")
     ev.add_argument("--judge", default=None, help="LLM judge: openai:MODEL@BASE_URL (key from $OPENAI_API_KEY)")
     ev.add_argument(
         "--search-utility",
@@ -227,8 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
     cu.add_argument("--max-size", type=int, default=None, help="at most this many questions in the subset")
     cu.add_argument("--limit", type=int, default=None, help="only the first N questions")
     cu.add_argument("--seed", type=int, default=0, help="seed of the subset sampling and of an hf: policy's sampling")
-    cu.add_argument(
-        "--temperature", type=float, default=1.0, help="sampling temperature of hf:/openai: policies (default: 1.0)"
+    _add_generation_arguments(
+        cu, temperature=1.0, temperature_help="sampling temperature (default: 1.0, the paper's rollouts)"
     )
     cu.add_argument("--quiet", action="store_true", help="no progress bars")
     cu.add_argument(

@@ -236,6 +236,7 @@ def curate(
     max_size: int | None = None,
     limit: int | None = None,
     temperature: float | None = 1.0,
+    generation: Mapping[str, Any] | None = None,
     plot: bool = True,
     progress: bool = True,
     on_error: str = "skip",
@@ -261,6 +262,8 @@ def curate(
         max_size: cap on the subset size (the ratio kept).
         limit: only the first ``limit`` questions.
         temperature: sampling temperature of a model policy given as a spec string (``None``: its default).
+        generation: other generation settings of such a policy (``max_tokens``, ``top_p``, ``stop``,
+            ``timeout``, ``max_retries``; see :func:`agents.resolve.resolve_policy`).
         on_error: ``"skip"`` (default) or ``"stop"`` (see :func:`agents.rollout.rollout`). A question with
             a skipped rollout is not labelled (it is neither kept nor counted) and is listed in the report.
         env_kwargs: the older name of ``env_config`` (deprecated).
@@ -291,7 +294,9 @@ def curate(
         protocol = pool[0].unwrapped.protocol
         # Sampled rollouts (temperature): K greedy ones would all be the same. Seeded: a local model's
         # samples then repeat, however its episodes are batched.
-        resolved = resolve_policy(policy, examples=examples, protocol=protocol, temperature=temperature, seed=seed)
+        resolved = resolve_policy(
+            policy, examples=examples, protocol=protocol, temperature=temperature, seed=seed, generation=generation
+        )
         for k in range(rollouts):
             agent = _policy_for_rollout(policy, k, resolved, examples, protocol)
             names.add(agent.name)

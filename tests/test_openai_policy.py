@@ -230,3 +230,16 @@ def test_eval_flags_override_the_spec_and_the_report_shows_cut_off_replies(serve
     assert (report["truncated_replies"], report["replies"], report["format_rate"]) == (2, 2, 0.0)
     table = (tmp_path / "report.md").read_text()
     assert "| format % | cut-off replies |" in table and "| 0.0 | 2 / 2 |" in table
+
+
+def test_curate_takes_the_same_generation_flags(server, tmp_path):
+    from agents.cli import main
+
+    argv = ["curate", "--policy", f"openai:fake-vlm@{server.base_url}", "--limit", "2", "--rollouts", "1"]
+    argv += ["--out", str(tmp_path), "--quiet", "--max-tokens", "60", "--top-p", "0.25", "--stop", "STOP"]
+    argv += ["--temperature", "0.7", "--retries", "0", "--on-shortfall", "keep-all"]
+    assert main(argv) == 0
+    assert server.requests, "curation sent no request"
+    for body in server.requests:  # every rollout of both passes carries the flags
+        assert (body["max_tokens"], body["top_p"], body["stop"]) == (60, 0.25, ["STOP"])
+        assert body["temperature"] == 0.7
