@@ -38,7 +38,6 @@ not execute or phone home.
 from __future__ import annotations
 
 import logging
-import math
 import numbers
 import re
 from collections.abc import Iterable, Mapping
@@ -47,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.trajectories import read_trajectories
-from agents.viewer_images import ImageStore
+from agents.viewer_images import ImageStore, finite_number, region_boxes
 from agents.viewer_template import page_template, script_hash
 from mmsearch_env.errors import ConfigError, DatasetError
 from mmsearch_env.records import EpisodeRecord, SearchRecord
@@ -65,8 +64,6 @@ THUMBNAIL_PX = 96
 MAX_TEXT_CHARS = 20_000
 #: Longest summary, title, URL, answer or error message shown in full.
 MAX_SHORT_CHARS = 2_000
-#: Searched regions drawn on one question image, at most.
-MAX_REGIONS = 16
 #: Characters of the question shown in an episode's one-line summary.
 QUESTION_PREVIEW_CHARS = 100
 #: Episodes rendered with their details open; longer files start collapsed (one summary line each).
@@ -299,8 +296,8 @@ def _episode_view(record: EpisodeRecord, position: int, images: ImageStore) -> _
     parts, info = record.reward_parts, record.info
     if isinstance(info.get("correct"), bool):
         outcome = "correct" if info["correct"] else "wrong"
-    elif _num(parts.get("accuracy")) is not None:
-        outcome = "correct" if _num(parts.get("accuracy")) >= 1.0 else "wrong"
+    elif finite_number(parts.get("accuracy")) is not None:
+        outcome = "correct" if finite_number(parts.get("accuracy")) >= 1.0 else "wrong"
     else:
         outcome = "unknown"
     answer = parts.get("answer", info.get("answer"))
@@ -321,35 +318,17 @@ def _episode_view(record: EpisodeRecord, position: int, images: ImageStore) -> _
         question=_cap(record.question or _NONE, MAX_TEXT_CHARS),
         question_short=question,
         image=_image(images, record.image, QUESTION_IMAGE_PX, "question image", "qimg"),
-        regions=_regions(info),
+        regions=region_boxes(info),
         ground_truth=_cap(record.ground_truth or _NONE),
         candidates=[_cap(c) for c in record.candidate_answers],
         answer=None if answer is None else _cap(answer),
         split=None if record.split is None else _label(record.split),
         reward_total=_fmt(record.reward),
-        reward_value=_num(record.reward),
+        reward_value=finite_number(record.reward),
         searched=bool(record.searches),
         reward_rows=_reward_rows(record),
         turns=_turns(record, end_reason, images),
     )
-
-
-def _regions(info: dict[str, Any]) -> list[str]:
-    """The searched regions (``info["image_regions"]`` in pixels of ``info["image_size"]``) as CSS
-    percentages of the question image; anything malformed in a stored record is skipped."""
-    size, regions = info.get("image_size"), info.get("image_regions")
-    if not (isinstance(size, list) and len(size) == 2 and isinstance(regions, list)):
-        return []
-    width, height = (_num(v) for v in size)
-    out = []
-    for region in regions[:MAX_REGIONS]:
-        values = [_num(v) for v in region] if isinstance(region, list) and len(region) == 4 else []
-        if not width or not height or len(values) != 4 or any(v is None for v in values):
-            continue
-        scaled = [100.0 * v / d for v, d in zip(values, (width, height) * 2, strict=True)]  # type: ignore[operator]
-        left, top, right, bottom = (min(max(v, 0.0), 100.0) for v in scaled)
-        out.append(f"left:{left:.2f}%;top:{top:.2f}%;width:{right - left:.2f}%;height:{bottom - top:.2f}%")
-    return out
 
 
 def _reward_rows(record: EpisodeRecord) -> list[tuple[str, str]]:
@@ -364,13 +343,13 @@ def _reward_rows(record: EpisodeRecord) -> list[tuple[str, str]]:
             "searches (image / text)",
             f"{len(searches)} ({_fmt(parts.get('image_searches'))} / {_fmt(parts.get('text_searches'))})",
         ),
-        ("search latency", _seconds(sum(_num(s.latency_s) or 0.0 for s in searches))),
-        ("search cost", f"${sum(_num(s.cost_usd) or 0.0 for s in searches):.4f}"),
+        ("search latency", _seconds(sum(finite_number(s.latency_s) or 0.0 for s in searches))),
+        ("search cost", f"${sum(finite_number(s.cost_usd) or 0.0 for s in searches):.4f}"),
     ]
-    if _num(record.latency_s) is not None:
-        rows.append(("episode latency", _seconds(_num(record.latency_s))))
+    if finite_number(record.latency_s) is not None:
+        rows.append(("episode latency", _seconds(finite_number(record.latency_s))))
     for key, value in (record.usage or {}).items():
-        if _num(value) is not None:
+        if finite_number(value) is not None:
             rows.append((f"usage: {_label(key)}", _fmt(value, 6)))
     return rows
 
@@ -424,7 +403,7 @@ def _search(search: SearchRecord, images: ImageStore) -> _Search:
                 thumbnail=_image(images, result.thumbnail, THUMBNAIL_PX, title[:MAX_SHORT_CHARS], "thumb"),
             )
         )
-    latency, cost = _num(search.latency_s), _num(search.cost_usd)
+    latency, cost = finite_number(search.latency_s), finite_number(search.cost_usd)
     return _Search(
         tool_label=tool.replace("_", " "),
         kind="image_search" if tool == "image_search" else "text_search",
@@ -473,13 +452,6 @@ def _image(images: ImageStore, name: str | None, max_px: int, label: str, kind: 
     return _Img(kind=kind, name=_text(name)[:MAX_SHORT_CHARS], cls=images.css_class(name, max_px), label=label)
 
 
-def _num(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None
-
-
 def _text(value: Any) -> str:
     """Any value as display text: lone surrogates and control characters removed (the file is UTF-8)."""
     return "" if value is None else clean_text(value if isinstance(value, str) else str(value))
@@ -497,7 +469,7 @@ def _label(value: Any) -> str:
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
-    number = _num(value)
+    number = finite_number(value)
     return _NONE if number is None else f"{round(number, digits):g}"
 
 

@@ -11,17 +11,20 @@ import base64
 import concurrent.futures
 import io
 import logging
+import math
+import numbers
 import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 
 from agents.progress import progress_bar
 
-__all__ = ["MAX_IMAGE_BYTES", "ImageRule", "ImageStore"]
+__all__ = ["MAX_IMAGE_BYTES", "MAX_REGIONS", "ImageRule", "ImageStore", "finite_number", "region_boxes"]
 
 logger = logging.getLogger(__name__)
 
@@ -128,3 +131,33 @@ class ImageStore:
             candidates.append(("image/jpeg", jpeg.getvalue()))
         mime, data = min(candidates, key=lambda c: len(c[1]))
         return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}", image.width, image.height
+
+
+#: Searched regions drawn on one question image, at most.
+MAX_REGIONS = 16
+
+
+def region_boxes(info: dict[str, Any]) -> list[str]:
+    """The searched regions (``info["image_regions"]`` in pixels of ``info["image_size"]``) as CSS
+    percentages of the question image; anything malformed in a stored record is skipped."""
+    size, regions = info.get("image_size"), info.get("image_regions")
+    if not (isinstance(size, list) and len(size) == 2 and isinstance(regions, list)):
+        return []
+    width, height = (finite_number(v) for v in size)
+    out = []
+    for region in regions[:MAX_REGIONS]:
+        values = [finite_number(v) for v in region] if isinstance(region, list) and len(region) == 4 else []
+        if not width or not height or len(values) != 4 or any(v is None for v in values):
+            continue
+        scaled = [100.0 * v / d for v, d in zip(values, (width, height) * 2, strict=True)]  # type: ignore[operator]
+        left, top, right, bottom = (min(max(v, 0.0), 100.0) for v in scaled)
+        out.append(f"left:{left:.2f}%;top:{top:.2f}%;width:{right - left:.2f}%;height:{bottom - top:.2f}%")
+    return out
+
+
+def finite_number(value: Any) -> float | None:
+    """``value`` as a float when it is a finite real number (not a bool), else ``None``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None

@@ -3,6 +3,7 @@ four-shape check on every trajectory the default environment can produce."""
 
 from __future__ import annotations
 
+import copy
 import itertools
 import pickle
 
@@ -158,7 +159,9 @@ def test_per_call_penalty_and_refinement_budget_in_the_env():
 
 
 def test_the_trl_reward_is_picklable_and_scores_like_the_env():
-    reward = pickle.loads(pickle.dumps(OutcomeReward(penalty_mode="per_call", format_text_searches=2)))
+    original = OutcomeReward(penalty_mode="per_call", format_text_searches=2)
+    assert pickle.dumps(original)  # worker processes receive it pickled
+    reward = copy.deepcopy(original)  # rebuilt through the same __reduce_ex__ as unpickling
     completion = [
         {"role": "assistant", "content": f"{R}<text_search>a</text_search>"},
         {"role": "user", "content": "results"},

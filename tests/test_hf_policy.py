@@ -7,6 +7,7 @@ import contextlib
 import gymnasium as gym
 import pytest
 from _train_deps import require_train_extra
+from model_servers import tiny_llm
 
 import mmsearch_env  # noqa: F401
 
@@ -27,27 +28,7 @@ def vlm_path():
 @pytest.fixture(scope="module")
 def llm_path(tmp_path_factory, vlm_path):
     """A tiny text-only Qwen2 LLM sharing the tiny VLM's tokenizer."""
-    import torch
-    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
-
-    tok = AutoTokenizer.from_pretrained(vlm_path)
-    torch.manual_seed(0)
-    model = Qwen2ForCausalLM(
-        Qwen2Config(
-            vocab_size=len(tok),
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            num_key_value_heads=1,
-            eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"),
-            pad_token_id=tok.pad_token_id,
-        )
-    )
-    out = tmp_path_factory.mktemp("tiny-llm")
-    model.save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
+    return tiny_llm(tmp_path_factory.mktemp("tiny-llm"), vlm_path)
 
 
 @pytest.mark.parametrize("protocol", ["tags", "tool_calls"])
