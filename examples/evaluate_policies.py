@@ -7,8 +7,9 @@ trajectories (rerun to resume). Policies: direct, rag, random[:SEED], oracle,
 openai:MODEL@BASE_URL (e.g. a vLLM server), hf:PATH (a local transformers model). Every environment
 setting is a flag too (--dataset, --split, --max-turns, --search, --search-penalty, ...). The four
 model-free policies are plumbing checks, not baselines (the report says so). All 1,013 test questions,
-each policy also rerun without and with forced search, take minutes on 2 cores: progress lines with
-an ETA go to stderr; --limit 50 gives a first table in about a minute (52 s on 2 shared cores).
+each policy also rerun without and with forced search, take 4 minutes on an idle 2-core machine
+(234 s measured; progress lines with an ETA go to stderr); --limit 50 gives a first table in about a
+minute (52 s on 2 shared cores).
 
 Same as: mmsearch eval --policy direct --policy rag --policy random --policy oracle --out runs/eval
 """
