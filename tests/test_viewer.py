@@ -481,7 +481,7 @@ def test_renders_the_rollout_engines_own_trajectory_file(tmp_path):
     base = gym.make("MMSearch-v0", dataset="sample", search="sample", split="test").unwrapped
     policy = OraclePolicy(base.examples, use_search=True)
     path = tmp_path / "run" / "traj.jsonl"
-    rollout(policy, range(4), env_kwargs={"dataset": "sample", "split": "test"}, out=path, progress=False)
+    rollout(policy, range(4), env_config={"dataset": "sample", "split": "test"}, out=path, progress=False)
     html_text = write_viewer(path, tmp_path / "viewer.html").read_text(encoding="utf-8")
     records = load_trajectories(path)
     thumbs = {r.thumbnail for rec in records for s in rec.searches for r in s.results if r.thumbnail}
