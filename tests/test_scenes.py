@@ -61,3 +61,16 @@ def test_the_env_shows_scenes_and_structured_actions_search_a_box():
     env.reset(seed=0)
     with pytest.raises(InvalidActionError, match="box cannot be read"):
         env.step({"type": "image_search", "box": "1,2"})
+
+
+def test_every_env_of_a_pool_shows_the_same_scenes_never_scenes_of_scenes(base):
+    from agents.pool import make_env_pool
+
+    once = screenshot_scenes(base, seed=3)
+    assert screenshot_scenes(once, seed=3).base is base  # wrapping again draws from the plain pictures
+    config = {"dataset": "sample", "split": "test", "question_scenes": "screenshot", "image_crops": True}
+    alone = MMSearchEnv(**config)
+    with make_env_pool(config, 3) as pool:  # the pool hands its first env's questions to the others
+        for env in pool:
+            for i in (0, 1, 2):
+                assert np.array_equal(np.asarray(env.unwrapped.examples[i].image), np.asarray(alone.examples[i].image))

@@ -131,5 +131,11 @@ class ScreenshotScenes(Sequence):  # type: ignore[type-arg]
 
 
 def screenshot_scenes(examples: Sequence[Example], *, seed: int = 0) -> ScreenshotScenes:
-    """``examples`` with every question image drawn as a screenshot scene (see the module docstring)."""
+    """``examples`` with every question image drawn as a screenshot scene (see the module docstring).
+
+    Scenes of scenes are never drawn: given scenes (an env pool hands its first env's dataset to the
+    others), the plain pictures underneath are used.
+    """
+    if isinstance(examples, ScreenshotScenes):
+        examples = examples.base
     return ScreenshotScenes(examples, seed=seed)
