@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.trajectories import read_trajectories
-from agents.viewer_images import ImageStore, finite_number, region_boxes
+from agents.viewer_images import ImageStore, finite_number, region_boxes, region_crops
 from agents.viewer_template import page_template, script_hash
 from mmsearch_env.errors import ConfigError, DatasetError
 from mmsearch_env.records import EpisodeRecord, SearchRecord
@@ -252,6 +252,8 @@ class _Search:
     cached: bool
     cost: str
     error: _Text | None
+    crop: str | None = None  # inline CSS showing the searched region of the question image
+    crop_cls: str | None = None  # the question image's CSS class
 
 
 @dataclass(frozen=True)
@@ -302,6 +304,7 @@ def _episode_view(record: EpisodeRecord, position: int, images: ImageStore) -> _
         outcome = "unknown"
     answer = parts.get("answer", info.get("answer"))
     end_reason = _label(record.end_reason or info.get("end_reason"))
+    image = _image(images, record.image, QUESTION_IMAGE_PX, "question image", "qimg")
     question = " ".join(_text(record.question).split())
     if len(question) > QUESTION_PREVIEW_CHARS:
         question = question[: QUESTION_PREVIEW_CHARS - 1].rstrip() + "…"
@@ -317,7 +320,7 @@ def _episode_view(record: EpisodeRecord, position: int, images: ImageStore) -> _
         example_id=_cap(record.example_id or _NONE),
         question=_cap(record.question or _NONE, MAX_TEXT_CHARS),
         question_short=question,
-        image=_image(images, record.image, QUESTION_IMAGE_PX, "question image", "qimg"),
+        image=image,
         regions=region_boxes(info),
         ground_truth=_cap(record.ground_truth or _NONE),
         candidates=[_cap(c) for c in record.candidate_answers],
@@ -327,7 +330,7 @@ def _episode_view(record: EpisodeRecord, position: int, images: ImageStore) -> _
         reward_value=finite_number(record.reward),
         searched=bool(record.searches),
         reward_rows=_reward_rows(record),
-        turns=_turns(record, end_reason, images),
+        turns=_turns(record, end_reason, images, image.cls if image is not None else None),
     )
 
 
@@ -354,8 +357,11 @@ def _reward_rows(record: EpisodeRecord) -> list[tuple[str, str]]:
     return rows
 
 
-def _turns(record: EpisodeRecord, end_reason: str, images: ImageStore) -> list[_Turn]:
+def _turns(record: EpisodeRecord, end_reason: str, images: ImageStore, question_cls: str | None) -> list[_Turn]:
     turns, actions, searches = record.turns, record.actions, record.searches
+    # the k-th image search ran on the k-th entry of info["image_regions"] (image_crops only)
+    regions = iter(region_crops(record.info) if question_cls else [])
+    crops = [next(regions, None) if s.tool == "image_search" else None for s in searches]
     items = []
     next_search = 0
     for i in range(max(len(turns), len(actions))):
@@ -366,7 +372,7 @@ def _turns(record: EpisodeRecord, end_reason: str, images: ImageStore) -> list[_
         search, not_run = None, False
         if kind in ("image_search", "text_search"):
             if next_search < len(searches) and searches[next_search].tool == kind:
-                search = _search(searches[next_search], images)
+                search = _search(searches[next_search], images, crops[next_search], question_cls)
                 next_search += 1
             else:
                 not_run = True
@@ -388,7 +394,7 @@ def _turns(record: EpisodeRecord, end_reason: str, images: ImageStore) -> list[_
     return items
 
 
-def _search(search: SearchRecord, images: ImageStore) -> _Search:
+def _search(search: SearchRecord, images: ImageStore, crop: str | None = None, crop_cls: str | None = None) -> _Search:
     tool = _text(search.tool) or "search"
     results = []
     for result in search.results:
@@ -412,6 +418,8 @@ def _search(search: SearchRecord, images: ImageStore) -> _Search:
         cached=search.cached is True,
         cost=f"${cost:.4f}" if cost else "",
         error=_cap(search.error) if search.error else None,
+        crop=crop if crop_cls else None,
+        crop_cls=crop_cls if crop else None,
     )
 
 

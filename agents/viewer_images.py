@@ -24,7 +24,16 @@ from PIL import Image
 
 from agents.progress import progress_bar
 
-__all__ = ["MAX_IMAGE_BYTES", "MAX_REGIONS", "ImageRule", "ImageStore", "finite_number", "region_boxes"]
+__all__ = [
+    "MAX_IMAGE_BYTES",
+    "MAX_REGIONS",
+    "REGION_PX",
+    "ImageRule",
+    "ImageStore",
+    "finite_number",
+    "region_boxes",
+    "region_crops",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -135,24 +144,63 @@ class ImageStore:
 
 #: Searched regions drawn on one question image, at most.
 MAX_REGIONS = 16
+#: Long side, in pixels, of a searched region shown in its tool turn.
+REGION_PX = 96
 
 
 def region_boxes(info: dict[str, Any]) -> list[str]:
     """The searched regions (``info["image_regions"]`` in pixels of ``info["image_size"]``) as CSS
     percentages of the question image; anything malformed in a stored record is skipped."""
-    size, regions = info.get("image_size"), info.get("image_regions")
-    if not (isinstance(size, list) and len(size) == 2 and isinstance(regions, list)):
-        return []
-    width, height = (finite_number(v) for v in size)
+    size, regions = _pixel_regions(info)
     out = []
-    for region in regions[:MAX_REGIONS]:
-        values = [finite_number(v) for v in region] if isinstance(region, list) and len(region) == 4 else []
-        if not width or not height or len(values) != 4 or any(v is None for v in values):
+    for region in regions:
+        if region is None:
             continue
-        scaled = [100.0 * v / d for v, d in zip(values, (width, height) * 2, strict=True)]  # type: ignore[operator]
+        scaled = [100.0 * v / d for v, d in zip(region, size * 2, strict=True)]
         left, top, right, bottom = (min(max(v, 0.0), 100.0) for v in scaled)
         out.append(f"left:{left:.2f}%;top:{top:.2f}%;width:{right - left:.2f}%;height:{bottom - top:.2f}%")
     return out
+
+
+def region_crops(info: dict[str, Any]) -> list[str | None]:
+    """Per image search run, in ``info["image_regions"]`` order: inline CSS that shows only its region
+    of the question image (long side :data:`REGION_PX`), or ``None`` for a whole-image search or a
+    malformed entry."""
+    size, regions = _pixel_regions(info)
+    out: list[str | None] = []
+    for region in regions:
+        if region is None:
+            out.append(None)
+            continue
+        width, height = size
+        left, top = min(max(region[0], 0.0), width), min(max(region[1], 0.0), height)
+        right, bottom = min(max(region[2], left), width), min(max(region[3], top), height)
+        if right - left < 1 or bottom - top < 1:
+            out.append(None)
+            continue
+        scale = REGION_PX / max(right - left, bottom - top)
+        out.append(
+            f"width:{(right - left) * scale:.0f}px;height:{(bottom - top) * scale:.0f}px;"
+            f"background-size:{width * scale:.1f}px {height * scale:.1f}px;"
+            f"background-position:{-left * scale:.1f}px {-top * scale:.1f}px"
+        )
+    return out
+
+
+def _pixel_regions(info: dict[str, Any]) -> tuple[tuple[float, float], list[tuple[float, ...] | None]]:
+    """``((width, height), regions)`` from an episode's info: each region four finite numbers or
+    ``None`` (whole image, or malformed); no regions when the size is missing or malformed."""
+    size, regions = info.get("image_size"), info.get("image_regions")
+    if not (isinstance(size, list) and len(size) == 2 and isinstance(regions, list)):
+        return (0.0, 0.0), []
+    width, height = (finite_number(v) for v in size)
+    if not width or not height or width < 0 or height < 0:
+        return (0.0, 0.0), []
+    out: list[tuple[float, ...] | None] = []
+    for region in regions[:MAX_REGIONS]:
+        values = [finite_number(v) for v in region] if isinstance(region, list) and len(region) == 4 else []
+        out.append(tuple(values) if len(values) == 4 and all(v is not None for v in values) else None)  # type: ignore[arg-type]
+    return (width, height), out
 
 
 def finite_number(value: Any) -> float | None:

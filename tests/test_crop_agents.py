@@ -148,3 +148,21 @@ def test_the_viewer_draws_the_searched_boxes(tmp_path):
     html = render_viewer([record], images_dir=tmp_path)
     assert html.count('class="rbox"') == 1
     assert 'style="left:10.00%;top:10.00%;width:40.00%;height:40.00%"' in html
+
+
+def test_each_region_search_shows_the_region_it_searched(tmp_path):
+    env = MMSearchEnv(**SAMPLE, split="test", image_crops=True, question_scenes="screenshot")
+    (record,) = _play(env, OraclePolicy(env.examples, use_true_box=True), 1)
+    assert [s.tool for s in record.searches][:1] == ["image_search"]
+    Image.new("RGB", (640, 480), "white").save(tmp_path / "q.png")
+    record.image = "q.png"
+    record.info = {"image_size": [640, 480], "image_regions": [[64, 48, 320, 240]]}
+    html = render_viewer([record], images_dir=tmp_path)
+    # the 256x192 region at 96 px: the whole 640x480 image scaled by 0.375, shifted to the region
+    crop = "width:96px;height:72px;background-size:240.0px 180.0px;background-position:-24.0px -18.0px"
+    assert html.count('aria-label="region searched"') == 1 and crop in html
+    record.info = {"image_size": [640, 480], "image_regions": [None]}  # the whole image: no crop shown
+    assert 'aria-label="region searched"' not in render_viewer([record], images_dir=tmp_path)
+    record.info = {"image_size": [640, 480], "image_regions": [[64, 48, 320, 240]]}
+    record.image = "missing.png"  # nothing to cut the region from
+    assert 'aria-label="region searched"' not in render_viewer([record], images_dir=tmp_path)
