@@ -74,6 +74,10 @@ def parse_args(argv: list[str] | None) -> tuple[ScriptArguments, MMSearchGRPOCon
         parser.error(str(exc))
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    # a flag given with the preset's own value is still the user's choice: a refit to the model leaves it
+    args = sys.argv[1:] if argv is None else argv
+    given = {arg[2:].split("=", 1)[0].replace("-", "_") for arg in args if arg.startswith("--")}
+    config.preset_keep = sorted(set(config.preset_keep) | {f for f in given if hasattr(config, f)})
     return script_args, config
 
 

@@ -93,6 +93,17 @@ def test_preset_values_are_defaults_that_flags_override():
     assert script_args.eval_episodes == 3 and script_args.preset == "cpu"
 
 
+def test_flags_given_with_the_presets_own_value_survive_a_refit():
+    from agents.grpo.config import fit_preset
+
+    example = load_example()
+    _, config = example.parse_args(["--model_path", "/m", "--dataset", "sample", "--warm-start-epochs=20"])
+    assert {"dataset", "model_path", "warm_start_epochs"} <= set(config.preset_keep)
+    changes = fit_preset(config, 270_000_000)
+    assert (config.dataset, config.warm_start_epochs) == ("sample", 20)  # named on the command line
+    assert set(changes) == {"learning_rate", "warm_start_lr"}  # the preset values nobody asked for
+
+
 @pytest.mark.slow
 def test_example_output_reads_well_in_a_log_file(tmp_path):
     out = tmp_path / "run"

@@ -101,6 +101,13 @@ class MMSearchGRPOConfig(_GRPOConfigBase, EnvConfig):
             "run's first log lines say so; None: use every value as given."
         },
     )
+    preset_keep: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "Fields a preset refit leaves as they are, though they hold the preset's value (the example "
+            "script lists the flags given on its command line: an explicit --dataset sample stays)."
+        },
+    )
     use_lora: bool = field(default=True, metadata={"help": "Train a LoRA adapter (peft); False: full fine-tuning."})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha."})
@@ -253,7 +260,8 @@ def fit_preset(config: MMSearchGRPOConfig, num_parameters: int | None) -> dict[s
     """Refit a tiny-model preset's values to ``config.model_path`` (in place); returns ``{field: (old, new)}``.
 
     Only when ``preset_for == "tiny"`` and a ``model_path`` is set, and only the :data:`TINY_ONLY` fields
-    still holding the cpu preset's value (a value the user changed is kept). ``preset_for`` becomes
+    still holding the cpu preset's value and not in ``preset_keep`` (a value the user changed or named is
+    kept). ``preset_for`` becomes
     ``None`` afterwards, so refitting twice changes nothing.
     """
     if config.preset_for != "tiny" or config.model_path is None:
@@ -261,7 +269,8 @@ def fit_preset(config: MMSearchGRPOConfig, num_parameters: int | None) -> dict[s
     tiny = preset_settings("cpu")
     changes = {}
     for name, value in size_settings(num_parameters).items():
-        if name in TINY_ONLY and getattr(config, name) == tiny[name] and value != tiny[name]:
+        kept = name in config.preset_keep
+        if name in TINY_ONLY and not kept and getattr(config, name) == tiny[name] and value != tiny[name]:
             changes[name] = (getattr(config, name), value)
             setattr(config, name, value)
     config.preset_for = None
