@@ -15,6 +15,8 @@ weights: only what the image contributes differs. The reading pass is
 :func:`experiments.on_demand.finetune.fit` as the experiment runs it; the only change is that the
 loss is computed on the labelled positions alone (:func:`copy_loss_forward`), which is the same loss
 and the same gradients (the test checks it) without the full-vocabulary logits of every token.
+``--report-only`` rewrites the page from the JSON beside it, with ``--summary`` (the finding, in a
+markdown file) at the top.
 """
 
 from __future__ import annotations
@@ -345,7 +347,7 @@ def markdown(results: dict[str, Any], summary: str) -> str:
     settings = results["settings"]
     steps = sorted({p["step"] for runs in results["runs"].values() for run in runs.values() for p in run["curve"]})
     lines = [
-        "# Why copying is not learnt with the image first",
+        "# Does the question image stop the tiny VLM from learning to copy?",
         "",
         f"`{results['command']}` · {results['machine']}",
         "",
@@ -437,7 +439,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         earlier_settings = {k: v for k, v in earlier.get("settings", {}).items() if k != "check_every"}
         if earlier_settings == results["settings"]:
             results["runs"] = earlier["runs"]
-            results["command"] = earlier["command"] + " ; " + results["command"]
+            if not args.report_only:
+                results["command"] = earlier["command"] + " ; " + results["command"]
+            else:
+                results["command"] = earlier["command"]
     for seed in [] if args.report_only else args.seeds:
         prepared = prepare(args.work / f"seed{seed}", seed)
         for name in args.conditions:

@@ -93,3 +93,24 @@ def test_shifted_positions_leave_the_function_unchanged(prepared):
         with bench.intervened(model, "shifted_positions"):
             shifted = model(**batch).logits
     assert torch.allclose(plain, shifted, atol=1e-4)
+
+
+def test_one_image_token_gets_exactly_the_sequential_position(prepared):
+    """A LLaVA-style single image token (an image of one merged 2 x 2 patch group, grid 1 x 2 x 2) gets
+    the same position in all three M-RoPE sections, and the text after it continues one further: every
+    position is the plain 1-D one."""
+    import torch
+
+    from agents.hf_policy import load_pretrained
+
+    model, _, _ = load_pretrained(prepared.base)
+    config = model.config
+    text = [100, 101, 102]  # ordinary tokens (the special ones come first in the vocabulary)
+    ids = torch.tensor(
+        [[*text, config.vision_start_token_id, config.image_token_id, config.vision_end_token_id, *text]]
+    )
+    types = (ids == config.image_token_id).int()
+    positions, _ = model.model.get_rope_index(
+        ids, mm_token_type_ids=types, image_grid_thw=torch.tensor([[1, 2, 2]]), attention_mask=torch.ones_like(ids)
+    )
+    assert torch.equal(positions, torch.arange(ids.shape[1]).view(1, 1, -1).expand(3, 1, -1))
