@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from agents.frozen_vision import FrozenFeatureImageProcessor
 from mmsearch_env.corpus import load_corpus
 from mmsearch_env.data import load_dataset
 from mmsearch_env.errors import ConfigError
@@ -41,6 +42,7 @@ from mmsearch_env.protocol import TAG_TOKENS, get_protocol
 __all__ = [
     "PROTOCOL_TOKENS",
     "SPECIAL_TOKENS",
+    "VISIONS",
     "TinyVLMConfig",
     "build_tiny_vlm",
     "chat_template_path",
@@ -66,6 +68,8 @@ SPECIAL_TOKENS = (
 #: Protocol strings that should be one token each (added as normal, not special, tokens so that
 #: ``skip_special_tokens`` keeps them in decoded text).
 PROTOCOL_TOKENS = ("<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>", *TAG_TOKENS)
+#: Vision towers :class:`TinyVLMConfig` can build.
+VISIONS = ("random", "efficientnet-lite0")
 _BUILD_VERSION = 1  # bump when the build recipe changes, so old caches are not reused
 
 
@@ -89,11 +93,20 @@ class TinyVLMConfig:
     #: ``"corpus"`` (also the embedded corpus's questions, queries and pages, so that its names and
     #: facts split into common pieces: a model can then copy any of them from search results).
     tokenizer_texts: str = "sample"
+    #: The vision tower: ``"random"`` (a random Qwen2.5-VL tower of ``vision_layers`` blocks over pixel
+    #: patches) or ``"efficientnet-lite0"`` (the corpus's pretrained, frozen EfficientNet-Lite0 features,
+    #: projected into one image token LLaVA-style: :mod:`agents.frozen_vision`).
+    vision: str = "random"
+
+    def __post_init__(self) -> None:
+        if self.vision not in VISIONS:
+            raise ConfigError(f"vision must be one of {list(VISIONS)}, got {self.vision!r}")
 
     def key(self) -> str:
         fields = asdict(self)
-        if fields["tokenizer_texts"] == "sample":  # added later: keep the keys of earlier builds
-            del fields["tokenizer_texts"]
+        for name, default in (("tokenizer_texts", "sample"), ("vision", "random")):
+            if fields[name] == default:  # added later: keep the keys of earlier builds
+                del fields[name]
         blob = json.dumps({**fields, "version": _BUILD_VERSION}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -205,6 +218,8 @@ def processor_class() -> type:
 
 
 def _image_processor(config: TinyVLMConfig):
+    if config.vision == "efficientnet-lite0":
+        return FrozenFeatureImageProcessor()
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
     class TinyImageProcessor(Qwen2VLImageProcessorPil):
@@ -292,7 +307,8 @@ def build_tiny_vlm(
             "pad_token_id": ids["<|endoftext|>"],
         },
         vision_config={
-            "depth": config.vision_layers,
+            # the frozen encoder's features need no blocks: patch embedding + merger are the projector
+            "depth": 0 if config.vision == "efficientnet-lite0" else config.vision_layers,
             "hidden_size": config.vision_hidden_size,
             "intermediate_size": config.vision_hidden_size * 2,
             "num_heads": 2,

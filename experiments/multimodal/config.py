@@ -1,0 +1,291 @@
+"""``MultimodalConfig``: every setting of the multimodal on-demand search experiment, in one dataclass.
+
+Presets: :meth:`MultimodalConfig.full` (the results), :meth:`MultimodalConfig.short` (the README's main
+job: the same pipeline on fewer countries and steps, minutes on 2 cores) and
+:meth:`MultimodalConfig.quick` (seconds of work per stage: checks the pipeline, measures nothing). The
+fixed parts of the design (question phrasing, reasons, prompts, the GRPO arms) are constants here.
+
+>>> config = MultimodalConfig.quick(seed=3)
+>>> config.seed, config.env.image_position, config.env.max_turns
+(3, 'first', 3)
+>>> MultimodalConfig(grpo_steps=150, eval_every=20)
+Traceback (most recent call last):
+mmsearch_env.errors.ConfigError: eval_every (20) must divide grpo_steps (150): the last checkpoint is the final policy
+"""
+
+from __future__ import annotations
+
+import json
+import numbers
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+from mmsearch_env.config import EnvConfig
+from mmsearch_env.errors import ConfigError, did_you_mean
+
+__all__ = [
+    "ARMS",
+    "KINDS",
+    "PHRASING",
+    "PROMPTS",
+    "QUERY",
+    "REASON_DIRECT",
+    "REASON_IMAGE",
+    "REASON_READ",
+    "REASON_SEARCH",
+    "Arm",
+    "MultimodalConfig",
+    "experiment_env",
+]
+
+#: The three kinds of question asked about every country. ``name``: its flag is shown, the answer is its
+#: name. ``flag-capital``: its flag is shown, the answer is its capital (recognise it, then recall or look
+#: up the fact). ``named-capital``: its name is written and no picture of it is shown (a blank image).
+#: A question that shows a country never names it.
+KINDS = ("name", "flag-capital", "named-capital")
+PHRASING = {
+    "name": "Which country's flag is this?",
+    "flag-capital": "What is the capital of the country whose flag this is?",
+    "named-capital": "What is the capital of {name}?",
+}
+#: The first reason of every turn that decides names the country first, then decides (the choice to
+#: search a fact is then made right after the name, where what the model knows of it sits). A flag it
+#: does not recognise has no name to write: that reason starts with its own first token, so the image
+#: search decision is the reason's first token.
+REASON_DIRECT = "{name}: I know it."
+REASON_SEARCH = "{name}: let me search."
+REASON_IMAGE = "Unknown flag: let me search the image."
+REASON_READ = "The results say it."
+
+#: Compact prompts (the tiny model reads every token on a CPU): same actions and limits as the default.
+#: Image results show the page title only, so a flag search names the country and never gives the fact.
+PROMPTS = {
+    "instruction": "Question: {question}\nAnswer at once if you know it; otherwise search the image or the web "
+    "first (a search costs).",
+    "image_results_header": "Pages with this image:",
+    "image_result_item": "{title}",
+    "text_results_header": 'Results for "{query}":',
+    "text_result_item": "{summary}",
+    "followup": "{next_step}",
+    "next_step_answer": "Now give your answer.",
+    "next_step_search": "Now give your answer, or use {search_options}.",
+}
+#: What the text search query looks like (the country's name, copied from the reason).
+QUERY = "{name} capital"
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One GRPO arm: which curated set it trains on and the search penalty of its reward."""
+
+    data: str
+    search_penalty: float
+
+
+#: The arms, same budget and seeds: the recipe, each of its two ingredients removed, and the paper's
+#: 2:1 search-required : search-free ratio instead of 1:1.
+ARMS = {
+    "on-demand": Arm(data="balanced", search_penalty=0.1),
+    "no-penalty": Arm(data="balanced", search_penalty=0.0),
+    "unbalanced": Arm(data="required_only", search_penalty=0.1),
+    "ratio-2:1": Arm(data="balanced_2to1", search_penalty=0.1),
+}
+
+
+def experiment_env() -> EnvConfig:
+    """The environment of every stage: the flag shown first; at most one image and one text search in
+    three turns (shapes A, I>A, T>A, I>T>A)."""
+    return EnvConfig(
+        protocol="tags",
+        image_position="first",
+        max_turns=3,
+        max_image_searches=1,
+        max_text_searches=1,
+        search="corpus",
+        search_options={"max_results": 1, "summary_sentences": 2},
+        thumbnail_size=32,
+    )
+
+
+@dataclass
+class MultimodalConfig:
+    """Every setting of the experiment (defaults: the full run, :meth:`full`)."""
+
+    # Parameters that control the questions
+    seed: int = field(
+        default=0,
+        metadata={"help": "Seeds everything: which flags and facts are known, the model, fine-tuning, curation, GRPO."},
+    )
+    recognised_fraction: float = field(default=0.5, metadata={"help": "Share of the flags the model is taught."})
+    known_fraction: float = field(default=0.5, metadata={"help": "Share of the capitals the model is taught."})
+    max_countries: int | None = field(
+        default=None, metadata={"help": "Use this many countries (None: every country with a distinct flag)."}
+    )
+    eval_split: str = field(
+        default="validation",
+        metadata={"help": "Held-out countries the curves and choices use: validation (tuning) or test (once)."},
+    )
+
+    # Parameters that control the environment
+    env: EnvConfig = field(default_factory=experiment_env, metadata={"help": "MMSearch-v0 settings of every stage."})
+
+    # Parameters that control the model (the tiny VLM with the frozen EfficientNet-Lite0 encoder)
+    hidden_size: int = field(default=128, metadata={"help": "Hidden size of the language model."})
+    num_layers: int = field(default=4, metadata={"help": "Decoder layers."})
+    num_heads: int = field(default=4, metadata={"help": "Attention heads."})
+    num_kv_heads: int = field(default=2, metadata={"help": "Key/value heads."})
+    intermediate_size: int = field(default=384, metadata={"help": "MLP width."})
+    vision_hidden_size: int = field(default=128, metadata={"help": "Projector width (per patch)."})
+    vocab_size: int = field(default=4096, metadata={"help": "Trained tokenizer's vocabulary (before names)."})
+    max_turn_tokens: int = field(default=24, metadata={"help": "Tokens one assistant turn may take."})
+
+    # Parameters that control the fine-tuning: recognition pass, reading pass, whole episodes
+    recognition_steps: int = field(default=600, metadata={"help": "Most optimizer steps of the recognition pass."})
+    recognition_check_every: int = field(default=50, metadata={"help": "Steps between checks of the taught flags."})
+    recognition_target: float = field(
+        default=0.9, metadata={"help": "Share of the taught flags named that ends the recognition pass."}
+    )
+    reading_steps: int = field(default=600, metadata={"help": "Most optimizer steps of the reading pass."})
+    reading_check_every: int = field(default=100, metadata={"help": "Steps between held-out copy checks."})
+    reading_check_drills: int = field(default=64, metadata={"help": "Held-out drills of each copy check."})
+    reading_target: float = field(default=0.9, metadata={"help": "Copy accuracy that ends the reading pass."})
+    reading_lr: float = field(default=1e-3, metadata={"help": "AdamW learning rate of the reading pass."})
+    reading_batch_size: int = field(default=32, metadata={"help": "Drills per reading step."})
+    sft_epochs: int = field(default=30, metadata={"help": "Epochs of whole episodes."})
+    sft_lr: float = field(default=2e-3, metadata={"help": "AdamW learning rate of the fine-tuning."})
+    sft_batch_size: int = field(default=32, metadata={"help": "Episodes per fine-tuning step."})
+
+    # Parameters that control the curation
+    curate_rollouts: int = field(default=4, metadata={"help": "K: rollouts per question per pass."})
+
+    # Parameters that control GRPO (the same in every arm)
+    arms: list[str] = field(default_factory=lambda: list(ARMS), metadata={"help": "GRPO arms to train."})
+    grpo_steps: int = field(default=100, metadata={"help": "GRPO steps per arm."})
+    grpo_batch: int = field(default=32, metadata={"help": "Rollouts per GRPO step."})
+    grpo_generations: int = field(default=8, metadata={"help": "Rollouts per question (the group)."})
+    grpo_lr: float = field(default=2e-3, metadata={"help": "Learning rate of the LoRA adapter."})
+    grpo_max_completion_length: int = field(default=400, metadata={"help": "Tokens of a whole multi-turn completion."})
+    lora_target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        metadata={"help": "Module name suffixes LoRA wraps (every projection of the language model)."},
+    )
+
+    # Parameters that control the evaluation
+    eval_every: int = field(default=10, metadata={"help": "GRPO steps between evaluated checkpoints."})
+    last_checkpoints: int = field(default=3, metadata={"help": "Checkpoints averaged into the endpoint metrics."})
+
+    def __post_init__(self) -> None:
+        if isinstance(self.env, Mapping):
+            self.env = EnvConfig.from_dict(self.env)
+        if not isinstance(self.env, EnvConfig):
+            raise ConfigError(f"env must be an EnvConfig or a dict of MMSearch-v0 arguments, got {self.env!r}")
+        positive = (
+            "hidden_size", "num_layers", "num_heads", "num_kv_heads", "intermediate_size", "vision_hidden_size",
+            "vocab_size", "max_turn_tokens", "recognition_steps", "recognition_check_every", "reading_steps", "reading_check_every", "reading_check_drills",
+            "reading_batch_size", "sft_epochs", "sft_batch_size", "curate_rollouts", "grpo_steps", "grpo_batch",
+            "grpo_generations", "grpo_max_completion_length", "eval_every", "last_checkpoints",
+        )  # fmt: skip
+        for name in positive:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+                raise ConfigError(f"{name} must be an int >= 1, got {value!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral) or self.seed < 0:
+            raise ConfigError(f"seed must be a non-negative int, got {self.seed!r}")
+        if self.max_countries is not None and (
+            isinstance(self.max_countries, bool) or not isinstance(self.max_countries, int) or self.max_countries < 12
+        ):
+            raise ConfigError(f"max_countries must be None or an int >= 12, got {self.max_countries!r}")
+        for name in ("recognised_fraction", "known_fraction", "reading_target", "recognition_target"):
+            value = getattr(self, name)
+            if not 0.0 < value <= 1.0:
+                raise ConfigError(f"{name} must be in (0, 1], got {value!r}")
+        if self.eval_split not in ("validation", "test"):
+            raise ConfigError(f"eval_split must be 'validation' or 'test', got {self.eval_split!r}")
+        unknown = [a for a in self.arms if a not in ARMS]
+        if unknown or not self.arms:
+            raise ConfigError(
+                f"arms must be a non-empty list of {list(ARMS)}, got {self.arms!r}"
+                + (did_you_mean(str(unknown[0]), ARMS) if unknown else "")
+            )
+        if self.grpo_steps % self.eval_every:
+            raise ConfigError(
+                f"eval_every ({self.eval_every}) must divide grpo_steps ({self.grpo_steps}): "
+                "the last checkpoint is the final policy"
+            )
+        if self.grpo_batch % self.grpo_generations:
+            raise ConfigError(
+                f"grpo_batch ({self.grpo_batch}) must be a multiple of grpo_generations ({self.grpo_generations})"
+            )
+        if self.env.max_turns < 3 or self.env.max_text_searches < 1 or self.env.max_image_searches < 1:
+            raise ConfigError(
+                "the experiment's episodes need max_turns >= 3 and one image and one text search, got "
+                f"{self.env.max_turns}, {self.env.max_image_searches} and {self.env.max_text_searches}"
+            )
+
+    # -- presets -------------------------------------------------------------------------------------
+    @classmethod
+    def full(cls, **overrides: Any) -> MultimodalConfig:
+        """The configuration of the results, with ``overrides``."""
+        return cls.from_dict(overrides)
+
+    @classmethod
+    def short(cls, **overrides: Any) -> MultimodalConfig:
+        """The main job: the on-demand arm only, on 96 countries, fewer epochs and steps."""
+        settings = {"max_countries": 96, "arms": ["on-demand"], "sft_epochs": 30, "grpo_steps": 60}
+        return cls.from_dict({**settings, **overrides})
+
+    @classmethod
+    def quick(cls, **overrides: Any) -> MultimodalConfig:
+        """Seconds per stage: every stage on 24 countries, 2 GRPO steps per arm (checks the pipeline)."""
+        settings = {
+            "max_countries": 24,
+            "recognition_steps": 4,
+            "recognition_check_every": 2,
+            "reading_steps": 4,
+            "reading_check_every": 2,
+            "reading_batch_size": 8,
+            "sft_epochs": 2,
+            "curate_rollouts": 2,
+            "grpo_steps": 2,
+            "grpo_batch": 16,
+            "eval_every": 1,
+            "last_checkpoints": 2,
+        }
+        return cls.from_dict({**settings, **overrides})
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> MultimodalConfig:
+        """Build from field values; an unknown name is a :class:`ConfigError` with a suggestion."""
+        names = [f.name for f in fields(cls)]
+        for key in values:
+            if key not in names:
+                raise ConfigError(f"unknown MultimodalConfig setting {key!r}.{did_you_mean(str(key), names)}")
+        return cls(**dict(values))
+
+    def replace(self, **changes: Any) -> MultimodalConfig:
+        """A validated copy with ``changes``."""
+        return replace(self, **changes)
+
+    # -- views -----------------------------------------------------------------------------------------
+    @property
+    def is_quick(self) -> bool:
+        """Whether this is the quick preset's scale (curation then keeps every question)."""
+        return self.max_countries is not None and self.max_countries < 48
+
+    def tiny_vlm_kwargs(self) -> dict[str, Any]:
+        """The ``agents.tiny_vlm.TinyVLMConfig`` fields of the model."""
+        names = (
+            "hidden_size", "num_layers", "num_heads", "num_kv_heads", "intermediate_size", "vocab_size",
+            "vision_hidden_size",
+        )  # fmt: skip
+        return {
+            "seed": self.seed,
+            "tokenizer_texts": "corpus",
+            "vision": "efficientnet-lite0",
+            **{n: getattr(self, n) for n in names},
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every setting as JSON-able values (``env`` as its ``gym.make`` arguments)."""
+        return json.loads(json.dumps(asdict(self)))

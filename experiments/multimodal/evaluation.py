@@ -1,0 +1,181 @@
+"""Evaluation: the policies, greedy episodes on held-out countries, and the metrics of each finding.
+
+Every question has one right action shape, given what the model was taught about its country
+(:func:`ideal_shape`): answer (``A``), image search then answer (``I``), text search then answer
+(``T``), or image search, text search, answer (``IT``). The metrics (:func:`metrics`) are the rates the
+findings need: image search on recognised / unrecognised flags, text search on known / unknown capitals,
+the image → text chain where both are needed, accuracy, searches per question, and the share of
+questions answered with their right shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from agents.baselines import ForcedSearchPolicy, search_results
+from agents.hf_policy import HFPolicy
+from agents.rollout import rollout
+from experiments.multimodal.config import QUERY, REASON_DIRECT, REASON_IMAGE, REASON_SEARCH, MultimodalConfig
+from mmsearch_env.config import EnvConfig
+from mmsearch_env.records import EpisodeRecord
+
+__all__ = [
+    "RAGPolicy",
+    "direct_policy",
+    "ideal_shape",
+    "metrics",
+    "model_policy",
+    "rag_policy",
+    "run_policy",
+    "shape",
+]
+
+_LETTERS = {"image_search": "I", "text_search": "T"}
+
+
+def model_policy(
+    model_dir: Path, config: MultimodalConfig, adapter: Path | None = None, *, temperature: float = 0.0, seed=None
+) -> HFPolicy:
+    """The model as an MMSearch-v0 policy (greedy unless ``temperature`` > 0)."""
+    return HFPolicy(
+        model_dir,
+        protocol=config.env.protocol,
+        adapter=adapter,
+        max_new_tokens=config.max_turn_tokens,
+        batch_size=64,
+        temperature=temperature,
+        seed=seed,
+    )
+
+
+def _first_token(tokenizer: Any, text: str) -> int:
+    return tokenizer.encode(text, add_special_tokens=False)[0]
+
+
+def decision_tokens(tokenizer: Any) -> dict[str, int]:
+    """The tokens where the policy decides: ``image`` (first of the image-search reason), and after
+    ``{name}:``, ``direct`` and ``search``."""
+    out = {
+        "image": _first_token(tokenizer, REASON_IMAGE),
+        "direct": _first_token(tokenizer, REASON_DIRECT.split(":", 1)[1]),
+        "search": _first_token(tokenizer, REASON_SEARCH.split(":", 1)[1]),
+    }
+    if len(set(out.values())) != 3:
+        raise RuntimeError(f"the reasons' deciding tokens must differ, got {out}")
+    return out
+
+
+def direct_policy(model_dir: Path, config: MultimodalConfig) -> HFPolicy:
+    """The knowledge measure: the model with its answer turn forced. Greedy, with the tokens that start
+    the image-search reason, the text-search decision and both search tags banned, so it names a country
+    (or copies the named one) and answers it from memory in its first turn."""
+    policy = model_policy(model_dir, config)
+    tokenizer = policy.tokenizer
+    tokens = decision_tokens(tokenizer)
+    banned = [tokens["image"], tokens["search"]]
+    banned += [tokenizer.convert_tokens_to_ids(t) for t in ("<search>", "<text_search>")]
+    policy.model.generation_config.bad_words_ids = [[t] for t in banned]
+    policy.name = "direct (answer turn forced)"
+    return policy
+
+
+class RAGPolicy(ForcedSearchPolicy):
+    """The RAG workflow in the experiment's own turn format: image search first, then a text search for
+    the top image result's capital (the query and reason the model itself writes, :data:`QUERY`), then
+    ``inner`` answers."""
+
+    label = "rag"
+
+    def _forced(self, observation: Mapping[str, Any], info: Mapping[str, Any]) -> str | None:
+        turn = int(info.get("turn", 0))
+        if turn == 0 and info.get("can_image_search", True):
+            return self.protocol.format_action("image_search", reason=REASON_IMAGE)
+        if turn == 1 and info.get("can_text_search", True):
+            titles = [t for tool, t in search_results(observation.get("messages", [])) if tool == "image_search"]
+            name = titles[0] if titles else str(observation.get("question", ""))
+            return self.protocol.format_action(
+                "text_search", QUERY.format(name=name)[:200], reason=REASON_SEARCH.format(name=name)
+            )
+        return None
+
+
+def rag_policy(sft_dir: Path, config: MultimodalConfig) -> RAGPolicy:
+    """The RAG workflow: image search, then text search, then the fine-tuned model answers."""
+    return RAGPolicy(model_policy(sft_dir, config), protocol=config.env.protocol)
+
+
+def run_policy(policy: Any, dataset: Path, env_config: EnvConfig) -> list[EpisodeRecord]:
+    """One greedy episode per question of ``dataset``, in dataset order."""
+    env = env_config.replace(dataset=str(dataset), split=None)
+    result = rollout(policy, env_config=env, concurrency=64, progress=False, batch_wait_s=0.05)
+    return sorted(result.records, key=lambda r: r.index)
+
+
+def shape(record: EpisodeRecord) -> str:
+    """The searches of an episode, in order: ``A`` (none), ``I``, ``T``, ``IT``, ``TI``..."""
+    letters = "".join(_LETTERS.get(a.kind, "") for a in record.actions)
+    return letters or "A"
+
+
+def ideal_shape(kind: str, recognised: bool, known: bool) -> str:
+    """The right action shape of a question, given what the model was taught.
+
+    >>> [ideal_shape("flag-capital", r, k) for r in (True, False) for k in (True, False)]
+    ['A', 'T', 'I', 'IT']
+    """
+    if kind == "name":
+        return "A" if recognised else "I"
+    if kind == "named-capital":
+        return "A" if known else "T"
+    return ("" if recognised else "I") + ("" if known else "T") or "A"
+
+
+def _rate(values: Sequence[bool]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def metrics(records: Sequence[EpisodeRecord], questions: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """The findings' rates on ``records``; ``questions``: example id -> its metadata (``kind``,
+    ``recognised``, ``known``). A rate without questions is ``None``.
+
+    * ``image_search_recognised`` / ``_unrecognised``: share of the flag questions (``name``,
+      ``flag-capital``) that used image search, by whether the flag was taught;
+    * ``text_search_known`` / ``_unknown``: share of the capital questions (``flag-capital``,
+      ``named-capital``) that used text search, by whether the capital was taught;
+    * ``chain``: share of ``flag-capital`` questions with neither taught that searched image, then text;
+    * ``accuracy`` (all, and per kind), ``searches`` per question, ``right_shape``: share answered with
+      the right action shape; ``n``.
+    """
+    rows = [(r, questions[r.example_id]) for r in records]
+    flags = [(r, q) for r, q in rows if q["kind"] != "named-capital"]
+    facts = [(r, q) for r, q in rows if q["kind"] != "name"]
+    shapes = {r.example_id: shape(r) for r, _ in rows}
+    out: dict[str, Any] = {
+        "n": len(rows),
+        "accuracy": _rate([r.correct for r, _ in rows]),
+        "searches": sum(len(r.searches) for r, _ in rows) / max(1, len(rows)),
+        "search_ratio": _rate([shapes[r.example_id] != "A" for r, _ in rows]),
+        "right_shape": _rate(
+            [shapes[r.example_id] == ideal_shape(q["kind"], q["recognised"], q["known"]) for r, q in rows]
+        ),
+        "image_search_recognised": _rate([("I" in shapes[r.example_id]) for r, q in flags if q["recognised"]]),
+        "image_search_unrecognised": _rate([("I" in shapes[r.example_id]) for r, q in flags if not q["recognised"]]),
+        "text_search_known": _rate([("T" in shapes[r.example_id]) for r, q in facts if q["known"]]),
+        "text_search_unknown": _rate([("T" in shapes[r.example_id]) for r, q in facts if not q["known"]]),
+        "chain": _rate(
+            [
+                shapes[r.example_id] == "IT"
+                for r, q in rows
+                if q["kind"] == "flag-capital" and not q["recognised"] and not q["known"]
+            ]
+        ),
+        "format": _rate([r.format_ok for r, _ in rows]),
+    }
+    for kind in ("name", "flag-capital", "named-capital"):
+        out[f"accuracy_{kind}"] = _rate([r.correct for r, q in rows if q["kind"] == kind])
+    # knowledge: the taught flags named, the taught capitals of named countries given
+    out["accuracy_name_recognised"] = _rate([r.correct for r, q in rows if q["kind"] == "name" and q["recognised"]])
+    out["accuracy_named_known"] = _rate([r.correct for r, q in rows if q["kind"] == "named-capital" and q["known"]])
+    return out

@@ -1,0 +1,185 @@
+"""The policy that sees and knows some things: the tiny VLM with a frozen pretrained image encoder, and
+its supervised fine-tuning.
+
+The model is :mod:`agents.tiny_vlm` with ``vision="efficientnet-lite0"``: the corpus's EfficientNet-Lite0
+features (frozen, in the processor) projected into one image token (:mod:`agents.frozen_vision`). Every
+country name and capital is one token, so copying one is one attention step. Fine-tuning runs in two
+passes of :func:`experiments.on_demand.finetune.fit`: a reading pass on the drills with the loss on the
+copied tokens only, stopped once a held-out copy check passes, then whole episodes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from agents.hf_policy import load_pretrained
+from agents.tiny_vlm import TinyVLMConfig, build_tiny_vlm, load_tiny_vlm
+from experiments.multimodal.config import MultimodalConfig
+from experiments.multimodal.data import Country
+from experiments.multimodal.episodes import Episode, naming_episodes, sft_episodes
+from experiments.on_demand.finetune import copy_labeler, fit, slot_accuracy
+from mmsearch_env.config import EnvConfig
+from mmsearch_env.data import Example
+
+__all__ = ["build_base_model", "finetune", "naming_accuracy"]
+
+logger = logging.getLogger(__name__)
+
+
+def build_base_model(out: Path, countries: Sequence[Country], config: MultimodalConfig) -> Path:
+    """The tiny VLM with the frozen encoder, every country name and capital one token. Reused if built."""
+    if (out / "config.json").is_file():
+        return out
+    built = build_tiny_vlm(out.parent / "tiny-vlm", config=TinyVLMConfig(**config.tiny_vlm_kwargs()))
+    model, processor = load_tiny_vlm(built)
+    words = {c.name for c in countries} | {c.capital for c in countries}
+    processor.tokenizer.add_tokens(sorted(words))
+    model.resize_token_embeddings(len(processor.tokenizer), mean_resizing=False)
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    processor.tokenizer.save_pretrained(out)
+    shutil.copy(built / "tiny_vlm.json", out / "tiny_vlm.json")
+    shutil.rmtree(built, ignore_errors=True)
+    return out
+
+
+def naming_accuracy(model: Any, processor: Any, episodes: Sequence[Episode]) -> float:
+    """Teacher-forced greedy accuracy of the first token of the first reason (the country's name) in
+    ``episodes``: how many of the flags the model names."""
+    import torch
+
+    tokenizer = processor.tokenizer
+    reason = tokenizer.convert_tokens_to_ids("<reason>")
+    hits = total = 0
+    model.eval()
+    for start in range(0, len(episodes), 32):
+        batch = processor.apply_chat_template(
+            list(episodes[start : start + 32]), tokenize=True, return_dict=True, return_tensors="pt",
+            processor_kwargs={"padding": True},
+        )  # fmt: skip
+        with torch.no_grad():
+            predicted = model(**batch).logits.argmax(-1)
+        for row, ids in enumerate(batch["input_ids"].tolist()):
+            at = ids.index(reason)  # the first reason: the first assistant turn's
+            hits += int(predicted[row, at] == ids[at + 1])
+            total += 1
+    return hits / max(1, total)
+
+
+def finetune(
+    base: Path,
+    out: Path,
+    examples: Sequence[Example],
+    countries: Sequence[Country],
+    env_config: EnvConfig,
+    config: MultimodalConfig,
+) -> dict[str, Any]:
+    """Fine-tune ``base`` into ``out`` on ``examples`` (held by ``env_config``'s dataset) and return the
+    stats (also ``out/sft_stats.json``; a finished ``out`` is reused as it is)."""
+    import torch
+
+    from agents.grpo import prepare_processing_class  # imports TRL
+
+    stats_path = out / "sft_stats.json"
+    if stats_path.is_file():
+        return json.loads(stats_path.read_text())
+    torch.manual_seed(config.seed)
+    model, processor, _ = load_pretrained(base)
+    prepare_processing_class(processor, env_config.protocol)
+    made = sft_episodes(examples, countries, env_config, epochs=config.sft_epochs, seed=config.seed)
+
+    def drills(seed: int, n: int) -> list[Episode]:
+        per_epoch = max(1, len(made.drills()) // config.sft_epochs)
+        epochs = -(-n // per_epoch)
+        return sft_episodes(examples, countries, env_config, epochs=epochs, seed=seed).drills()[:n]
+
+    start = time.perf_counter()
+    # 1. reading: copy the name or the capital from the results
+    held_out = drills(config.seed + 2, config.reading_check_drills)
+    checks: list[dict[str, Any]] = []
+
+    def check(step: int) -> bool:
+        if step % config.reading_check_every:
+            return False
+        checks.append({"step": step, **slot_accuracy(model, processor, held_out)})
+        logger.info("reading pass, step %d: copy accuracy on held-out drills %s", step, checks[-1])
+        return min(checks[-1]["query"], checks[-1]["answer"]) >= config.reading_target
+
+    reading = fit(
+        model,
+        processor,
+        drills(config.seed + 1, config.reading_batch_size * config.reading_steps),
+        lr=config.reading_lr,
+        batch_size=config.reading_batch_size,
+        seed=config.seed,
+        desc="reading",
+        labeler=copy_labeler(processor.tokenizer),
+        on_step=check,
+    )
+    reading_seconds = time.perf_counter() - start
+    # 2. recognition: the taught flags' names, until the model names them (checked on the taught flags)
+    flag_questions = [e for e in examples if e.metadata["kind"] == "name" and e.metadata["recognised"]]
+    naming_check = naming_episodes(flag_questions, countries, env_config, n=len(flag_questions), seed=config.seed)
+    naming_checks: list[dict[str, Any]] = []
+
+    def check_naming(step: int) -> bool:
+        if step % config.recognition_check_every:
+            return False
+        naming_checks.append({"step": step, "named": naming_accuracy(model, processor, naming_check)})
+        logger.info("recognition pass, step %d: taught flags named %.2f", step, naming_checks[-1]["named"])
+        return naming_checks[-1]["named"] >= config.recognition_target
+
+    naming = fit(
+        model,
+        processor,
+        naming_episodes(
+            examples, countries, env_config, n=config.recognition_steps * config.sft_batch_size, seed=config.seed + 3
+        ),
+        lr=config.sft_lr,
+        batch_size=config.sft_batch_size,
+        seed=config.seed,
+        desc="recognition",
+        on_step=check_naming,
+    )
+    recognition_seconds = time.perf_counter() - start - reading_seconds
+
+    # 3. whole episodes
+    whole = fit(
+        model,
+        processor,
+        made.episodes,
+        lr=config.sft_lr,
+        batch_size=config.sft_batch_size,
+        seed=config.seed,
+        desc="sft",
+    )
+    stats = {
+        **asdict(whole),
+        "per_epoch": made.per_epoch,
+        "unreadable": made.unreadable,
+        "episodes": len(made.episodes),
+        "recognition_steps": naming.steps,
+        "recognition_checks": naming_checks,
+        "recognition_seconds": recognition_seconds,
+        "reading_steps": reading.steps,
+        "reading_checks": checks,
+        "reading_seconds": reading_seconds,
+        "after_sft": {
+            "reading": slot_accuracy(model, processor, held_out),
+            "named": naming_accuracy(model, processor, naming_check),
+        },
+        "seconds": time.perf_counter() - start,
+    }
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    processor.tokenizer.save_pretrained(out)
+    shutil.copy(base / "tiny_vlm.json", out / "tiny_vlm.json")
+    stats_path.write_text(json.dumps(stats, indent=2))
+    return stats

@@ -1,0 +1,182 @@
+"""Pool several seeds' runs into the findings page: each seed, the mean with a 95% interval, and which
+findings hold, per seed and pooled; plus the curves over steps with seed bands.
+
+    python -m experiments.multimodal.pool runs/multimodal-full-test-seed*/results.json --out DIR
+
+>>> mean_interval([0.8, 0.9, 1.0])[0]
+0.9
+>>> FINDINGS[0].holds({"image_search_unrecognised": 0.85})
+True
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __name__ == "__main__" and not __package__:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import argparse
+import json
+import math
+import statistics
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from experiments.multimodal.report import COLUMNS, _cell
+
+__all__ = ["FINDINGS", "Finding", "findings_table", "main", "mean_interval", "pooled_markdown", "plot_bands"]
+
+#: Two-sided 95% t quantiles by degrees of freedom (1..10); larger samples use 1.96.
+_T95 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26, 10: 2.23}
+
+
+def mean_interval(values: Sequence[float]) -> tuple[float, float]:
+    """The mean of ``values`` and the half-width of its 95% t interval (0 for one value)."""
+    mean = statistics.fmean(values)
+    if len(values) < 2:
+        return mean, 0.0
+    half = _T95.get(len(values) - 1, 1.96) * statistics.stdev(values) / math.sqrt(len(values))
+    return round(mean, 12), half
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One of the paper's findings as a bar a run's endpoint metrics pass or fail."""
+
+    name: str
+    test: Callable[[Mapping[str, Any]], bool]
+
+    def holds(self, m: Mapping[str, Any]) -> bool:
+        try:
+            return bool(self.test(m))
+        except (TypeError, KeyError):  # a metric without questions
+            return False
+
+
+FINDINGS = (
+    Finding("image search on unrecognised flags ≥ 80%", lambda m: m["image_search_unrecognised"] >= 0.8),
+    Finding("image search on recognised flags ≤ 20%", lambda m: m["image_search_recognised"] <= 0.2),
+    Finding("text search on unknown capitals ≥ 80%", lambda m: m["text_search_unknown"] >= 0.8),
+    Finding("text search on known capitals ≤ 20%", lambda m: m["text_search_known"] <= 0.2),
+)
+
+
+def rag_finding(m: Mapping[str, Any], rag: Mapping[str, Any]) -> bool:
+    """Accuracy within 2 points of RAG (or better) with at least 30% fewer searches."""
+    return m["accuracy"] >= rag["accuracy"] - 0.02 and m["searches"] <= 0.7 * rag["searches"]
+
+
+def findings_table(runs: Sequence[Mapping[str, Any]], arm: str = "on-demand") -> str:
+    """Which findings hold for ``arm``, per seed and on the pooled means."""
+    seeds = [r["settings"]["seed"] for r in runs]
+    ends = [r["arms"][arm]["endpoint"] for r in runs]
+    rags = [r["baselines"]["RAG (image, text, answer)"] for r in runs]
+    pooled = {key: statistics.fmean([e[key] for e in ends if e.get(key) is not None] or [math.nan]) for key, _ in COLUMNS}
+    pooled_rag = {key: statistics.fmean([e[key] for e in rags]) for key in ("accuracy", "searches")}
+    lines = ["| finding | " + " | ".join(f"seed {s}" for s in seeds) + " | pooled |", "|---" * (len(seeds) + 2) + "|"]
+    mark = {True: "yes", False: "**no**"}
+    for finding in FINDINGS:
+        cells = [mark[finding.holds(e)] for e in ends] + [mark[finding.holds(pooled)]]
+        lines.append(f"| {finding.name} | " + " | ".join(cells) + " |")
+    cells = [mark[rag_finding(e, g)] for e, g in zip(ends, rags, strict=True)] + [mark[rag_finding(pooled, pooled_rag)]]
+    lines.append("| accuracy ≥ RAG − 2 pts with ≥ 30% fewer searches | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _row(values: Sequence[Mapping[str, Any]], key: str) -> str:
+    present = [v[key] for v in values if v.get(key) is not None]
+    if not present:
+        return "–"
+    mean, half = mean_interval(present)
+    if key == "searches":
+        return f"{mean:.2f} ± {half:.2f}"
+    return f"{100 * mean:.1f} ± {100 * half:.1f}%"
+
+
+def pooled_markdown(runs: Sequence[Mapping[str, Any]]) -> str:
+    """The findings page of several seeds (all made with one recipe, on one split)."""
+    split = runs[0]["eval_split"]
+    seeds = [r["settings"]["seed"] for r in runs]
+    policies: dict[str, list[Mapping[str, Any]]] = {}
+    for r in runs:
+        for name, m in r["baselines"].items():
+            policies.setdefault(name, []).append(m)
+        for name, arm in r["arms"].items():
+            policies.setdefault(f"GRPO {name}", []).append(arm["endpoint"])
+    lines = [
+        f"# Multimodal on-demand search: {len(runs)} seeds ({', '.join(map(str, seeds))}), held-out {split} split",
+        "",
+        "Mean over seeds ± the half-width of a 95% t interval; each GRPO arm's value is its mean over the last "
+        f"{len(runs[0]['arms'][next(iter(runs[0]['arms']))]['endpoint']['checkpoints'])} evaluated checkpoints.",
+        "",
+        "| policy | " + " | ".join(title for _, title in COLUMNS) + " |",
+        "|---" * (len(COLUMNS) + 1) + "|",
+    ]
+    for name, values in policies.items():
+        lines.append(f"| {name} | " + " | ".join(_row(values, key) for key, _ in COLUMNS) + " |")
+    lines += ["", "## Findings (on-demand arm)", "", findings_table(runs), "", "## Each seed", ""]
+    for r in runs:
+        lines.append(f"Seed {r['settings']['seed']} ({r['seconds_total'] / 60:.0f} min):")
+        lines.append("")
+        lines.append("| policy | " + " | ".join(title for _, title in COLUMNS) + " |")
+        lines.append("|---" * (len(COLUMNS) + 1) + "|")
+        rows = dict(r["baselines"]) | {f"GRPO {n}": a["endpoint"] for n, a in r["arms"].items()}
+        for name, m in rows.items():
+            lines.append(f"| {name} | " + " | ".join(_cell(m.get(key), key) for key, _ in COLUMNS) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot_bands(runs: Sequence[Mapping[str, Any]], path: Path) -> Path:
+    """Each arm's held-out metrics over GRPO steps: the mean over seeds and a band from min to max."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = [k for k, _ in COLUMNS if k != "searches"]
+    titles = dict(COLUMNS)
+    fig, axes = plt.subplots(2, 4, figsize=(16, 7), sharex=True)
+    arms = list(runs[0]["arms"])
+    for ax, key in zip(axes.flat, keys, strict=False):
+        for name in arms:
+            curves = [r["arms"][name]["curve"] for r in runs if name in r["arms"]]
+            steps = [p["step"] for p in curves[0]]
+            table = [[100 * (c[i]["eval"].get(key) or 0.0) for c in curves] for i in range(len(steps))]
+            mean = [statistics.fmean(v) for v in table]
+            line = ax.plot(steps, mean, label=name)[0]
+            ax.fill_between(steps, [min(v) for v in table], [max(v) for v in table], alpha=0.15, color=line.get_color())
+        ax.set_title(titles[key], fontsize=10)
+        ax.set_ylim(-3, 103)
+        ax.grid(alpha=0.3)
+    for ax in axes[-1]:
+        ax.set_xlabel("GRPO step")
+    axes.flat[0].legend(fontsize=8)
+    fig.suptitle(f"held-out {runs[0]['eval_split']} split, {len(runs)} seeds: mean and min–max band (%)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The command line; returns the exit status."""
+    parser = argparse.ArgumentParser(allow_abbrev=False, prog="python -m experiments.multimodal.pool")
+    parser.add_argument("results", nargs="+", type=Path, help="results.json of each seed (one recipe, one split)")
+    parser.add_argument("--out", type=Path, required=True, help="folder for findings.md and curves.png")
+    args = parser.parse_args(argv)
+    runs = [json.loads(p.read_text()) for p in args.results]
+    if len({r["eval_split"] for r in runs}) != 1:
+        parser.error("the runs were evaluated on different splits")
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "findings.md").write_text(pooled_markdown(runs))
+    plot_bands(runs, args.out / "curves.png")
+    print(f"{args.out / 'findings.md'}\n{args.out / 'curves.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

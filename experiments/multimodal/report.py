@@ -1,0 +1,139 @@
+"""The results page and the curves of one run (the pooled, multi-seed page is :mod:`experiments.multimodal.pool`).
+
+>>> curve = [{"step": s, "eval": {"accuracy": a}} for s, a in ((0, 0.1), (10, 0.5), (20, 0.7))]
+>>> endpoint(curve, 2)["accuracy"]
+0.6
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["COLUMNS", "endpoint", "markdown", "plot_curves"]
+
+#: The metrics of every table, in order: (key, column title).
+COLUMNS = (
+    ("accuracy", "accuracy"),
+    ("searches", "searches / question"),
+    ("image_search_unrecognised", "image search, unrecognised flag"),
+    ("image_search_recognised", "image search, recognised flag"),
+    ("text_search_unknown", "text search, unknown capital"),
+    ("text_search_known", "text search, known capital"),
+    ("chain", "image→text, neither taught"),
+    ("right_shape", "right action"),
+)
+
+
+def endpoint(curve: Sequence[Mapping[str, Any]], last: int) -> dict[str, Any]:
+    """Each metric averaged over the last ``last`` evaluated checkpoints (not one step); ``None`` stays
+    ``None`` when every one of them is."""
+    rows = [point["eval"] for point in curve[1:][-last:]] or [curve[-1]["eval"]]
+    out: dict[str, Any] = {"checkpoints": [p["step"] for p in curve[1:][-last:]]}
+    for key in rows[0]:
+        values = [r[key] for r in rows if r.get(key) is not None]
+        out[key] = sum(values) / len(values) if values else None
+    return out
+
+
+def _cell(value: Any, key: str) -> str:
+    if value is None:
+        return "–"
+    if key == "searches":
+        return f"{value:.2f}"
+    return f"{100 * value:.1f}%"
+
+
+def table(rows: Mapping[str, Mapping[str, Any]]) -> str:
+    """A markdown table of ``rows`` (name -> metrics) over :data:`COLUMNS`."""
+    lines = ["| policy | " + " | ".join(title for _, title in COLUMNS) + " |"]
+    lines.append("|---" * (len(COLUMNS) + 1) + "|")
+    for name, m in rows.items():
+        lines.append(f"| {name} | " + " | ".join(_cell(m.get(key), key) for key, _ in COLUMNS) + " |")
+    return "\n".join(lines)
+
+
+def markdown(results: Mapping[str, Any]) -> str:
+    """The results page of one run."""
+    s = results["settings"]
+    c = results["countries"][results["eval_split"]]
+    rows = dict(results["baselines"])
+    for name, arm in results["arms"].items():
+        rows[f"GRPO {name} (mean of steps {', '.join(map(str, arm['endpoint']['checkpoints']))})"] = arm["endpoint"]
+    lines = [
+        f"# Multimodal on-demand search, seed {s['seed']}" + (" (quick: checks the pipeline only)" if results["quick"] else ""),
+        "",
+        f"Held out: the {results['eval_split']} split, {c['countries']} countries × 3 questions "
+        f"({c['recognised']} flags recognised, {c['known']} capitals known). Machine: {results['machine']}; "
+        f"{results['seconds_total'] / 60:.1f} min.",
+        "",
+        table(rows),
+        "",
+        f"Fine-tuning: {results['sft']['episodes']} episodes, {results['sft']['reading_steps']} reading steps, "
+        f"copy accuracy after {results['sft']['after_sft']['reading']}. Curation labels {results['curation']['labels']}, "
+        f"sets {results['curation']['sizes']}"
+        + (f", fell back to all questions: {results['curation']['fallback']}" if results["curation"]["fallback"] else "")
+        + ".",
+        "",
+        "Time per stage (s): " + ", ".join(f"{k} {v:.0f}" for k, v in results["seconds"].items()) + ".",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def before_after(results: Mapping[str, Any], arm: str = "on-demand") -> str:
+    """The main job's closing table: held-out metrics before and after GRPO, with both baselines."""
+    split = results["eval_split"]
+    c = results["countries"][split]
+    rows = {
+        "before GRPO (fine-tuned)": results["baselines"]["fine-tuned, before GRPO"],
+        f"after GRPO ({arm})": results["arms"][arm]["endpoint"],
+        "RAG (always image + text)": results["baselines"]["RAG (image, text, answer)"],
+        "direct (answer forced)": results["baselines"]["direct (answer turn forced)"],
+    }
+    cols = (
+        ("accuracy", "accuracy"), ("searches", "searches/q"),
+        ("image_search_unrecognised", "img unrec"), ("image_search_recognised", "img rec"),
+        ("text_search_unknown", "txt unknown"), ("text_search_known", "txt known"),
+    )  # fmt: skip
+    steps = ", ".join(map(str, results["arms"][arm]["endpoint"]["checkpoints"]))
+    lines = [
+        f"held-out {split} countries: {c['countries']} × 3 questions; 'after' = mean of GRPO steps {steps}",
+        f"{'':28}" + "".join(f"{title:>12}" for _, title in cols),
+    ]
+    for name, m in rows.items():
+        lines.append(f"{name:28}" + "".join(f"{_cell(m.get(key), key):>12}" for key, _ in cols))
+    lines.append(
+        "img unrec / img rec: image search on flags the model was not / was taught; txt unknown / known: text "
+        "search on capitals it was not / was taught. On-demand search means high unrec and unknown, low rec and known."
+    )
+    return "\n".join(lines)
+
+
+def plot_curves(results: Mapping[str, Any], path: Path) -> Path:
+    """The arms' held-out search rates and accuracy over GRPO steps (one panel per metric)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = [k for k, _ in COLUMNS if k != "searches"]
+    titles = dict(COLUMNS)
+    fig, axes = plt.subplots(2, 4, figsize=(16, 7), sharex=True)
+    for ax, key in zip(axes.flat, keys, strict=False):
+        for name, arm in results["arms"].items():
+            steps = [p["step"] for p in arm["curve"]]
+            values = [p["eval"].get(key) for p in arm["curve"]]
+            ax.plot(steps, [float("nan") if v is None else 100 * v for v in values], marker=".", label=name)
+        ax.set_title(titles[key], fontsize=10)
+        ax.set_ylim(-3, 103)
+        ax.grid(alpha=0.3)
+    for ax in axes[-1]:
+        ax.set_xlabel("GRPO step")
+    axes.flat[0].legend(fontsize=8)
+    fig.suptitle(f"held-out {results['eval_split']} countries, seed {results['settings']['seed']} (%)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path

@@ -1,0 +1,247 @@
+"""Run the multimodal on-demand search experiment end to end (see README.md in this folder).
+
+    python -m experiments.multimodal.run --seed 0                      # one seed, every arm, validation
+    python -m experiments.multimodal.run --seed 0 --eval-split test    # the frozen recipe, once, on test
+    python -m experiments.multimodal.run --short                       # the main job's configuration
+    python -m experiments.multimodal.run --quick                       # checks the pipeline, measures nothing
+
+Stages: countries, questions and what the model is taught; the model (frozen EfficientNet-Lite0
+encoder) and its fine-tuning; curation; the baselines (direct with the answer turn forced, RAG, the
+fine-tuned model); the GRPO arms; the evaluation of every checkpoint on the held-out countries of
+``--eval-split``. A rerun in the same ``--out`` folder reuses its finished stages, and refuses a folder
+made with other settings.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __name__ == "__main__" and not __package__:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import argparse
+import json
+import logging
+import os
+import platform
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from agents.progress import quiet_dependencies
+from agents.threads import available_cores, configure_threads
+from experiments.multimodal.config import ARMS, PROMPTS, MultimodalConfig
+from experiments.multimodal.data import countries, questions, write_questions
+from experiments.multimodal.evaluation import direct_policy, metrics, model_policy, rag_policy, run_policy
+from experiments.multimodal.model import build_base_model, finetune
+from experiments.multimodal.report import endpoint, markdown, plot_curves
+from experiments.on_demand.evaluation import checkpoints, window_reward
+from experiments.on_demand.run import claim_work_folder
+from experiments.on_demand.training import train_arm
+from mmsearch_env.errors import ConfigError, DatasetError
+
+__all__ = ["RESULTS", "curate_sets", "main", "run"]
+
+ROOT = Path(__file__).resolve().parents[2]
+#: Where runs write their results when asked to (``--write``).
+RESULTS = Path(__file__).resolve().parent / "results"
+logger = logging.getLogger("experiments.multimodal")
+
+
+def curate_sets(sft_dir: Path, train: Path, out: Path, env, config: MultimodalConfig) -> dict[str, Any]:
+    """``agents.curate.curate`` with the fine-tuned model, sampled and seeded, once for the labels: writes
+    ``out/{balanced,balanced_2to1,required_only}.parquet`` (1:1, 2:1 search-required : search-free, and
+    search-required only). A set smaller than one GRPO step falls back to every training question."""
+    import torch
+
+    from agents.curate import curate
+    from mmsearch_env.data import load_dataset
+
+    torch.manual_seed(config.seed)
+    policy = model_policy(sft_dir, config, temperature=1.0, seed=config.seed)
+    selected: dict[str, list[int]] = {}
+    labels: list[dict[str, Any]] = []
+    for name, ratio in (("balanced", 0.5), ("balanced_2to1", 2 / 3)):
+        try:  # the second call reuses the first one's rollouts (same folder)
+            result = curate(
+                policy, str(train), None, out=out, rollouts=config.curate_rollouts, ratio=ratio,
+                env_config=env, concurrency=64, seed=config.seed,
+                on_shortfall="keep-all" if config.is_quick else "shrink", progress=True, plot=False,
+            )  # fmt: skip
+            labels, selected[name] = result.labels, list(result.selected)
+        except DatasetError:
+            labels = [json.loads(line) for line in (out / "labels.jsonl").read_text().splitlines()]
+            selected[name] = []
+    examples = load_dataset(str(train), None)
+    selected["required_only"] = [row["index"] for row in labels if row["label"] == "search_required"]
+    needed = config.grpo_batch // config.grpo_generations
+    fallback = []
+    for name, chosen in selected.items():
+        if len(chosen) < needed:
+            logger.warning("curation left the %s set %d question(s); training on all questions", name, len(chosen))
+            chosen = list(range(len(examples)))
+            fallback.append(name)
+        write_questions([examples[i] for i in chosen], out / f"{name}.parquet")
+        selected[name] = chosen
+    counts: dict[str, int] = {}
+    for row in labels:
+        counts[row["label"]] = counts.get(row["label"], 0) + 1
+    return {"labels": counts, "sizes": {k: len(v) for k, v in selected.items()}, "fallback": fallback}
+
+
+def run(config: MultimodalConfig, out: Path, *, on_stage: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Every stage in the work folder ``out``; returns the results (also ``out/results.{json,md}`` and
+    ``out/curves.png``). Raises :class:`ConfigError` when ``out`` holds a run made with other settings."""
+    import torch
+
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    torch.manual_seed(config.seed)
+    configure_threads(min(2, available_cores()))
+    settings = claim_work_folder(out, config)
+    seconds: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        seconds[name] = seconds.get(name, 0.0) + now - clock
+        clock = now
+        if on_stage is not None:
+            on_stage(name)
+
+    # 1. countries, what the model is taught, questions
+    prompts = out / "prompts.json"
+    prompts.write_text(json.dumps(PROMPTS, ensure_ascii=False, indent=2), encoding="utf-8")
+    env = config.env.replace(prompts=str(prompts))
+    chosen = countries(config)
+    every = questions(chosen)
+    meta = {e.id: dict(e.metadata) for e in every}
+    paths = {
+        "all": write_questions(every, out / "all.parquet"),
+        "train": write_questions([e for e in every if e.metadata["split"] == "train"], out / "train.parquet"),
+        "eval": write_questions(
+            [e for e in every if e.metadata["split"] == config.eval_split], out / f"{config.eval_split}.parquet"
+        ),
+    }
+    lap("questions")
+
+    # 2. the model and its fine-tuning (on every country: what it is taught covers held-out ones too)
+    base = build_base_model(out / "base", chosen, config)
+    sft_dir = out / "sft"
+    sft_stats = finetune(base, sft_dir, every, chosen, env.replace(dataset=str(paths["all"]), split=None), config)
+    lap("fine-tuning")
+
+    # 3. curation on the training countries
+    curation = curate_sets(sft_dir, paths["train"], out / "curate", env, config)
+    lap("curation")
+
+    # 4. baselines on the held-out countries
+    held_out = paths["eval"]
+    baselines = {
+        "direct (answer turn forced)": metrics(run_policy(direct_policy(sft_dir, config), held_out, env), meta),
+        "RAG (image, text, answer)": metrics(run_policy(rag_policy(sft_dir, config), held_out, env), meta),
+        "fine-tuned, before GRPO": metrics(run_policy(model_policy(sft_dir, config), held_out, env), meta),
+    }
+    lap("baselines")
+
+    # 5. GRPO arms, every checkpoint evaluated
+    arms: dict[str, Any] = {}
+    for name in config.arms:
+        arm = ARMS[name]
+        arm_dir = out / "grpo" / name.replace(":", "to")
+        stats = train_arm(name, out / "curate" / f"{arm.data}.parquet", arm, sft_dir, arm_dir, env, config)
+        lap(f"GRPO {name}")
+        curve = [{"step": 0, "eval": baselines["fine-tuned, before GRPO"], "train_reward": None}]
+        for step, ckpt in checkpoints(arm_dir):
+            records = run_policy(model_policy(sft_dir, config, ckpt), held_out, env)
+            curve.append(
+                {"step": step, "eval": metrics(records, meta), "train_reward": window_reward(arm_dir, step, config.eval_every)}
+            )
+        arms[name] = {
+            "data": arm.data,
+            "search_penalty": arm.search_penalty,
+            "train_seconds": stats["seconds"],
+            "curve": curve,
+            "endpoint": endpoint(curve, config.last_checkpoints),
+        }
+        lap("evaluation")
+
+    split_counts = {
+        split: {
+            "countries": sum(c.split == split for c in chosen),
+            "recognised": sum(c.split == split and c.recognised for c in chosen),
+            "known": sum(c.split == split and c.known for c in chosen),
+        }
+        for split in ("train", "validation", "test")
+    }
+    results = {
+        "quick": config.is_quick,
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads "
+        f"{torch.get_num_threads()}",
+        "settings": settings,
+        "eval_split": config.eval_split,
+        "countries": split_counts,
+        "sft": sft_stats,
+        "curation": curation,
+        "baselines": baselines,
+        "arms": arms,
+        "seconds": seconds,
+        "seconds_total": sum(seconds.values()),
+    }
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    (out / "results.md").write_text(markdown(results))
+    plot_curves(results, out / "curves.png")
+    return results
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The command line (``--help``); returns the exit status."""
+    parser = argparse.ArgumentParser(
+        allow_abbrev=False,
+        prog="python -m experiments.multimodal.run",
+        description="Multimodal on-demand search in miniature: does GRPO teach a model that sees when to search "
+        "the image, the web, both or neither?",
+    )
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="seconds per stage: checks the pipeline, measures nothing")
+    size.add_argument("--short", action="store_true", help="the main job's configuration (on-demand arm only)")
+    parser.add_argument("--seed", type=int, default=0, help="seeds everything (what is taught, model, data, GRPO)")
+    parser.add_argument(
+        "--eval-split",
+        choices=("validation", "test"),
+        default="validation",
+        help="held-out countries to evaluate: validation (every choice is made here) or test (once per recipe)",
+    )
+    parser.add_argument("--out", type=Path, default=None, help="work folder (default: runs/multimodal-...)")
+    parser.add_argument("--write", action="store_true", help="also copy results.{json,md} and curves.png to results/")
+    args = parser.parse_args(argv)
+    preset = MultimodalConfig.quick if args.quick else MultimodalConfig.short if args.short else MultimodalConfig.full
+    try:
+        config = preset(seed=args.seed, eval_split=args.eval_split)
+    except ConfigError as exc:
+        parser.error(str(exc))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    quiet_dependencies()
+    label = "quick" if args.quick else "short" if args.short else "full"
+    stem = f"multimodal-{label}-{args.eval_split}-seed{args.seed}"
+    out = args.out or ROOT / "runs" / stem
+    try:
+        claim_work_folder(out, config)
+    except ConfigError as exc:
+        parser.error(str(exc))
+    results = run(config, out)
+    sys.stdout.write(markdown(results))
+    if args.write and not args.quick:
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        (RESULTS / f"{stem}.json").write_text(json.dumps(results, indent=2) + "\n")
+        (RESULTS / f"{stem}.md").write_text(markdown(results))
+        shutil.copy(out / "curves.png", RESULTS / f"{stem}.png")
+    print(f"Work folder: {out} (results.md, results.json, curves.png).")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,206 @@
+"""The multimodal on-demand experiment: its questions, what the model is taught, the fine-tuning episodes,
+the metrics, the frozen image encoder, and (slow) the whole pipeline on the quick preset."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("trl")
+
+from agents.frozen_vision import (  # noqa: E402
+    FEATURE_DIM,
+    _content_key,
+    _whitening,
+    encoder_features,
+    image_features,
+    pack_features,
+)
+from experiments.multimodal.config import KINDS, PROMPTS, MultimodalConfig  # noqa: E402
+from experiments.multimodal.data import countries, questions, split_of, write_questions  # noqa: E402
+from experiments.multimodal.episodes import sft_episodes  # noqa: E402
+from experiments.multimodal.evaluation import ideal_shape, metrics, shape  # noqa: E402
+from experiments.multimodal.report import before_after, endpoint, markdown  # noqa: E402
+from mmsearch_env.errors import ConfigError  # noqa: E402
+from mmsearch_env.records import ActionRecord, EpisodeRecord  # noqa: E402
+
+
+def test_splits_are_fixed_and_knowledge_is_drawn_per_seed_independently():
+    a, b = countries(MultimodalConfig(seed=0)), countries(MultimodalConfig(seed=1))
+    assert [c.split for c in a] == [c.split for c in b] == [split_of(c.entity) for c in a]
+    assert {c.split for c in a} == {"train", "validation", "test"}
+    assert [c.recognised for c in a] != [c.recognised for c in b]
+    # flags and capitals taught independently: all four cells are filled, roughly a quarter each
+    cells = {(r, k): sum(c.recognised == r and c.known == k for c in a) for r in (True, False) for k in (True, False)}
+    assert min(cells.values()) > len(a) / 8
+    # a smaller run is a subset of a larger one
+    small = countries(MultimodalConfig(seed=0, max_countries=24))
+    assert {c.entity for c in small} <= {c.entity for c in a} and len(small) == 24
+
+
+def test_a_question_that_shows_a_country_never_names_it():
+    chosen = countries(MultimodalConfig(max_countries=40))
+    qs = questions(chosen)
+    assert len(qs) == 3 * len(chosen) and {q.metadata["kind"] for q in qs} == set(KINDS)
+    names = [c.name for c in chosen]
+    for q in qs:
+        if q.metadata["kind"] != "named-capital":
+            assert not any(name in q.question for name in names), q.question
+        else:
+            assert q.image.getextrema() == ((200, 200),) * 3  # the blank picture
+
+
+def test_ideal_shapes_cover_every_action():
+    shapes = {ideal_shape(kind, r, k) for kind in KINDS for r in (True, False) for k in (True, False)}
+    assert shapes == {"A", "I", "T", "IT"}
+    assert ideal_shape("name", False, True) == "I" and ideal_shape("named-capital", False, False) == "T"
+
+
+def _record(example_id, kinds, correct):
+    return EpisodeRecord(
+        example_id=example_id,
+        question="q",
+        ground_truth="a",
+        actions=[ActionRecord(kind=k) for k in kinds],
+        reward_parts={"accuracy": correct, "format": True},
+    )
+
+
+def test_metrics_count_each_finding_on_its_own_questions():
+    meta = {
+        "x-name": {"kind": "name", "recognised": False, "known": True},
+        "y-name": {"kind": "name", "recognised": True, "known": False},
+        "x-flag-capital": {"kind": "flag-capital", "recognised": False, "known": False},
+        "y-named-capital": {"kind": "named-capital", "recognised": True, "known": False},
+    }
+    records = [
+        _record("x-name", ["image_search", "answer"], True),
+        _record("y-name", ["answer"], True),
+        _record("x-flag-capital", ["image_search", "text_search", "answer"], False),
+        _record("y-named-capital", ["answer"], False),
+    ]
+    assert [shape(r) for r in records] == ["I", "A", "IT", "A"]
+    m = metrics(records, meta)
+    assert m["image_search_unrecognised"] == 1.0 and m["image_search_recognised"] == 0.0
+    assert m["text_search_unknown"] == 0.5 and m["text_search_known"] is None
+    assert m["chain"] == 1.0 and m["accuracy"] == 0.5 and m["right_shape"] == 0.75
+    assert m["searches"] == 0.0  # no SearchRecords in these hand-made records
+    assert endpoint([{"step": 0, "eval": m}, {"step": 5, "eval": m}], 3)["accuracy"] == 0.5
+
+
+def test_frozen_encoder_features_are_the_corpus_features_packed_into_one_token(tmp_path):
+    from agents.tiny_vlm import TinyVLMConfig, build_tiny_vlm, load_tiny_vlm
+    from mmsearch_env.corpus import load_corpus
+    from mmsearch_env.search.corpus import load_index
+
+    corpus = load_corpus()
+    images = [corpus.thumbnail(i) for i in (0, 1)]
+    feats = image_features(images)
+    assert feats.shape == (2, FEATURE_DIM)
+    raw = encoder_features(images)
+    np.testing.assert_allclose(raw, load_index().image_encoder(images), atol=1e-6)
+    mean, std = _whitening()
+    white = (raw - mean) / std
+    np.testing.assert_allclose(feats, white / np.linalg.norm(white, axis=1, keepdims=True), atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(feats, axis=1), 1.0, atol=1e-5)
+    assert _content_key(images[0]) != _content_key(images[1])
+    packed = pack_features(feats)
+    assert packed.shape == (8, 1176) and np.count_nonzero(packed[0, FEATURE_DIM:]) == 0
+
+    path = build_tiny_vlm(tmp_path / "vlm", config=TinyVLMConfig(vision="efficientnet-lite0"))
+    model, processor = load_tiny_vlm(path)
+    assert model.config.vision_config.depth == 0
+    messages = [{"role": "user", "content": [{"type": "image", "image": images[0]}, {"type": "text", "text": "Hi"}]}]
+    batch = processor.apply_chat_template([messages], tokenize=True, return_dict=True, return_tensors="pt")
+    assert int((batch["input_ids"] == processor.image_token_id).sum()) == 1
+    # the image token carries the picture: two flags give two different embeddings
+    other = processor.image_processor([images[1]])
+    one = model.model.get_image_features(batch["pixel_values"], batch["image_grid_thw"]).pooler_output
+    two = model.model.get_image_features(other["pixel_values"], other["image_grid_thw"]).pooler_output
+    assert one[0].shape == two[0].shape and not np.allclose(one[0].detach().numpy(), two[0].detach().numpy())
+
+
+@pytest.fixture(scope="module")
+def taught(tmp_path_factory):
+    config = MultimodalConfig(max_countries=24)
+    chosen = countries(config)
+    qs = questions(chosen)
+    folder = tmp_path_factory.mktemp("mm")
+    path = write_questions(qs, folder / "all.parquet")
+    (folder / "prompts.json").write_text(json.dumps(PROMPTS))
+    env = config.env.replace(dataset=str(path), split=None, prompts=str(folder / "prompts.json"))
+    return chosen, qs, env
+
+
+def _text(episode):
+    out = []
+    for m in episode:
+        content = m["content"]
+        out.append(content if isinstance(content, str) else "".join(b.get("text", "") for b in content))
+    return "\n".join(out)
+
+
+def test_fine_tuning_teaches_only_what_is_taught_and_every_shape_equally(taught):
+    from mmsearch_env.corpus import load_corpus
+
+    chosen, qs, env = taught
+    made = sft_episodes(qs, chosen, env, epochs=3, seed=0)
+    assert made.unreadable == 0 and made.per_epoch == 8 * len(chosen)
+    corpus = load_corpus()
+    flag_of = {_content_key(corpus.thumbnail(c.flag)): c for c in chosen}
+    first_turns = {"image": 0, "other": 0}
+    for episode in made.episodes:
+        text = _text(episode)
+        shown = next(b["image"] for b in episode[0]["content"] if b.get("type") == "image")
+        country = flag_of.get(_content_key(shown))
+        if country is None:  # a named question: the blank picture
+            country = next(c for c in chosen if f"capital of {c.name}?" in text)
+            assert country.known or country.capital not in text
+            continue
+        if not country.recognised:
+            assert country.name not in text  # an untaught flag is never paired with its name
+        if not country.known:
+            assert country.capital not in text  # an untaught capital never appears with its country
+        first = episode[1]["content"][0]["text"]
+        first_turns["image" if "<search>" in first else "other"] += 1
+    # on flag questions, image search is the first action in half of the episodes, taught or not
+    assert first_turns["image"] == first_turns["other"]
+
+
+def test_config_checks_and_presets():
+    assert MultimodalConfig.short().arms == ["on-demand"]
+    assert MultimodalConfig.quick().is_quick and not MultimodalConfig.full().is_quick
+    with pytest.raises(ConfigError, match="arms must be"):
+        MultimodalConfig(arms=["on-demnd"])
+    with pytest.raises(ConfigError, match="unknown MultimodalConfig setting"):
+        MultimodalConfig.from_dict({"sft_epoch": 3})
+    with pytest.raises(ConfigError, match="eval_split"):
+        MultimodalConfig(eval_split="train")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+def test_quick_run_produces_every_metric(tmp_path, capsys):
+    from experiments.multimodal.report import COLUMNS
+    from experiments.multimodal.run import main
+
+    out = tmp_path / "run"
+    assert main(["--quick", "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert (out / "curves.png").stat().st_size > 10_000 and (out / "results.md").is_file()
+    assert set(results["arms"]) == {"on-demand", "no-penalty", "unbalanced", "ratio-2:1"}
+    rows = [*results["baselines"].values(), *(arm["endpoint"] for arm in results["arms"].values())]
+    for row in rows:
+        for key, _ in COLUMNS:
+            assert row[key] is not None, key  # every finding's questions exist in the held-out split
+    for arm in results["arms"].values():
+        assert [p["step"] for p in arm["curve"]] == [0, 1, 2]
+    assert "before GRPO" in before_after(results) and "GRPO on-demand" in markdown(results)
+    # a rerun reuses the finished stages and refuses other settings
+    with pytest.raises(SystemExit):
+        main(["--quick", "--seed", "1", "--out", str(out)])
+    assert Path(out / "settings.json").is_file()
