@@ -13,8 +13,9 @@ slots (teacher-forced, :func:`~experiments.on_demand.finetune.slot_accuracy`) is
 Every condition of one seed trains on the same drills in the same order from the same initial
 weights: only what the image contributes differs. The reading pass is
 :func:`experiments.on_demand.finetune.fit` as the experiment runs it; the only change is that the
-loss is computed on the labelled positions alone (:func:`copy_loss_forward`), which is the same loss
-and the same gradients (the test checks it) without the full-vocabulary logits of every token.
+loss is computed on the labelled positions alone (``fit`` uses
+:func:`experiments.on_demand.finetune.labelled_loss`, which calls the inner ``model.model``: the
+interventions therefore patch the inner model, so that training and checks both see them).
 ``--report-only`` rewrites the page from the JSON beside it, with ``--summary`` (the finding, in a
 markdown file) at the top.
 """
@@ -28,8 +29,7 @@ import logging
 import os
 import sys
 import time
-import types
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,27 +86,6 @@ CONDITIONS: dict[str, Condition] = {
 
 
 # -- the model side ---------------------------------------------------------------------------------
-def copy_loss_forward(model: Any) -> Callable[..., Any]:
-    """A ``forward`` for ``model`` that, given ``labels``, computes the causal-LM loss on the labelled
-    positions only (mean cross-entropy over tokens whose label is not -100, as transformers does) and
-    returns an object with ``.loss``; without ``labels`` it is the model's own forward. The loss and
-    its gradients equal the model's; only the logits of unlabelled positions are not computed."""
-    import torch
-
-    original = model.forward
-
-    def forward(*args: Any, labels: Any = None, **kwargs: Any) -> Any:
-        if labels is None:
-            return original(*args, **kwargs)
-        hidden = model.model(*args, **kwargs).last_hidden_state[:, :-1]
-        targets = labels[:, 1:].to(hidden.device)
-        keep = targets != -100
-        logits = model.lm_head(hidden[keep]).float()
-        return types.SimpleNamespace(loss=torch.nn.functional.cross_entropy(logits, targets[keep]))
-
-    return forward
-
-
 @contextlib.contextmanager
 def intervened(model: Any, intervention: str | None) -> Iterator[None]:
     """``model`` (a Qwen2.5-VL ``ForConditionalGeneration``) with ``intervention`` applied inside it,
@@ -154,23 +133,23 @@ def intervened(model: Any, intervention: str | None) -> Iterator[None]:
 
         patch(inner, "get_image_features", features)
     elif intervention == "shifted_positions":
-        current = model.forward
+        current = inner.forward
 
         def forward(*args: Any, **kwargs: Any) -> Any:
             batch, length = kwargs["input_ids"].shape
             kwargs["position_ids"] = (torch.arange(length) + 4).view(1, 1, -1).expand(3, batch, -1)
             return current(*args, **kwargs)
 
-        patch(model, "forward", forward)
+        patch(inner, "forward", forward)
     elif intervention == "text_pads":
-        current = model.forward
+        current = inner.forward
 
         def forward(*args: Any, **kwargs: Any) -> Any:
             for key in ("pixel_values", "image_grid_thw"):
                 kwargs.pop(key, None)
             return current(*args, **kwargs)
 
-        patch(model, "forward", forward)
+        patch(inner, "forward", forward)
     elif intervention is not None:
         raise ValueError(f"unknown intervention {intervention!r}")
     try:
@@ -246,7 +225,6 @@ def run_condition(
     torch.manual_seed(seed)
     model, processor, _ = load_pretrained(prepared.base)
     prepare_processing_class(processor, prepared.env.protocol)
-    model.forward = copy_loss_forward(model)
     held_out = drills(prepared, condition.image_position, seed + 2, check_drills)
     train = drills(prepared, condition.image_position, seed + 1, batch_size * steps)
     curve: list[dict[str, Any]] = []

@@ -52,11 +52,11 @@ def _batch(prepared, position):
     return model, processor, batch
 
 
-def test_the_copy_loss_forward_is_the_models_loss(prepared):
+def test_the_labelled_loss_is_the_models_loss(prepared):
     import torch
 
     from agents.grpo import assistant_header_ids, assistant_token_labels, end_of_turn_id
-    from experiments.on_demand.finetune import copy_labeler
+    from experiments.on_demand.finetune import copy_labeler, labelled_loss
 
     model, processor, batch = _batch(prepared, "first")
     tokenizer = processor.tokenizer
@@ -66,7 +66,7 @@ def test_the_copy_loss_forward_is_the_models_loss(prepared):
     assert (labels != -100).sum() == 2 * len(labels)  # the query and the answer of each drill
     with torch.no_grad():
         full = model(**batch, labels=labels).loss
-        fast = bench.copy_loss_forward(model)(**batch, labels=labels).loss
+        fast = labelled_loss(model, {**batch, "labels": labels})
     assert torch.allclose(full, fast, atol=1e-5)
 
 

@@ -91,9 +91,9 @@ def experiment_env() -> EnvConfig:
     """
     return EnvConfig(
         protocol="tags",
-        # A text-only policy (the questions name their country; no image search is allowed). With the image
-        # shown first the tiny model did not learn to copy from the results: 4 of 64 drills read after 400
-        # steps, against 37 of 64 with the image after the text and 61 of 64 without it (README.md).
+        # A text-only policy (the questions name their country; no image search is allowed). The image
+        # shown first only delays when copying appears, by 50-100 steps, through its extra tokens, not its
+        # vision path (benchmarks/results/image_first_copy.md); experiments/multimodal shows the flag.
         image_position="none",
         max_turns=2,
         max_image_searches=0,

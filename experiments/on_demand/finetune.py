@@ -28,7 +28,7 @@ from experiments.on_demand.episodes import Episode, sft_episodes
 from mmsearch_env.config import EnvConfig
 from mmsearch_env.data import Example
 
-__all__ = ["FitResult", "build_base_model", "copy_labeler", "finetune", "fit", "slot_accuracy"]
+__all__ = ["FitResult", "build_base_model", "copy_labeler", "finetune", "fit", "labelled_loss", "slot_accuracy"]
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ def fit(
         labels = [assistant_token_labels(row, header_ids, end_id) for row in batch["input_ids"]]
         batch["labels"] = torch.stack([labeler(row) for row in labels] if labeler else labels)
         batch = {k: v.to(model.device) if hasattr(v, "to") else v for k, v in batch.items()}
-        loss = model(**batch).loss
+        loss = labelled_loss(model, batch)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
@@ -129,6 +129,26 @@ def fit(
     return FitResult(
         first_loss=losses[0] if losses else math.nan, last_loss=losses[-1] if losses else math.nan, steps=len(losses)
     )
+
+
+def labelled_loss(model: Any, batch: dict[str, Any]) -> Any:
+    """The causal LM loss of ``batch`` (with ``labels``), the output layer applied only where a label is.
+
+    The same mean cross-entropy as ``model(**batch).loss``, without the logits of every other position: on
+    the tiny models the output layer over the whole vocabulary is about a third of a training step, and
+    most positions (prompts, results) carry no label. Models without ``.model`` and ``.lm_head`` fall back
+    to their own loss.
+    """
+    import torch
+
+    if not (hasattr(model, "model") and hasattr(model, "lm_head")):
+        return model(**batch).loss
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    hidden = model.model(**inputs).last_hidden_state[:, :-1]
+    targets = batch["labels"][:, 1:]
+    keep = targets != -100
+    logits = model.lm_head(hidden[keep])
+    return torch.nn.functional.cross_entropy(logits.float(), targets[keep])
 
 
 def copy_labeler(tokenizer: Any) -> Callable[[Any], Any]:
