@@ -12,7 +12,7 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("trl")
 
-from agents.frozen_vision import (  # noqa: E402
+from agents.frozen_vision import (
     FEATURE_DIM,
     _content_key,
     _whitening,
@@ -20,13 +20,13 @@ from agents.frozen_vision import (  # noqa: E402
     image_features,
     pack_features,
 )
-from experiments.multimodal.config import KINDS, PROMPTS, MultimodalConfig  # noqa: E402
-from experiments.multimodal.data import countries, questions, split_of, write_questions  # noqa: E402
-from experiments.multimodal.episodes import sft_episodes  # noqa: E402
-from experiments.multimodal.evaluation import ideal_shape, metrics, shape  # noqa: E402
-from experiments.multimodal.report import before_after, endpoint, markdown  # noqa: E402
-from mmsearch_env.errors import ConfigError  # noqa: E402
-from mmsearch_env.records import ActionRecord, EpisodeRecord  # noqa: E402
+from experiments.multimodal.config import KINDS, PROMPTS, MultimodalConfig
+from experiments.multimodal.data import countries, questions, split_of, write_questions
+from experiments.multimodal.episodes import sft_episodes
+from experiments.multimodal.evaluation import ideal_shape, metrics, shape
+from experiments.multimodal.report import before_after, endpoint, markdown
+from mmsearch_env.errors import ConfigError
+from mmsearch_env.records import ActionRecord, EpisodeRecord
 
 
 def test_splits_are_fixed_and_knowledge_is_drawn_per_seed_independently():

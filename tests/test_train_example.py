@@ -120,3 +120,12 @@ def test_example_output_reads_well_in_a_log_file(tmp_path):
     assert "warm-start step 1/" in log and "ETA" in log
     assert "Expected with the CPU preset's tiny VLM" in done.stdout  # what the numbers mean
     assert f"metrics: {out / 'metrics.csv'}" in done.stdout
+
+
+def test_the_experiment_preset_is_routed_and_checks_its_own_flags(capsys):
+    example = load_example()
+    assert example.wants_experiment(["--preset", "experiment"]) and example.wants_experiment(["--preset=experiment"])
+    assert not example.wants_experiment([]) and not example.wants_experiment(["--preset", "cpu", "--seed", "1"])
+    with pytest.raises(SystemExit) as stop:
+        example.run_experiment(["--preset", "experiment", "--max_steps", "3"])
+    assert stop.value.code == 2 and "unrecognized arguments: --max_steps 3" in capsys.readouterr().err

@@ -157,7 +157,9 @@ def sft_episodes(
             prompt = plays[(ex.id, "prompt")]
             if kind == "name":
                 guess = c.name if c.recognised else other(c, names)
-                episodes.append([*prompt, assistant_message(fmt("answer", guess, reason=REASON_DIRECT.format(name=guess)))])
+                episodes.append(
+                    [*prompt, assistant_message(fmt("answer", guess, reason=REASON_DIRECT.format(name=guess)))]
+                )
                 y = other(c, names)
                 drill(plays[(ex.id, "image")], [(c.name, y)], c.name, fmt("answer", y, reason=REASON_READ))
             elif kind == "flag-capital":
@@ -171,7 +173,12 @@ def sft_episodes(
                 # text search with the name it sees (a guess when the flag is not recognised)
                 y = c.name if c.recognised else other(c, names)
                 f = fake(c, by_name[y])
-                drill(plays[(ex.id, "text")], [(c.capital, f), (c.name, y)], c.capital, fmt("answer", f, reason=REASON_READ))
+                drill(
+                    plays[(ex.id, "text")],
+                    [(c.capital, f), (c.name, y)],
+                    c.capital,
+                    fmt("answer", f, reason=REASON_READ),
+                )
                 # image search, then the capital from memory: the name read is a known country's
                 k = other(c, known)
                 last = fmt("answer", k.capital, reason=REASON_DIRECT.format(name=k.name))
@@ -189,7 +196,9 @@ def sft_episodes(
                 f = fake(c, by_name[y])
                 pairs = [(c.capital, f), (c.name, y)]
                 drill(plays[(ex.id, "text")], pairs, c.capital, fmt("answer", f, reason=REASON_READ))
-    return SFTEpisodes(episodes=episodes, per_epoch=len(episodes) // max(1, epochs), unreadable=unreadable // max(1, epochs))
+    return SFTEpisodes(
+        episodes=episodes, per_epoch=len(episodes) // max(1, epochs), unreadable=unreadable // max(1, epochs)
+    )
 
 
 def naming_episodes(

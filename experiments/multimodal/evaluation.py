@@ -10,11 +10,12 @@ questions answered with their right shape.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from agents.baselines import ForcedSearchPolicy, search_results
+from agents.baselines import ForcedSearchPolicy
 from agents.hf_policy import HFPolicy
 from agents.rollout import rollout
 from experiments.multimodal.config import QUERY, REASON_DIRECT, REASON_IMAGE, REASON_SEARCH, MultimodalConfig
@@ -81,6 +82,17 @@ def direct_policy(model_dir: Path, config: MultimodalConfig) -> HFPolicy:
     return policy
 
 
+def top_title(messages: Sequence[Mapping[str, Any]]) -> str | None:
+    """The first result's title in the last tool turn, as the experiment's compact prompts show it
+    (``1. <thumbnail>{title}</information>``)."""
+    if not messages:
+        return None
+    content = messages[-1]["content"]
+    text = content if isinstance(content, str) else "".join(b.get("text", "") for b in content)
+    found = re.search(r"1\. ([^<\n]+)", text)
+    return found.group(1).strip() if found else None
+
+
 class RAGPolicy(ForcedSearchPolicy):
     """The RAG workflow in the experiment's own turn format: image search first, then a text search for
     the top image result's capital (the query and reason the model itself writes, :data:`QUERY`), then
@@ -93,8 +105,7 @@ class RAGPolicy(ForcedSearchPolicy):
         if turn == 0 and info.get("can_image_search", True):
             return self.protocol.format_action("image_search", reason=REASON_IMAGE)
         if turn == 1 and info.get("can_text_search", True):
-            titles = [t for tool, t in search_results(observation.get("messages", [])) if tool == "image_search"]
-            name = titles[0] if titles else str(observation.get("question", ""))
+            name = top_title(observation.get("messages", [])) or str(observation.get("question", ""))
             return self.protocol.format_action(
                 "text_search", QUERY.format(name=name)[:200], reason=REASON_SEARCH.format(name=name)
             )

@@ -27,7 +27,7 @@ from typing import Any
 
 from experiments.multimodal.report import COLUMNS, _cell
 
-__all__ = ["FINDINGS", "Finding", "findings_table", "main", "mean_interval", "pooled_markdown", "plot_bands"]
+__all__ = ["FINDINGS", "Finding", "findings_table", "main", "mean_interval", "plot_bands", "pooled_markdown"]
 
 #: Two-sided 95% t quantiles by degrees of freedom (1..10); larger samples use 1.96.
 _T95 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26, 10: 2.23}
@@ -74,7 +74,9 @@ def findings_table(runs: Sequence[Mapping[str, Any]], arm: str = "on-demand") ->
     seeds = [r["settings"]["seed"] for r in runs]
     ends = [r["arms"][arm]["endpoint"] for r in runs]
     rags = [r["baselines"]["RAG (image, text, answer)"] for r in runs]
-    pooled = {key: statistics.fmean([e[key] for e in ends if e.get(key) is not None] or [math.nan]) for key, _ in COLUMNS}
+    pooled = {
+        key: statistics.fmean([e[key] for e in ends if e.get(key) is not None] or [math.nan]) for key, _ in COLUMNS
+    }
     pooled_rag = {key: statistics.fmean([e[key] for e in rags]) for key in ("accuracy", "searches")}
     lines = ["| finding | " + " | ".join(f"seed {s}" for s in seeds) + " | pooled |", "|---" * (len(seeds) + 2) + "|"]
     mark = {True: "yes", False: "**no**"}

@@ -62,7 +62,8 @@ def markdown(results: Mapping[str, Any]) -> str:
     for name, arm in results["arms"].items():
         rows[f"GRPO {name} (mean of steps {', '.join(map(str, arm['endpoint']['checkpoints']))})"] = arm["endpoint"]
     lines = [
-        f"# Multimodal on-demand search, seed {s['seed']}" + (" (quick: checks the pipeline only)" if results["quick"] else ""),
+        f"# Multimodal on-demand search, seed {s['seed']}"
+        + (" (quick: checks the pipeline only)" if results["quick"] else ""),
         "",
         f"Held out: the {results['eval_split']} split, {c['countries']} countries × 3 questions "
         f"({c['recognised']} flags recognised, {c['known']} capitals known). Machine: {results['machine']}; "
@@ -73,7 +74,11 @@ def markdown(results: Mapping[str, Any]) -> str:
         f"Fine-tuning: {results['sft']['episodes']} episodes, {results['sft']['reading_steps']} reading steps, "
         f"copy accuracy after {results['sft']['after_sft']['reading']}. Curation labels {results['curation']['labels']}, "
         f"sets {results['curation']['sizes']}"
-        + (f", fell back to all questions: {results['curation']['fallback']}" if results["curation"]["fallback"] else "")
+        + (
+            f", fell back to all questions: {results['curation']['fallback']}"
+            if results["curation"]["fallback"]
+            else ""
+        )
         + ".",
         "",
         "Time per stage (s): " + ", ".join(f"{k} {v:.0f}" for k, v in results["seconds"].items()) + ".",

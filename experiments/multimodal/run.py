@@ -91,9 +91,42 @@ def curate_sets(sft_dir: Path, train: Path, out: Path, env, config: MultimodalCo
     return {"labels": counts, "sizes": {k: len(v) for k, v in selected.items()}, "fallback": fallback}
 
 
-def run(config: MultimodalConfig, out: Path, *, on_stage: Callable[[str], None] | None = None) -> dict[str, Any]:
+#: Settings that do not change the fine-tuned model or the curation (a run differing only in these can
+#: reuse another's fine-tuning and curation: ``--reuse``).
+LATE_SETTINGS = frozenset(
+    {"arms", "eval_split", "eval_every", "last_checkpoints", "lora_target_modules"}
+    | {f for f in MultimodalConfig.__dataclass_fields__ if f.startswith("grpo_")}
+)
+
+
+def reuse_stages(source: Path, out: Path, config: MultimodalConfig) -> list[str]:
+    """Copy the fine-tuned model and the curation of the run in ``source`` into ``out``, after checking
+    that it was made with the same settings except :data:`LATE_SETTINGS`; returns what was copied."""
+    stamp = source / "settings.json"
+    if not stamp.is_file():
+        raise ConfigError(f"--reuse {source}: no settings.json there; give the work folder of an earlier run")
+    theirs, ours = json.loads(stamp.read_text()), config.to_dict()
+    differ = sorted(k for k in set(theirs) | set(ours) if k not in LATE_SETTINGS and theirs.get(k) != ours.get(k))
+    if differ:
+        raise ConfigError(f"--reuse {source}: made with other settings that shape the model or data: {differ}")
+    copied = []
+    for name in ("base", "sft", "curate"):
+        if (source / name).is_dir() and not (out / name).exists():
+            shutil.copytree(source / name, out / name)
+            copied.append(name)
+    return copied
+
+
+def run(
+    config: MultimodalConfig,
+    out: Path,
+    *,
+    reuse: Path | None = None,
+    on_stage: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
     """Every stage in the work folder ``out``; returns the results (also ``out/results.{json,md}`` and
-    ``out/curves.png``). Raises :class:`ConfigError` when ``out`` holds a run made with other settings."""
+    ``out/curves.png``). ``reuse``: an earlier run's folder whose fine-tuning and curation to start from
+    (:func:`reuse_stages`). Raises :class:`ConfigError` when ``out`` holds a run made with other settings."""
     import torch
 
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
@@ -101,6 +134,8 @@ def run(config: MultimodalConfig, out: Path, *, on_stage: Callable[[str], None] 
     torch.manual_seed(config.seed)
     configure_threads(min(2, available_cores()))
     settings = claim_work_folder(out, config)
+    if reuse is not None:
+        logger.info("reusing %s from %s", reuse_stages(reuse, out, config), reuse)
     seconds: dict[str, float] = {}
     clock = time.perf_counter()
 
@@ -158,7 +193,11 @@ def run(config: MultimodalConfig, out: Path, *, on_stage: Callable[[str], None] 
         for step, ckpt in checkpoints(arm_dir):
             records = run_policy(model_policy(sft_dir, config, ckpt), held_out, env)
             curve.append(
-                {"step": step, "eval": metrics(records, meta), "train_reward": window_reward(arm_dir, step, config.eval_every)}
+                {
+                    "step": step,
+                    "eval": metrics(records, meta),
+                    "train_reward": window_reward(arm_dir, step, config.eval_every),
+                }
             )
         arms[name] = {
             "data": arm.data,
@@ -216,23 +255,40 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="held-out countries to evaluate: validation (every choice is made here) or test (once per recipe)",
     )
     parser.add_argument("--out", type=Path, default=None, help="work folder (default: runs/multimodal-...)")
+    parser.add_argument(
+        "--reuse",
+        type=Path,
+        default=None,
+        help="an earlier run's work folder: start from its fine-tuned model and curation (same settings but GRPO's)",
+    )
+    parser.add_argument("--grpo-steps", type=int, default=None, help="GRPO steps per arm (default: the preset's)")
+    parser.add_argument("--grpo-lr", type=float, default=None, help="GRPO learning rate (default: the preset's)")
+    parser.add_argument("--arms", nargs="+", default=None, choices=list(ARMS), help="GRPO arms (default: the preset's)")
     parser.add_argument("--write", action="store_true", help="also copy results.{json,md} and curves.png to results/")
     args = parser.parse_args(argv)
     preset = MultimodalConfig.quick if args.quick else MultimodalConfig.short if args.short else MultimodalConfig.full
+    overrides: dict[str, Any] = {"seed": args.seed, "eval_split": args.eval_split}
+    for name in ("grpo_steps", "grpo_lr", "arms"):
+        if getattr(args, name) is not None:
+            overrides[name] = getattr(args, name)
     try:
-        config = preset(seed=args.seed, eval_split=args.eval_split)
+        config = preset(**overrides)
     except ConfigError as exc:
         parser.error(str(exc))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     quiet_dependencies()
     label = "quick" if args.quick else "short" if args.short else "full"
-    stem = f"multimodal-{label}-{args.eval_split}-seed{args.seed}"
+    tuned = "".join(f"-{k.replace('_', '')}{v}" for k, v in overrides.items() if k in ("grpo_steps", "grpo_lr"))
+    stem = f"multimodal-{label}-{args.eval_split}-seed{args.seed}{tuned}"
     out = args.out or ROOT / "runs" / stem
     try:
         claim_work_folder(out, config)
     except ConfigError as exc:
         parser.error(str(exc))
-    results = run(config, out)
+    try:
+        results = run(config, out, reuse=args.reuse)
+    except ConfigError as exc:
+        parser.error(str(exc))
     sys.stdout.write(markdown(results))
     if args.write and not args.quick:
         RESULTS.mkdir(parents=True, exist_ok=True)
