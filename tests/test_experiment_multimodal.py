@@ -171,6 +171,25 @@ def test_fine_tuning_teaches_only_what_is_taught_and_every_shape_equally(taught)
     assert first_turns["image"] == first_turns["other"]
 
 
+def test_the_pooled_page_marks_each_finding_per_seed(tmp_path):
+    from experiments.multimodal.pool import main as pool_main
+
+    committed = Path(__file__).resolve().parents[1] / "experiments/multimodal/results"
+    one = json.loads((committed / "short-validation-seed0-steps150.json").read_text())
+    other = json.loads(json.dumps(one))
+    other["settings"]["seed"] = 1
+    other["arms"]["on-demand"]["endpoint"]["text_search_unknown"] = 0.9
+    paths = []
+    for r in (one, other):
+        paths.append(tmp_path / f"seed{r['settings']['seed']}.json")
+        paths[-1].write_text(json.dumps(r))
+    assert pool_main([*map(str, paths), "--out", str(tmp_path / "pooled")]) == 0
+    page = (tmp_path / "pooled" / "findings.md").read_text()
+    row = next(line for line in page.splitlines() if line.startswith("| text search on unknown capitals"))
+    assert row.split("|")[2:5] == [" **no** ", " yes ", " **no** "]  # seed 0, seed 1, pooled mean 0.625
+    assert "2 seeds (0, 1)" in page and (tmp_path / "pooled" / "curves.png").stat().st_size > 10_000
+
+
 def test_config_checks_and_presets():
     assert MultimodalConfig.short().arms == ["on-demand"]
     assert MultimodalConfig.quick().is_quick and not MultimodalConfig.full().is_quick

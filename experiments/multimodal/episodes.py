@@ -21,33 +21,20 @@ answer: the name read is a random *known* country's, and the answer its true cap
 from __future__ import annotations
 
 import random
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from experiments.multimodal.config import QUERY, REASON_DIRECT, REASON_IMAGE, REASON_READ, REASON_SEARCH
 from experiments.multimodal.data import Country
+from experiments.on_demand.episodes import assistant_message, renamed
 from mmsearch_env.config import EnvConfig
 from mmsearch_env.data import Example
 from mmsearch_env.env import MMSearchEnv
 
-__all__ = [
-    "Episode",
-    "SFTEpisodes",
-    "assistant_message",
-    "naming_episodes",
-    "renamed",
-    "scripted",
-    "sft_episodes",
-]
+__all__ = ["Episode", "SFTEpisodes", "naming_episodes", "scripted", "sft_episodes"]
 
 Episode = list[dict[str, Any]]
-
-
-def assistant_message(text: str) -> dict[str, Any]:
-    """An assistant chat message holding ``text``."""
-    return {"role": "assistant", "content": [{"type": "text", "text": text}]}
 
 
 def scripted(env: MMSearchEnv, example: Example, actions: Sequence[str]) -> Episode:
@@ -60,20 +47,6 @@ def scripted(env: MMSearchEnv, example: Example, actions: Sequence[str]) -> Epis
         if (terminated or truncated) != (i == len(actions) - 1):
             raise RuntimeError(f"scripted episode of {example.id!r} ended at turn {i + 1} of {len(actions)}: {info}")
     return observation["messages"]
-
-
-def renamed(message: dict[str, Any], pairs: Sequence[tuple[str, str]]) -> dict[str, Any]:
-    """``message`` with each ``(old, new)`` whole-word replacement made in its text blocks."""
-
-    def swap(text: str) -> str:
-        for old, new in pairs:
-            text = re.sub(rf"(?<!\w){re.escape(old)}(?!\w)", lambda _, new=new: new, text)
-        return text
-
-    content = message["content"]
-    if isinstance(content, str):
-        return {**message, "content": swap(content)}
-    return {**message, "content": [{**b, "text": swap(b["text"])} if b.get("type") == "text" else b for b in content]}
 
 
 def _text(message: dict[str, Any]) -> str:

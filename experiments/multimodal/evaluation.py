@@ -19,6 +19,7 @@ from agents.baselines import ForcedSearchPolicy
 from agents.hf_policy import HFPolicy
 from agents.rollout import rollout
 from experiments.multimodal.config import QUERY, REASON_DIRECT, REASON_IMAGE, REASON_SEARCH, MultimodalConfig
+from experiments.on_demand.evaluation import model_policy
 from mmsearch_env.config import EnvConfig
 from mmsearch_env.records import EpisodeRecord
 
@@ -34,21 +35,6 @@ __all__ = [
 ]
 
 _LETTERS = {"image_search": "I", "text_search": "T"}
-
-
-def model_policy(
-    model_dir: Path, config: MultimodalConfig, adapter: Path | None = None, *, temperature: float = 0.0, seed=None
-) -> HFPolicy:
-    """The model as an MMSearch-v0 policy (greedy unless ``temperature`` > 0)."""
-    return HFPolicy(
-        model_dir,
-        protocol=config.env.protocol,
-        adapter=adapter,
-        max_new_tokens=config.max_turn_tokens,
-        batch_size=64,
-        temperature=temperature,
-        seed=seed,
-    )
 
 
 def _first_token(tokenizer: Any, text: str) -> int:

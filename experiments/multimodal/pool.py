@@ -109,7 +109,8 @@ def pooled_markdown(runs: Sequence[Mapping[str, Any]]) -> str:
         for name, arm in r["arms"].items():
             policies.setdefault(f"GRPO {name}", []).append(arm["endpoint"])
     lines = [
-        f"# Multimodal on-demand search: {len(runs)} seeds ({', '.join(map(str, seeds))}), held-out {split} split",
+        f"# Multimodal on-demand search: {len(runs)} seed{'s' if len(runs) > 1 else ''} "
+        f"({', '.join(map(str, seeds))}), held-out {split} split",
         "",
         "Mean over seeds ± the half-width of a 95% t interval; each GRPO arm's value is its mean over the last "
         f"{len(runs[0]['arms'][next(iter(runs[0]['arms']))]['endpoint']['checkpoints'])} evaluated checkpoints.",
@@ -139,7 +140,7 @@ def plot_bands(runs: Sequence[Mapping[str, Any]], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = [k for k, _ in COLUMNS if k != "searches"]
+    keys = [k for k, _ in COLUMNS if k != "searches"] + ["searches"]  # the last panel: searches per question
     titles = dict(COLUMNS)
     fig, axes = plt.subplots(2, 4, figsize=(16, 7), sharex=True)
     arms = list(runs[0]["arms"])
@@ -147,17 +148,18 @@ def plot_bands(runs: Sequence[Mapping[str, Any]], path: Path) -> Path:
         for name in arms:
             curves = [r["arms"][name]["curve"] for r in runs if name in r["arms"]]
             steps = [p["step"] for p in curves[0]]
-            table = [[100 * (c[i]["eval"].get(key) or 0.0) for c in curves] for i in range(len(steps))]
+            scale = 1 if key == "searches" else 100
+            table = [[scale * (c[i]["eval"].get(key) or 0.0) for c in curves] for i in range(len(steps))]
             mean = [statistics.fmean(v) for v in table]
             line = ax.plot(steps, mean, label=name)[0]
             ax.fill_between(steps, [min(v) for v in table], [max(v) for v in table], alpha=0.15, color=line.get_color())
-        ax.set_title(titles[key], fontsize=10)
-        ax.set_ylim(-3, 103)
+        ax.set_title(titles[key] + ("" if key == "searches" else " (%)"), fontsize=10)
+        ax.set_ylim(*((-0.05, 2.1) if key == "searches" else (-3, 103)))
         ax.grid(alpha=0.3)
     for ax in axes[-1]:
         ax.set_xlabel("GRPO step")
     axes.flat[0].legend(fontsize=8)
-    fig.suptitle(f"held-out {runs[0]['eval_split']} split, {len(runs)} seeds: mean and min–max band (%)")
+    fig.suptitle(f"held-out {runs[0]['eval_split']} split, {len(runs)} seeds: mean and min–max band")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)

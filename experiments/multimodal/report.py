@@ -123,21 +123,22 @@ def plot_curves(results: Mapping[str, Any], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = [k for k, _ in COLUMNS if k != "searches"]
+    keys = [k for k, _ in COLUMNS if k != "searches"] + ["searches"]  # the last panel: searches per question
     titles = dict(COLUMNS)
     fig, axes = plt.subplots(2, 4, figsize=(16, 7), sharex=True)
     for ax, key in zip(axes.flat, keys, strict=False):
         for name, arm in results["arms"].items():
             steps = [p["step"] for p in arm["curve"]]
             values = [p["eval"].get(key) for p in arm["curve"]]
-            ax.plot(steps, [float("nan") if v is None else 100 * v for v in values], marker=".", label=name)
-        ax.set_title(titles[key], fontsize=10)
-        ax.set_ylim(-3, 103)
+            scale = 1 if key == "searches" else 100
+            ax.plot(steps, [float("nan") if v is None else scale * v for v in values], marker=".", label=name)
+        ax.set_title(titles[key] + ("" if key == "searches" else " (%)"), fontsize=10)
+        ax.set_ylim(*((-0.05, 2.1) if key == "searches" else (-3, 103)))
         ax.grid(alpha=0.3)
     for ax in axes[-1]:
         ax.set_xlabel("GRPO step")
     axes.flat[0].legend(fontsize=8)
-    fig.suptitle(f"held-out {results['eval_split']} countries, seed {results['settings']['seed']} (%)")
+    fig.suptitle(f"held-out {results['eval_split']} countries, seed {results['settings']['seed']}")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)

@@ -19,7 +19,7 @@ from mmsearch_env.data import Example
 from mmsearch_env.env import MMSearchEnv
 from mmsearch_env.protocol import ActionProtocol
 
-__all__ = ["SFTEpisodes", "assistant_message", "reading_drill", "scripted_episode", "sft_episodes"]
+__all__ = ["SFTEpisodes", "assistant_message", "reading_drill", "renamed", "scripted_episode", "sft_episodes"]
 
 Episode = list[dict[str, Any]]
 
@@ -46,7 +46,7 @@ def scripted_episode(env: MMSearchEnv, example: Example, search: bool, answer: s
     return observation["messages"]
 
 
-def _substituted(message: dict[str, Any], pairs: Sequence[tuple[str, str]]) -> dict[str, Any]:
+def renamed(message: dict[str, Any], pairs: Sequence[tuple[str, str]]) -> dict[str, Any]:
     """``message`` with each ``(old, new)`` whole-word replacement made in its text."""
 
     def swap(text: str) -> str:
@@ -76,7 +76,7 @@ def reading_drill(
         return None
     pairs = [answer, entity] if entity[0] != entity[1] else [answer]
     turn = protocol.format_action("answer", answer[1], reason=REASON_READ)
-    return [*(_substituted(m, pairs) for m in (user, search, results)), assistant_message(turn)]
+    return [*(renamed(m, pairs) for m in (user, search, results)), assistant_message(turn)]
 
 
 @dataclass

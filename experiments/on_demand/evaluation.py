@@ -46,7 +46,8 @@ def model_policy(
     seed: int | None = None,
 ) -> HFPolicy:
     """The tiny model as an MMSearch-v0 policy (greedy unless ``temperature`` > 0; seeded sampling does not
-    depend on how the concurrent episodes are batched)."""
+    depend on how the concurrent episodes are batched). ``config``: any experiment config with ``env``
+    and ``max_turn_tokens`` (the multimodal experiment's too)."""
     return HFPolicy(
         model_dir,
         protocol=config.env.protocol,
