@@ -171,6 +171,19 @@ def test_fine_tuning_teaches_only_what_is_taught_and_every_shape_equally(taught)
     assert first_turns["image"] == first_turns["other"]
 
 
+def test_reuse_takes_fine_tuning_only_from_a_run_with_the_same_model_and_data(tmp_path):
+    from experiments.multimodal.run import reuse_stages
+
+    source = tmp_path / "source"
+    (source / "sft").mkdir(parents=True)
+    (source / "sft" / "sft_stats.json").write_text("{}")
+    (source / "settings.json").write_text(json.dumps(MultimodalConfig.short().to_dict()))
+    copied = reuse_stages(source, tmp_path / "a", MultimodalConfig.short(grpo_steps=150, grpo_scale_rewards="none"))
+    assert copied == ["sft"] and (tmp_path / "a" / "sft" / "sft_stats.json").is_file()
+    with pytest.raises(ConfigError, match="sft_epochs"):
+        reuse_stages(source, tmp_path / "b", MultimodalConfig.short(sft_epochs=3))
+
+
 def test_the_pooled_page_marks_each_finding_per_seed(tmp_path):
     from experiments.multimodal.pool import main as pool_main
 
@@ -199,6 +212,8 @@ def test_config_checks_and_presets():
         MultimodalConfig.from_dict({"sft_epoch": 3})
     with pytest.raises(ConfigError, match="eval_split"):
         MultimodalConfig(eval_split="train")
+    with pytest.raises(ConfigError, match="grpo_scale_rewards"):
+        MultimodalConfig(grpo_scale_rewards="std")
 
 
 @pytest.mark.slow

@@ -165,6 +165,13 @@ class MultimodalConfig:
     grpo_batch: int = field(default=32, metadata={"help": "Rollouts per GRPO step."})
     grpo_generations: int = field(default=8, metadata={"help": "Rollouts per question (the group)."})
     grpo_lr: float = field(default=2e-3, metadata={"help": "Learning rate of the LoRA adapter."})
+    grpo_scale_rewards: str = field(
+        default="group",
+        metadata={
+            "help": "TRL's advantage scaling: 'group' (divide by each group's reward std, the GRPO default) or "
+            "'none' (Dr. GRPO: a 0.1 search penalty then weighs less than a wrong answer)."
+        },
+    )
     grpo_max_completion_length: int = field(default=400, metadata={"help": "Tokens of a whole multi-turn completion."})
     lora_target_modules: list[str] = field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
@@ -200,6 +207,8 @@ class MultimodalConfig:
             value = getattr(self, name)
             if not 0.0 < value <= 1.0:
                 raise ConfigError(f"{name} must be in (0, 1], got {value!r}")
+        if self.grpo_scale_rewards not in ("group", "batch", "none"):
+            raise ConfigError(f"grpo_scale_rewards must be 'group', 'batch' or 'none', got {self.grpo_scale_rewards!r}")
         if self.eval_split not in ("validation", "test"):
             raise ConfigError(f"eval_split must be 'validation' or 'test', got {self.eval_split!r}")
         unknown = [a for a in self.arms if a not in ARMS]

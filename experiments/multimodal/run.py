@@ -263,12 +263,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--grpo-steps", type=int, default=None, help="GRPO steps per arm (default: the preset's)")
     parser.add_argument("--grpo-lr", type=float, default=None, help="GRPO learning rate (default: the preset's)")
+    parser.add_argument(
+        "--grpo-scale-rewards",
+        choices=("group", "batch", "none"),
+        default=None,
+        help="TRL's advantage scaling (default: the preset's, 'group')",
+    )
     parser.add_argument("--arms", nargs="+", default=None, choices=list(ARMS), help="GRPO arms (default: the preset's)")
     parser.add_argument("--write", action="store_true", help="also copy results.{json,md} and curves.png to results/")
     args = parser.parse_args(argv)
     preset = MultimodalConfig.quick if args.quick else MultimodalConfig.short if args.short else MultimodalConfig.full
     overrides: dict[str, Any] = {"seed": args.seed, "eval_split": args.eval_split}
-    for name in ("grpo_steps", "grpo_lr", "arms"):
+    for name in ("grpo_steps", "grpo_lr", "grpo_scale_rewards", "arms"):
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
     try:
@@ -278,7 +284,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     quiet_dependencies()
     label = "quick" if args.quick else "short" if args.short else "full"
-    tuned = "".join(f"-{k.replace('_', '')}{v}" for k, v in overrides.items() if k in ("grpo_steps", "grpo_lr"))
+    tuned = "".join(
+        f"-{k.replace('_', '')}{v}"
+        for k, v in overrides.items()
+        if k in ("grpo_steps", "grpo_lr", "grpo_scale_rewards")
+    )
     stem = f"multimodal-{label}-{args.eval_split}-seed{args.seed}{tuned}"
     out = args.out or ROOT / "runs" / stem
     try:

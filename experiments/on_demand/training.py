@@ -115,6 +115,8 @@ def grpo_config(
         metrics_plot=True,
         disable_tqdm=False,
         run_name=name,
+        # the multimodal experiment's setting; the on-demand experiment keeps TRL's default
+        scale_rewards=getattr(config, "grpo_scale_rewards", "group"),
     )
 
 
