@@ -15,12 +15,12 @@ mmsearch_env.errors.ConfigError: eval_every (20) must divide grpo_steps (150): t
 
 from __future__ import annotations
 
-import json
 import numbers
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field
 from typing import Any
 
+from experiments.settings import ExperimentSettings
 from mmsearch_env.config import EnvConfig
 from mmsearch_env.errors import ConfigError, did_you_mean
 
@@ -109,7 +109,7 @@ def experiment_env() -> EnvConfig:
 
 
 @dataclass
-class MultimodalConfig:
+class MultimodalConfig(ExperimentSettings):
     """Every setting of the experiment (defaults: the full run, :meth:`full`)."""
 
     # Parameters that control the questions
@@ -193,10 +193,7 @@ class MultimodalConfig:
             "reading_batch_size", "sft_epochs", "sft_batch_size", "curate_rollouts", "grpo_steps", "grpo_batch",
             "grpo_generations", "grpo_max_completion_length", "eval_every", "last_checkpoints",
         )  # fmt: skip
-        for name in positive:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-                raise ConfigError(f"{name} must be an int >= 1, got {value!r}")
+        self.check_positive_ints(positive)
         if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral) or self.seed < 0:
             raise ConfigError(f"seed must be a non-negative int, got {self.seed!r}")
         if self.max_countries is not None and (
@@ -263,19 +260,6 @@ class MultimodalConfig:
         }
         return cls.from_dict({**settings, **overrides})
 
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> MultimodalConfig:
-        """Build from field values; an unknown name is a :class:`ConfigError` with a suggestion."""
-        names = [f.name for f in fields(cls)]
-        for key in values:
-            if key not in names:
-                raise ConfigError(f"unknown MultimodalConfig setting {key!r}.{did_you_mean(str(key), names)}")
-        return cls(**dict(values))
-
-    def replace(self, **changes: Any) -> MultimodalConfig:
-        """A validated copy with ``changes``."""
-        return replace(self, **changes)
-
     # -- views -----------------------------------------------------------------------------------------
     @property
     def is_quick(self) -> bool:
@@ -294,7 +278,3 @@ class MultimodalConfig:
             "vision": "efficientnet-lite0",
             **{n: getattr(self, n) for n in names},
         }
-
-    def to_dict(self) -> dict[str, Any]:
-        """Every setting as JSON-able values (``env`` as its ``gym.make`` arguments)."""
-        return json.loads(json.dumps(asdict(self)))

@@ -24,7 +24,7 @@ from agents.tiny_vlm import TinyVLMConfig, build_tiny_vlm, load_tiny_vlm
 from experiments.multimodal.config import MultimodalConfig
 from experiments.multimodal.data import Country
 from experiments.multimodal.episodes import Episode, naming_episodes, sft_episodes
-from experiments.on_demand.finetune import copy_labeler, fit, slot_accuracy
+from experiments.on_demand.finetune import fit, reading_pass, slot_accuracy
 from mmsearch_env.config import EnvConfig
 from mmsearch_env.data import Example
 
@@ -103,25 +103,8 @@ def finetune(
     start = time.perf_counter()
     # 1. reading: copy the name or the capital from the results
     held_out = drills(config.seed + 2, config.reading_check_drills)
-    checks: list[dict[str, Any]] = []
-
-    def check(step: int) -> bool:
-        if step % config.reading_check_every:
-            return False
-        checks.append({"step": step, **slot_accuracy(model, processor, held_out)})
-        logger.info("reading pass, step %d: copy accuracy on held-out drills %s", step, checks[-1])
-        return min(checks[-1]["query"], checks[-1]["answer"]) >= config.reading_target
-
-    reading = fit(
-        model,
-        processor,
-        drills(config.seed + 1, config.reading_batch_size * config.reading_steps),
-        lr=config.reading_lr,
-        batch_size=config.reading_batch_size,
-        seed=config.seed,
-        desc="reading",
-        labeler=copy_labeler(processor.tokenizer),
-        on_step=check,
+    reading, checks = reading_pass(
+        model, processor, drills(config.seed + 1, config.reading_batch_size * config.reading_steps), held_out, config
     )
     reading_seconds = time.perf_counter() - start
     # 2. recognition: the taught flags' names, until the model names them (checked on the taught flags)

@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from experiments.multimodal.report import COLUMNS, _cell
+from experiments.multimodal.report import COLUMNS, PANELS, cell, style_panel
 
 __all__ = ["FINDINGS", "Finding", "findings_table", "main", "mean_interval", "plot_bands", "pooled_markdown"]
 
@@ -128,7 +128,7 @@ def pooled_markdown(runs: Sequence[Mapping[str, Any]]) -> str:
         lines.append("|---" * (len(COLUMNS) + 1) + "|")
         rows = dict(r["baselines"]) | {f"GRPO {n}": a["endpoint"] for n, a in r["arms"].items()}
         for name, m in rows.items():
-            lines.append(f"| {name} | " + " | ".join(_cell(m.get(key), key) for key, _ in COLUMNS) + " |")
+            lines.append(f"| {name} | " + " | ".join(cell(m.get(key), key) for key, _ in COLUMNS) + " |")
         lines.append("")
     return "\n".join(lines)
 
@@ -140,11 +140,9 @@ def plot_bands(runs: Sequence[Mapping[str, Any]], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = [k for k, _ in COLUMNS if k != "searches"] + ["searches"]  # the last panel: searches per question
-    titles = dict(COLUMNS)
     fig, axes = plt.subplots(2, 4, figsize=(16, 7), sharex=True)
     arms = list(runs[0]["arms"])
-    for ax, key in zip(axes.flat, keys, strict=False):
+    for ax, key in zip(axes.flat, PANELS, strict=False):
         for name in arms:
             curves = [r["arms"][name]["curve"] for r in runs if name in r["arms"]]
             steps = [p["step"] for p in curves[0]]
@@ -153,9 +151,7 @@ def plot_bands(runs: Sequence[Mapping[str, Any]], path: Path) -> Path:
             mean = [statistics.fmean(v) for v in table]
             line = ax.plot(steps, mean, label=name)[0]
             ax.fill_between(steps, [min(v) for v in table], [max(v) for v in table], alpha=0.15, color=line.get_color())
-        ax.set_title(titles[key] + ("" if key == "searches" else " (%)"), fontsize=10)
-        ax.set_ylim(*((-0.05, 2.1) if key == "searches" else (-3, 103)))
-        ax.grid(alpha=0.3)
+        style_panel(ax, key)
     for ax in axes[-1]:
         ax.set_xlabel("GRPO step")
     axes.flat[0].legend(fontsize=8)

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["COLUMNS", "endpoint", "markdown", "plot_curves"]
+__all__ = ["COLUMNS", "PANELS", "before_after", "endpoint", "markdown", "plot_curves", "style_panel", "table"]
 
 #: The metrics of every table, in order: (key, column title).
 COLUMNS = (
@@ -37,7 +37,7 @@ def endpoint(curve: Sequence[Mapping[str, Any]], last: int) -> dict[str, Any]:
     return out
 
 
-def _cell(value: Any, key: str) -> str:
+def cell(value: Any, key: str) -> str:
     if value is None:
         return "–"
     if key == "searches":
@@ -50,7 +50,7 @@ def table(rows: Mapping[str, Mapping[str, Any]]) -> str:
     lines = ["| policy | " + " | ".join(title for _, title in COLUMNS) + " |"]
     lines.append("|---" * (len(COLUMNS) + 1) + "|")
     for name, m in rows.items():
-        lines.append(f"| {name} | " + " | ".join(_cell(m.get(key), key) for key, _ in COLUMNS) + " |")
+        lines.append(f"| {name} | " + " | ".join(cell(m.get(key), key) for key, _ in COLUMNS) + " |")
     return "\n".join(lines)
 
 
@@ -108,12 +108,23 @@ def before_after(results: Mapping[str, Any], arm: str = "on-demand") -> str:
         f"{'':28}" + "".join(f"{title:>12}" for _, title in cols),
     ]
     for name, m in rows.items():
-        lines.append(f"{name:28}" + "".join(f"{_cell(m.get(key), key):>12}" for key, _ in cols))
+        lines.append(f"{name:28}" + "".join(f"{cell(m.get(key), key):>12}" for key, _ in cols))
     lines.append(
         "img unrec / img rec: image search on flags the model was not / was taught; txt unknown / known: text "
         "search on capitals it was not / was taught. On-demand search means high unrec and unknown, low rec and known."
     )
     return "\n".join(lines)
+
+
+#: The panels of the curve plots, in order: every metric, searches per question last.
+PANELS = [k for k, _ in COLUMNS if k != "searches"] + ["searches"]
+
+
+def style_panel(ax: Any, key: str) -> None:
+    """Title, y range and grid of the panel of metric ``key`` (rates in %, searches per question raw)."""
+    ax.set_title(dict(COLUMNS)[key] + ("" if key == "searches" else " (%)"), fontsize=10)
+    ax.set_ylim(*((-0.05, 2.1) if key == "searches" else (-3, 103)))
+    ax.grid(alpha=0.3)
 
 
 def plot_curves(results: Mapping[str, Any], path: Path) -> Path:
@@ -123,18 +134,14 @@ def plot_curves(results: Mapping[str, Any], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = [k for k, _ in COLUMNS if k != "searches"] + ["searches"]  # the last panel: searches per question
-    titles = dict(COLUMNS)
     fig, axes = plt.subplots(2, 4, figsize=(16, 7), sharex=True)
-    for ax, key in zip(axes.flat, keys, strict=False):
+    for ax, key in zip(axes.flat, PANELS, strict=False):
         for name, arm in results["arms"].items():
             steps = [p["step"] for p in arm["curve"]]
             values = [p["eval"].get(key) for p in arm["curve"]]
             scale = 1 if key == "searches" else 100
             ax.plot(steps, [float("nan") if v is None else scale * v for v in values], marker=".", label=name)
-        ax.set_title(titles[key] + ("" if key == "searches" else " (%)"), fontsize=10)
-        ax.set_ylim(*((-0.05, 2.1) if key == "searches" else (-3, 103)))
-        ax.grid(alpha=0.3)
+        style_panel(ax, key)
     for ax in axes[-1]:
         ax.set_xlabel("GRPO step")
     axes.flat[0].legend(fontsize=8)

@@ -28,7 +28,16 @@ from experiments.on_demand.episodes import Episode, sft_episodes
 from mmsearch_env.config import EnvConfig
 from mmsearch_env.data import Example
 
-__all__ = ["FitResult", "build_base_model", "copy_labeler", "finetune", "fit", "labelled_loss", "slot_accuracy"]
+__all__ = [
+    "FitResult",
+    "build_base_model",
+    "copy_labeler",
+    "finetune",
+    "fit",
+    "labelled_loss",
+    "reading_pass",
+    "slot_accuracy",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -197,6 +206,36 @@ def slot_accuracy(model: Any, processor: Any, episodes: Sequence[Episode]) -> di
     return {slot: hit / n for slot, (hit, n) in hits.items() if n}
 
 
+def reading_pass(
+    model: Any, processor: Any, drills: Sequence[Episode], held_out: Sequence[Episode], config: Any
+) -> tuple[FitResult, list[dict[str, Any]]]:
+    """The reading pass: :func:`fit` on ``drills`` with the loss on the copied tokens only
+    (:func:`copy_labeler`), checking the copy accuracy on ``held_out`` every ``reading_check_every``
+    steps and stopping once both slots reach ``reading_target``. ``config``: any experiment config with
+    the ``reading_*`` and ``seed`` settings. Returns the fit and the checks."""
+    checks: list[dict[str, Any]] = []
+
+    def check(step: int) -> bool:
+        if step % config.reading_check_every:
+            return False
+        checks.append({"step": step, **slot_accuracy(model, processor, held_out)})
+        logger.info("reading pass, step %d: copy accuracy on held-out drills %s", step, checks[-1])
+        return min(checks[-1]["query"], checks[-1]["answer"]) >= config.reading_target
+
+    reading = fit(
+        model,
+        processor,
+        drills,
+        lr=config.reading_lr,
+        batch_size=config.reading_batch_size,
+        seed=config.seed,
+        desc="reading",
+        labeler=copy_labeler(processor.tokenizer),
+        on_step=check,
+    )
+    return reading, checks
+
+
 def finetune(
     base: Path, out: Path, examples: Sequence[Example], env_config: EnvConfig, config: OnDemandConfig
 ) -> dict[str, Any]:
@@ -226,26 +265,9 @@ def finetune(
         return sft_episodes(examples, names, env_config, epochs=epochs, seed=seed).drills()[:n]
 
     held_out = drills(config.seed + 2, config.reading_check_drills)
-    checks: list[dict[str, Any]] = []
-
-    def check(step: int) -> bool:
-        if step % config.reading_check_every:
-            return False
-        checks.append({"step": step, **slot_accuracy(model, processor, held_out)})
-        logger.info("reading pass, step %d: copy accuracy on held-out drills %s", step, checks[-1])
-        return min(checks[-1]["query"], checks[-1]["answer"]) >= config.reading_target
-
     start = time.perf_counter()
-    reading = fit(
-        model,
-        processor,
-        drills(config.seed + 1, config.reading_batch_size * config.reading_steps),
-        lr=config.reading_lr,
-        batch_size=config.reading_batch_size,
-        seed=config.seed,
-        desc="reading",
-        labeler=copy_labeler(processor.tokenizer),
-        on_step=check,
+    reading, checks = reading_pass(
+        model, processor, drills(config.seed + 1, config.reading_batch_size * config.reading_steps), held_out, config
     )
     reading_seconds = time.perf_counter() - start
     whole = fit(

@@ -1,0 +1,43 @@
+"""What every experiment's settings dataclass shares: building from a dict, validated copies, JSON."""
+
+from __future__ import annotations
+
+import json
+import numbers
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, fields, replace
+from typing import Any, TypeVar
+
+from mmsearch_env.errors import ConfigError, did_you_mean
+
+__all__ = ["ExperimentSettings"]
+
+Self = TypeVar("Self", bound="ExperimentSettings")
+
+
+class ExperimentSettings:
+    """Mixin for an experiment's settings dataclass (it must be a dataclass with an ``env`` field)."""
+
+    @classmethod
+    def from_dict(cls: type[Self], values: Mapping[str, Any]) -> Self:
+        """Build from field values; an unknown name is a :class:`ConfigError` with a suggestion."""
+        names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
+        for key in values:
+            if key not in names:
+                raise ConfigError(f"unknown {cls.__name__} setting {key!r}.{did_you_mean(str(key), names)}")
+        return cls(**dict(values))
+
+    def replace(self: Self, **changes: Any) -> Self:
+        """A validated copy with ``changes``."""
+        return replace(self, **changes)  # type: ignore[type-var]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every setting as JSON-able values (``env`` as its ``gym.make`` arguments)."""
+        return json.loads(json.dumps(asdict(self)))  # type: ignore[call-overload]
+
+    def check_positive_ints(self, names: Iterable[str]) -> None:
+        """Raise :class:`ConfigError` unless each named setting is an int >= 1 (bools refused)."""
+        for name in names:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+                raise ConfigError(f"{name} must be an int >= 1, got {value!r}")
