@@ -1,9 +1,11 @@
+# ruff: noqa: E402  (the repository root goes on the path before the experiments are imported)
 """The multimodal on-demand experiment: its questions, what the model is taught, the fine-tuning episodes,
 the metrics, the frozen image encoder, and (slow) the whole pipeline on the quick preset."""
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +13,11 @@ import pytest
 
 pytest.importorskip("torch")
 pytest.importorskip("trl")
+
+ROOT = Path(__file__).resolve().parents[1]
+# The experiments are not part of the installed package: they are importable from the repository root.
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
 from agents.frozen_vision import (
     FEATURE_DIM,

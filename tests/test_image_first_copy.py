@@ -13,6 +13,8 @@ pytest.importorskip("transformers")
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
+if str(ROOT) not in sys.path:  # the experiments are importable from the repository root only
+    sys.path.insert(0, str(ROOT))
 
 import image_first_copy as bench  # noqa: E402
 
