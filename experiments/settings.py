@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import numbers
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, fields, replace
 from typing import Any, TypeVar
 
 from mmsearch_env.errors import ConfigError, did_you_mean
 
-__all__ = ["ExperimentSettings"]
+__all__ = ["ExperimentSettings", "StageClock"]
 
 Self = TypeVar("Self", bound="ExperimentSettings")
 
@@ -41,3 +42,17 @@ class ExperimentSettings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
                 raise ConfigError(f"{name} must be an int >= 1, got {value!r}")
+
+
+class StageClock:
+    """Wall-clock seconds per stage of a run: :meth:`lap` charges the time since the last lap to a stage
+    (a stage lapped twice adds up)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.seconds[name] = self.seconds.get(name, 0.0) + now - self._last
+        self._last = now

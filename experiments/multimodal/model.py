@@ -24,7 +24,7 @@ from agents.tiny_vlm import TinyVLMConfig, build_tiny_vlm, load_tiny_vlm
 from experiments.multimodal.config import MultimodalConfig
 from experiments.multimodal.data import Country
 from experiments.multimodal.episodes import Episode, naming_episodes, sft_episodes
-from experiments.on_demand.finetune import fit, reading_pass, slot_accuracy
+from experiments.on_demand.finetune import fit, reading_pass, slot_accuracy, teacher_forced
 from mmsearch_env.config import EnvConfig
 from mmsearch_env.data import Example
 
@@ -53,23 +53,12 @@ def build_base_model(out: Path, countries: Sequence[Country], config: Multimodal
 def naming_accuracy(model: Any, processor: Any, episodes: Sequence[Episode]) -> float:
     """Teacher-forced greedy accuracy of the first token of the first reason (the country's name) in
     ``episodes``: how many of the flags the model names."""
-    import torch
-
-    tokenizer = processor.tokenizer
-    reason = tokenizer.convert_tokens_to_ids("<reason>")
+    reason = processor.tokenizer.convert_tokens_to_ids("<reason>")
     hits = total = 0
-    model.eval()
-    for start in range(0, len(episodes), 32):
-        batch = processor.apply_chat_template(
-            list(episodes[start : start + 32]), tokenize=True, return_dict=True, return_tensors="pt",
-            processor_kwargs={"padding": True},
-        )  # fmt: skip
-        with torch.no_grad():
-            predicted = model(**batch).logits.argmax(-1)
-        for row, ids in enumerate(batch["input_ids"].tolist()):
-            at = ids.index(reason)  # the first reason: the first assistant turn's
-            hits += int(predicted[row, at] == ids[at + 1])
-            total += 1
+    for ids, predicted in teacher_forced(model, processor, episodes):
+        at = ids.tolist().index(reason)  # the first reason: the first assistant turn's
+        hits += int(predicted[at] == ids[at + 1])
+        total += 1
     return hits / max(1, total)
 
 

@@ -26,8 +26,7 @@ import logging
 import os
 import platform
 import shutil
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from agents.progress import quiet_dependencies
@@ -40,6 +39,7 @@ from experiments.multimodal.report import endpoint, markdown, plot_curves
 from experiments.on_demand.evaluation import checkpoints, window_reward
 from experiments.on_demand.run import claim_work_folder
 from experiments.on_demand.training import train_arm
+from experiments.settings import StageClock
 from mmsearch_env.errors import ConfigError, DatasetError
 
 __all__ = ["RESULTS", "curate_sets", "main", "run"]
@@ -122,7 +122,6 @@ def run(
     out: Path,
     *,
     reuse: Path | None = None,
-    on_stage: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Every stage in the work folder ``out``; returns the results (also ``out/results.{json,md}`` and
     ``out/curves.png``). ``reuse``: an earlier run's folder whose fine-tuning and curation to start from
@@ -136,16 +135,8 @@ def run(
     settings = claim_work_folder(out, config)
     if reuse is not None:
         logger.info("reusing %s from %s", reuse_stages(reuse, out, config), reuse)
-    seconds: dict[str, float] = {}
-    clock = time.perf_counter()
-
-    def lap(name: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        seconds[name] = seconds.get(name, 0.0) + now - clock
-        clock = now
-        if on_stage is not None:
-            on_stage(name)
+    clock = StageClock()
+    lap, seconds = clock.lap, clock.seconds
 
     # 1. countries, what the model is taught, questions
     prompts = out / "prompts.json"

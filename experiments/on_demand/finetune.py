@@ -13,7 +13,7 @@ import logging
 import math
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -176,18 +176,11 @@ def copy_labeler(tokenizer: Any) -> Callable[[Any], Any]:
     return labeler
 
 
-def slot_accuracy(model: Any, processor: Any, episodes: Sequence[Episode]) -> dict[str, float]:
-    """Greedy next-token accuracy, teacher-forced, on the copied slots of ``episodes``' assistant turns:
-    ``query`` (the first token after ``<text_search>``) and ``answer`` (after ``<answer>``)."""
+def teacher_forced(model: Any, processor: Any, episodes: Sequence[Episode]) -> Iterator[tuple[Any, Any]]:
+    """Each episode's ``(input_ids, greedy next-token predictions)``, teacher-forced, rendered by the
+    processor's chat template (left padding included), in batches of 32."""
     import torch
 
-    tokenizer = processor.tokenizer
-    slots = {
-        tokenizer.convert_tokens_to_ids("<text_search>"): "query",
-        tokenizer.convert_tokens_to_ids("<answer>"): "answer",
-    }
-    header, end = assistant_header_ids(tokenizer), end_of_turn_id(tokenizer)
-    hits: dict[str, list[int]] = {"query": [0, 0], "answer": [0, 0]}
     model.eval()
     for start in range(0, len(episodes), 32):
         batch = processor.apply_chat_template(
@@ -196,13 +189,27 @@ def slot_accuracy(model: Any, processor: Any, episodes: Sequence[Episode]) -> di
         )  # fmt: skip
         with torch.no_grad():
             predicted = model(**batch).logits.argmax(-1)
-        for row, ids in enumerate(batch["input_ids"]):
-            labels = assistant_token_labels(ids, header, end).tolist()
-            for i in range(1, len(labels)):
-                slot = slots.get(int(ids[i - 1]))
-                if slot and labels[i] != -100:
-                    hits[slot][0] += int(predicted[row, i - 1] == ids[i])
-                    hits[slot][1] += 1
+        yield from zip(batch["input_ids"], predicted, strict=True)
+
+
+def slot_accuracy(model: Any, processor: Any, episodes: Sequence[Episode]) -> dict[str, float]:
+    """Greedy next-token accuracy, teacher-forced, on the copied slots of ``episodes``' assistant turns:
+    ``query`` (the first token after ``<text_search>``) and ``answer`` (after ``<answer>``)."""
+
+    tokenizer = processor.tokenizer
+    slots = {
+        tokenizer.convert_tokens_to_ids("<text_search>"): "query",
+        tokenizer.convert_tokens_to_ids("<answer>"): "answer",
+    }
+    header, end = assistant_header_ids(tokenizer), end_of_turn_id(tokenizer)
+    hits: dict[str, list[int]] = {"query": [0, 0], "answer": [0, 0]}
+    for ids, predicted in teacher_forced(model, processor, episodes):
+        labels = assistant_token_labels(ids, header, end).tolist()
+        for i in range(1, len(labels)):
+            slot = slots.get(int(ids[i - 1]))
+            if slot and labels[i] != -100:
+                hits[slot][0] += int(predicted[i - 1] == ids[i])
+                hits[slot][1] += 1
     return {slot: hit / n for slot, (hit, n) in hits.items() if n}
 
 

@@ -27,7 +27,6 @@ import logging
 import os
 import platform
 import shutil
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -49,6 +48,7 @@ from experiments.on_demand.finetune import build_base_model, finetune
 from experiments.on_demand.plots import plot_curves, plot_summary
 from experiments.on_demand.report import markdown
 from experiments.on_demand.training import CURATED_SETS, curate_train, train_arm
+from experiments.settings import StageClock
 from mmsearch_env.errors import ConfigError
 
 __all__ = ["IMAGES", "RESULTS", "claim_work_folder", "main", "run", "what_it_means"]
@@ -87,14 +87,8 @@ def run(config: OnDemandConfig, out: Path, *, write_results: bool = False) -> di
     torch.manual_seed(config.seed)
     configure_threads(min(2, available_cores()))  # the committed results were measured on 2 threads
     settings = claim_work_folder(out, config)
-    seconds: dict[str, float] = {}
-    clock = time.perf_counter()
-
-    def lap(name: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        seconds[name] = seconds.get(name, 0.0) + now - clock
-        clock = now
+    clock = StageClock()
+    lap, seconds = clock.lap, clock.seconds
 
     # 1. questions and the knowledge split
     prompts = out / "prompts.json"
