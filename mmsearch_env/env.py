@@ -216,7 +216,9 @@ class MMSearchEnv(gym.Env[dict[str, Any], str]):
 
     * v0: initial version (MMSearch-R1 protocol and reward). Later v0 releases add opt-in settings
       only (region image search, search budgets, per-call penalty, screenshot scenes); their
-      defaults keep the paper's protocol and reward, byte for byte.
+      defaults keep the paper's protocol and reward, byte for byte. Corpus search ranks pages whose
+      scores tie at the candidate cut by page order, the same on every CPU (the cut used to depend
+      on the CPU's sorting kernel, which changed which tied page a text search returned).
     """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi"], "render_fps": 4}

@@ -4,6 +4,7 @@ the metrics, the frozen image encoder, and (slow) the whole pipeline on the quic
 
 from __future__ import annotations
 
+import doctest
 import json
 import sys
 from pathlib import Path
@@ -27,10 +28,12 @@ from agents.frozen_vision import (
     image_features,
     pack_features,
 )
-from experiments.multimodal.config import KINDS, PROMPTS, MultimodalConfig
+from experiments.multimodal import config as multimodal_config
+from experiments.multimodal import evaluation as multimodal_evaluation
+from experiments.multimodal.config import KINDS, PROMPTS, REASON_RECALL, REASON_SEARCH, UNSURE, MultimodalConfig
 from experiments.multimodal.data import countries, questions, split_of, write_questions
 from experiments.multimodal.episodes import sft_episodes
-from experiments.multimodal.evaluation import ideal_shape, metrics, shape
+from experiments.multimodal.evaluation import decision_tokens, ideal_shape, metrics, shape
 from experiments.multimodal.report import before_after, endpoint, markdown
 from mmsearch_env.errors import ConfigError
 from mmsearch_env.records import ActionRecord, EpisodeRecord
@@ -156,7 +159,7 @@ def test_fine_tuning_teaches_only_what_is_taught_and_every_shape_equally(taught)
 
     chosen, qs, env = taught
     made = sft_episodes(qs, chosen, env, epochs=3, seed=0)
-    assert made.unreadable == 0 and made.per_epoch == 8 * len(chosen)
+    assert made.unreadable == 0 and made.per_epoch == 10 * len(chosen)
     corpus = load_corpus()
     flag_of = {_content_key(corpus.thumbnail(c.flag)): c for c in chosen}
     first_turns = {"image": 0, "other": 0}
@@ -176,6 +179,59 @@ def test_fine_tuning_teaches_only_what_is_taught_and_every_shape_equally(taught)
         first_turns["image" if "<search>" in first else "other"] += 1
     # on flag questions, image search is the first action in half of the episodes, taught or not
     assert first_turns["image"] == first_turns["other"]
+
+
+@pytest.fixture(scope="module")
+def base_model(taught, tmp_path_factory):
+    from experiments.multimodal.model import build_base_model
+
+    chosen, _, _ = taught
+    return build_base_model(tmp_path_factory.mktemp("mm-base") / "base", chosen, MultimodalConfig())
+
+
+def test_each_decision_is_the_token_where_the_knowledge_is_written(taught, base_model):
+    from transformers import AutoTokenizer
+
+    chosen, _, _ = taught
+    tokenizer = AutoTokenizer.from_pretrained(base_model)
+    search = decision_tokens(tokenizer)["search"]
+    for country in chosen[:5]:
+        recall = tokenizer.encode(REASON_RECALL.format(name=country.name, capital=country.capital))
+        unsure = tokenizer.encode(REASON_SEARCH.format(name=country.name))
+        at = next(i for i, (a, b) in enumerate(zip(recall, unsure, strict=False)) if a != b)
+        # the reasons part at one token: the capital (one token) or UNSURE in its place
+        assert tokenizer.decode([recall[at]]) == country.capital and unsure[at] == search
+        assert tokenizer.decode([search]) == UNSURE
+
+
+def test_batches_split_by_episode_length_train_on_the_same_loss(taught, base_model):
+    from agents.grpo import prepare_processing_class
+    from agents.hf_policy import load_pretrained
+    from experiments.on_demand.finetune import fit
+
+    chosen, qs, env = taught
+    episodes = sft_episodes(qs, chosen, env, epochs=1, seed=0).episodes[:24]
+    assert len({len(e) for e in episodes}) == 3  # one, two and three exchanges in the one batch
+    losses = []
+    for split in (False, True):
+        model, processor, _ = load_pretrained(base_model)
+        prepare_processing_class(processor, env.protocol)
+        result = fit(model, processor, episodes, lr=1e-3, batch_size=24, seed=0, desc="t", split_by_turns=split)
+        losses.append(result.first_loss)
+        after = fit(model, processor, episodes, lr=0.0, batch_size=24, seed=0, desc="t", split_by_turns=split)
+        losses.append(after.first_loss)
+    # the same loss before the step (micro-batches weighted by their labelled tokens) and after it
+    assert losses[0] == pytest.approx(losses[2], rel=1e-5) and losses[1] == pytest.approx(losses[3], rel=1e-3)
+    assert losses[1] < losses[0]
+
+
+def test_the_doctests_pass():
+    # the experiments are outside the doctest paths of setup.cfg
+    from experiments.multimodal import report
+
+    for module in (multimodal_config, multimodal_evaluation, report):
+        result = doctest.testmod(module)
+        assert result.attempted > 0 and result.failed == 0, module.__name__
 
 
 def test_reuse_takes_fine_tuning_only_from_a_run_with_the_same_model_and_data(tmp_path):
@@ -241,7 +297,14 @@ def test_quick_run_produces_every_metric(tmp_path, capsys):
     for arm in results["arms"].values():
         assert [p["step"] for p in arm["curve"]] == [0, 1, 2]
     assert "before GRPO" in before_after(results) and "GRPO on-demand" in markdown(results)
-    # a rerun reuses the finished stages and refuses other settings
+    assert results["reused_seconds"] == {}
+    # a rerun reuses the finished stages, reports what they took when made, and refuses other settings
+    assert main(["--quick", "--out", str(out)]) == 0
+    again = json.loads((out / "results.json").read_text())
+    assert again["reused_seconds"]["fine-tuning"] == results["sft"]["seconds"]
+    assert again["reused_seconds"]["GRPO on-demand"] == results["arms"]["on-demand"]["train_seconds"]
+    assert again["baselines"] == results["baselines"]  # greedy: the same policy gives the same rates
+    assert "Reused from an earlier call" in (out / "results.md").read_text()
     with pytest.raises(SystemExit):
         main(["--quick", "--seed", "1", "--out", str(out)])
     assert Path(out / "settings.json").is_file()

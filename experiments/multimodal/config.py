@@ -33,7 +33,9 @@ __all__ = [
     "REASON_DIRECT",
     "REASON_IMAGE",
     "REASON_READ",
+    "REASON_RECALL",
     "REASON_SEARCH",
+    "UNSURE",
     "Arm",
     "MultimodalConfig",
     "experiment_env",
@@ -49,12 +51,16 @@ PHRASING = {
     "flag-capital": "What is the capital of the country whose flag this is?",
     "named-capital": "What is the capital of {name}?",
 }
-#: The first reason of every turn that decides names the country first, then decides (the choice to
-#: search a fact is then made right after the name, where what the model knows of it sits). A flag it
-#: does not recognise has no name to write: that reason starts with its own first token, so the image
-#: search decision is the reason's first token.
+#: The first reason of every turn that decides names the country first, then decides. Every decision is
+#: made at the token where what the model knows is written: a flag it does not recognise has no name to
+#: write, so the image-search reason starts with its own first token and the decision is the name's token;
+#: a capital it does not know has no capital to write, so the text-search reason writes :data:`UNSURE`
+#: where the capital goes (after ``"{name}: "``), and the decision is the capital's token. A name question
+#: answered directly writes no capital.
+UNSURE = "unsure"
 REASON_DIRECT = "{name}: I know it."
-REASON_SEARCH = "{name}: let me search."
+REASON_RECALL = "{name}: {capital}, I know it."
+REASON_SEARCH = "{name}: " + UNSURE + ", let me search."
 REASON_IMAGE = "Unknown flag: let me search the image."
 REASON_READ = "The results say it."
 
@@ -155,6 +161,13 @@ class MultimodalConfig(ExperimentSettings):
     sft_epochs: int = field(default=30, metadata={"help": "Epochs of whole episodes."})
     sft_lr: float = field(default=2e-3, metadata={"help": "AdamW learning rate of the fine-tuning."})
     sft_batch_size: int = field(default=32, metadata={"help": "Episodes per fine-tuning step."})
+    sft_split_by_turns: bool = field(
+        default=True,
+        metadata={
+            "help": "Compute each mixed batch as micro-batches of one episode length (the same gradient, less "
+            "padding: faster)."
+        },
+    )
 
     # Parameters that control the curation
     curate_rollouts: int = field(default=4, metadata={"help": "K: rollouts per question per pass."})

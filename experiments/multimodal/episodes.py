@@ -1,15 +1,18 @@
 """The fine-tuning episodes: direct answers, guesses and reading drills, for every action shape.
 
-Every question is fine-tuned on each of its action shapes equally often, whatever the model is taught
-about its country, so the fine-tuned model's choice to search does not depend on what it knows: that is
-left to GRPO. Per country and epoch:
+Every question is fine-tuned on each of its action shapes equally often (and every first turn searches in
+half of a question's episodes), whatever the model is taught about its country, so the fine-tuned model's
+choice to search does not depend on what it knows: that is left to GRPO. Per country and epoch:
 
-* ``name`` (flag shown): answer directly (the true name if the flag is recognised, else a random
-  country's name, new every epoch: a guess); image search, then copy the name from the results.
-* ``flag-capital`` (flag shown): answer directly (name, then capital: the true ones only where taught);
+* ``name`` (flag shown): answer directly, twice (the true name if the flag is recognised, else a random
+  country's name, new each time: a guess); image search, then copy the name from the results; image
+  search, text search with the name read, then copy the name (the RAG workflow's shape).
+* ``flag-capital`` (flag shown): answer directly (name, then capital, both written in the reason: the true
+  ones only where taught);
   text search with the name, then copy the capital from the results; image search, then answer from
   memory; image search, then text search with the name read in the image results, then copy.
-* ``named-capital`` (name written, blank picture): answer directly; text search, then copy.
+* ``named-capital`` (name written, blank picture): answer directly (the capital written in the reason);
+  text search, then copy.
 
 Every search episode is a *reading drill*: a real episode of the environment with the country renamed to
 another (random) country in the results, the question and every later turn, and the capital replaced by
@@ -25,7 +28,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from experiments.multimodal.config import QUERY, REASON_DIRECT, REASON_IMAGE, REASON_READ, REASON_SEARCH
+from experiments.multimodal.config import (
+    QUERY,
+    REASON_DIRECT,
+    REASON_IMAGE,
+    REASON_READ,
+    REASON_RECALL,
+    REASON_SEARCH,
+)
 from experiments.multimodal.data import Country
 from experiments.on_demand.episodes import assistant_message, renamed
 from mmsearch_env.config import EnvConfig
@@ -102,9 +112,10 @@ def sft_episodes(
         plays[(ex.id, "prompt")] = scripted(env, ex, [fmt("answer", ex.answer, reason=REASON_READ)])[:1]
         if kind == "name":
             plays[(ex.id, "image")] = scripted(env, ex, [image, read])
+            plays[(ex.id, "image-text")] = scripted(env, ex, [image, text, read])
         elif kind == "flag-capital":
             plays[(ex.id, "text")] = scripted(env, ex, [text, read])
-            remember = fmt("answer", ex.answer, reason=REASON_DIRECT.format(name=c.name))
+            remember = fmt("answer", ex.answer, reason=REASON_RECALL.format(name=c.name, capital=ex.answer))
             plays[(ex.id, "image")] = scripted(env, ex, [image, remember])
             plays[(ex.id, "image-text")] = scripted(env, ex, [image, text, read])
         else:
@@ -129,19 +140,24 @@ def sft_episodes(
             kind = ex.metadata["kind"]
             prompt = plays[(ex.id, "prompt")]
             if kind == "name":
-                guess = c.name if c.recognised else other(c, names)
-                episodes.append(
-                    [*prompt, assistant_message(fmt("answer", guess, reason=REASON_DIRECT.format(name=guess)))]
-                )
+                # twice, so that the first turn searches the image in half of the episodes, as elsewhere
+                for _ in range(2):
+                    guess = c.name if c.recognised else other(c, names)
+                    turn = fmt("answer", guess, reason=REASON_DIRECT.format(name=guess))
+                    episodes.append([*prompt, assistant_message(turn)])
                 y = other(c, names)
                 drill(plays[(ex.id, "image")], [(c.name, y)], c.name, fmt("answer", y, reason=REASON_READ))
+                # image search, then a text search with the name read (the RAG workflow), then the name
+                y = other(c, names)
+                pairs = [(c.capital, fake(c, by_name[y])), (c.name, y)]
+                drill(plays[(ex.id, "image-text")], pairs, c.name, fmt("answer", y, reason=REASON_READ))
             elif kind == "flag-capital":
                 if c.recognised:
                     guess, answer = c.name, c.capital if c.known else fake(c)
                 else:
                     g = other(c, countries)
                     guess, answer = g.name, g.capital if g.known else fake(g, c)
-                turn = fmt("answer", answer, reason=REASON_DIRECT.format(name=guess))
+                turn = fmt("answer", answer, reason=REASON_RECALL.format(name=guess, capital=answer))
                 episodes.append([*prompt, assistant_message(turn)])
                 # text search with the name it sees (a guess when the flag is not recognised)
                 y = c.name if c.recognised else other(c, names)
@@ -154,7 +170,7 @@ def sft_episodes(
                 )
                 # image search, then the capital from memory: the name read is a known country's
                 k = other(c, known)
-                last = fmt("answer", k.capital, reason=REASON_DIRECT.format(name=k.name))
+                last = fmt("answer", k.capital, reason=REASON_RECALL.format(name=k.name, capital=k.capital))
                 drill(plays[(ex.id, "image")], [(c.name, k.name)], c.name, last)
                 # image search, then text search with the name read, then copy
                 y = other(c, names)
@@ -163,7 +179,7 @@ def sft_episodes(
                 drill(plays[(ex.id, "image-text")], pairs, c.capital, fmt("answer", f, reason=REASON_READ))
             else:
                 answer = c.capital if c.known else fake(c)
-                turn = fmt("answer", answer, reason=REASON_DIRECT.format(name=c.name))
+                turn = fmt("answer", answer, reason=REASON_RECALL.format(name=c.name, capital=answer))
                 episodes.append([*prompt, assistant_message(turn)])
                 y = other(c, names)
                 f = fake(c, by_name[y])
@@ -195,9 +211,10 @@ def naming_episodes(
             c = by_entity[ex.metadata["entity"]]
             g = c if c.recognised else rng.choice([o for o in countries if o is not c])
             if ex.metadata["kind"] == "name":
-                answer = g.name
+                answer, reason = g.name, REASON_DIRECT.format(name=g.name)
             else:
                 answer = g.capital if g.known else rng.choice([x for x in capitals if x not in (g.capital, c.capital)])
-            turn = fmt("answer", answer, reason=REASON_DIRECT.format(name=g.name))
+                reason = REASON_RECALL.format(name=g.name, capital=answer)
+            turn = fmt("answer", answer, reason=reason)
             out.append([*prompts[ex.id], assistant_message(turn)])
     return out[:n]

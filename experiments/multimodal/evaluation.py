@@ -18,17 +18,19 @@ from typing import Any
 from agents.baselines import ForcedSearchPolicy
 from agents.hf_policy import HFPolicy
 from agents.rollout import rollout
-from experiments.multimodal.config import QUERY, REASON_DIRECT, REASON_IMAGE, REASON_SEARCH, MultimodalConfig
+from experiments.multimodal.config import PHRASING, QUERY, REASON_IMAGE, REASON_SEARCH, UNSURE, MultimodalConfig
 from experiments.on_demand.evaluation import model_policy
 from mmsearch_env.config import EnvConfig
 from mmsearch_env.records import EpisodeRecord
 
 __all__ = [
     "RAGPolicy",
+    "decision_tokens",
     "direct_policy",
     "ideal_shape",
     "metrics",
     "model_policy",
+    "named_country",
     "rag_policy",
     "run_policy",
     "shape",
@@ -42,15 +44,12 @@ def _first_token(tokenizer: Any, text: str) -> int:
 
 
 def decision_tokens(tokenizer: Any) -> dict[str, int]:
-    """The tokens where the policy decides: ``image`` (first of the image-search reason), and after
-    ``{name}:``, ``direct`` and ``search``."""
-    out = {
-        "image": _first_token(tokenizer, REASON_IMAGE),
-        "direct": _first_token(tokenizer, REASON_DIRECT.split(":", 1)[1]),
-        "search": _first_token(tokenizer, REASON_SEARCH.split(":", 1)[1]),
-    }
-    if len(set(out.values())) != 3:
-        raise RuntimeError(f"the reasons' deciding tokens must differ, got {out}")
+    """The tokens that choose a search where the policy decides: ``image`` (the image-search reason's
+    first token, in the place of the flag's name) and ``search`` (:data:`UNSURE`, in the place of the
+    capital after ``"{name}: "``). Any other token there answers from memory."""
+    out = {"image": _first_token(tokenizer, REASON_IMAGE), "search": _first_token(tokenizer, UNSURE)}
+    if tokenizer.convert_ids_to_tokens(out["search"]) != UNSURE or out["image"] == out["search"]:
+        raise RuntimeError(f"{UNSURE!r} must be one token of its own and differ from the image reason's, got {out}")
     return out
 
 
@@ -79,10 +78,23 @@ def top_title(messages: Sequence[Mapping[str, Any]]) -> str | None:
     return found.group(1).strip() if found else None
 
 
+_NAMED = re.compile(re.escape(PHRASING["named-capital"]).replace(re.escape("{name}"), "(.+)"))
+
+
+def named_country(question: str) -> str | None:
+    """The country a ``named-capital`` question names, else None.
+
+    >>> named_country("What is the capital of Peru?"), named_country(PHRASING["flag-capital"])
+    ('Peru', None)
+    """
+    found = _NAMED.fullmatch(question.strip())
+    return found.group(1) if found and question.strip() not in PHRASING.values() else None
+
+
 class RAGPolicy(ForcedSearchPolicy):
     """The RAG workflow in the experiment's own turn format: image search first, then a text search for
-    the top image result's capital (the query and reason the model itself writes, :data:`QUERY`), then
-    ``inner`` answers."""
+    the capital of the country the question names or, when it names none, of the top image result (the
+    query and reason the model itself writes, :data:`QUERY`), then ``inner`` answers."""
 
     label = "rag"
 
@@ -91,7 +103,8 @@ class RAGPolicy(ForcedSearchPolicy):
         if turn == 0 and info.get("can_image_search", True):
             return self.protocol.format_action("image_search", reason=REASON_IMAGE)
         if turn == 1 and info.get("can_text_search", True):
-            name = top_title(observation.get("messages", [])) or str(observation.get("question", ""))
+            question = str(observation.get("question", ""))
+            name = named_country(question) or top_title(observation.get("messages", [])) or question
             return self.protocol.format_action(
                 "text_search", QUERY.format(name=name)[:200], reason=REASON_SEARCH.format(name=name)
             )

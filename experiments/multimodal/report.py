@@ -54,6 +54,18 @@ def table(rows: Mapping[str, Mapping[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def reused_line(reused: dict[str, float | None]) -> str:
+    """The stages an earlier call finished, with the seconds they took then (where recorded).
+
+    >>> reused_line({"fine-tuning": 1249.2, "curation": None})
+    ' Reused from an earlier call (seconds when made): fine-tuning 1249, curation (not recorded).'
+    """
+    if not reused:
+        return ""
+    told = [f"{k} {v:.0f}" if v is not None else f"{k} (not recorded)" for k, v in reused.items()]
+    return " Reused from an earlier call (seconds when made): " + ", ".join(told) + "."
+
+
 def markdown(results: Mapping[str, Any]) -> str:
     """The results page of one run."""
     s = results["settings"]
@@ -67,7 +79,7 @@ def markdown(results: Mapping[str, Any]) -> str:
         "",
         f"Held out: the {results['eval_split']} split, {c['countries']} countries × 3 questions "
         f"({c['recognised']} flags recognised, {c['known']} capitals known). Machine: {results['machine']}; "
-        f"{results['seconds_total'] / 60:.1f} min.",
+        f"{results['seconds_total'] / 60:.1f} min" + (" this call" if results.get("reused_seconds") else "") + ".",
         "",
         table(rows),
         "",
@@ -81,7 +93,10 @@ def markdown(results: Mapping[str, Any]) -> str:
         )
         + ".",
         "",
-        "Time per stage (s): " + ", ".join(f"{k} {v:.0f}" for k, v in results["seconds"].items()) + ".",
+        "Time per stage (s): "
+        + ", ".join(f"{k} {v:.0f}" for k, v in results["seconds"].items())
+        + "."
+        + reused_line(results.get("reused_seconds") or {}),
         "",
     ]
     return "\n".join(lines)

@@ -157,10 +157,17 @@ def run(
     # 2. the model and its fine-tuning (on every country: what it is taught covers held-out ones too)
     base = build_base_model(out / "base", chosen, config)
     sft_dir = out / "sft"
+    # stages finished by an earlier call (this folder or --reuse): their time is what they took then
+    reused: dict[str, float | None] = {}
+    sft_made = (sft_dir / "sft_stats.json").is_file()
     sft_stats = finetune(base, sft_dir, every, chosen, env.replace(dataset=str(paths["all"]), split=None), config)
     lap("fine-tuning")
+    if sft_made:
+        reused["fine-tuning"] = sft_stats["seconds"]
 
     # 3. curation on the training countries
+    if (out / "curate" / "labels.jsonl").is_file():
+        reused["curation"] = None  # not recorded
     curation = curate_sets(sft_dir, paths["train"], out / "curate", env, config)
     lap("curation")
 
@@ -178,8 +185,12 @@ def run(
     for name in config.arms:
         arm = ARMS[name]
         arm_dir = out / "grpo" / name.replace(":", "to")
+        if (arm_dir / "train_stats.json").is_file():
+            reused[f"GRPO {name}"] = None
         stats = train_arm(name, out / "curate" / f"{arm.data}.parquet", arm, sft_dir, arm_dir, env, config)
         lap(f"GRPO {name}")
+        if f"GRPO {name}" in reused:
+            reused[f"GRPO {name}"] = stats["seconds"]
         curve = [{"step": 0, "eval": baselines["fine-tuned, before GRPO"], "train_reward": None}]
         for step, ckpt in checkpoints(arm_dir):
             records = run_policy(model_policy(sft_dir, config, ckpt), held_out, env)
@@ -220,6 +231,7 @@ def run(
         "arms": arms,
         "seconds": seconds,
         "seconds_total": sum(seconds.values()),
+        "reused_seconds": reused,
     }
     (out / "results.json").write_text(json.dumps(results, indent=2))
     (out / "results.md").write_text(markdown(results))

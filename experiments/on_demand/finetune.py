@@ -82,6 +82,7 @@ def fit(
     group_by_turns: bool = False,
     labeler: Callable[[Any], Any] | None = None,
     on_step: Callable[[int], bool] | None = None,
+    split_by_turns: bool = False,
 ) -> FitResult:
     """One pass of AdamW over ``episodes`` (chat message lists) in an order shuffled with ``seed``, the
     loss on assistant tokens only.
@@ -91,7 +92,9 @@ def fit(
     stays shuffled). ``labeler`` maps the assistant-token labels of one row (a tensor, -100 elsewhere) to
     the labels to train on, e.g. :func:`copy_labeler`. ``on_step`` is called after each optimizer step
     with the number of steps done; returning True stops the pass there (the model is put back in train
-    mode after the call). The model is left in eval mode.
+    mode after the call). ``split_by_turns`` computes each (mixed) batch as micro-batches of one episode
+    length, so short episodes are not padded to the longest: the same gradient (the mean over the batch's
+    labelled tokens), less padding. The model is left in eval mode.
     """
     import torch
 
@@ -110,22 +113,28 @@ def fit(
     losses: list[float] = []
     bar = progress_bar(len(batches), desc, unit="batches")  # lines with an ETA when stderr is a log file
     for chosen in batches:
-        batch = processor.apply_chat_template(
-            [episodes[i] for i in chosen],
-            tokenize=True,
-            return_dict=True,
-            return_tensors="pt",
-            processor_kwargs={"padding": True},
-        )
-        labels = [assistant_token_labels(row, header_ids, end_id) for row in batch["input_ids"]]
-        batch["labels"] = torch.stack([labeler(row) for row in labels] if labeler else labels)
-        batch = {k: v.to(model.device) if hasattr(v, "to") else v for k, v in batch.items()}
-        loss = labelled_loss(model, batch)
-        loss.backward()
+        parts = []
+        for part in _micro_batches(chosen, episodes, split_by_turns):
+            batch = processor.apply_chat_template(
+                [episodes[i] for i in part],
+                tokenize=True,
+                return_dict=True,
+                return_tensors="pt",
+                processor_kwargs={"padding": True},
+            )
+            labels = [assistant_token_labels(row, header_ids, end_id) for row in batch["input_ids"]]
+            batch["labels"] = torch.stack([labeler(row) for row in labels] if labeler else labels)
+            parts.append({k: v.to(model.device) if hasattr(v, "to") else v for k, v in batch.items()})
+        labelled = sum(int((p["labels"][:, 1:] != -100).sum()) for p in parts)
+        loss = 0.0
+        for batch in parts:
+            part_loss = labelled_loss(model, batch, reduction="sum") / max(1, labelled)
+            part_loss.backward()
+            loss += part_loss.item()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad()
-        losses.append(loss.item())
+        losses.append(loss)
         bar.update(1)
         bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
         if on_step is not None:
@@ -140,8 +149,19 @@ def fit(
     )
 
 
-def labelled_loss(model: Any, batch: dict[str, Any]) -> Any:
-    """The causal LM loss of ``batch`` (with ``labels``), the output layer applied only where a label is.
+def _micro_batches(chosen: list[int], episodes: Sequence[Episode], split: bool) -> list[list[int]]:
+    """``chosen`` as one batch, or (``split``) as one micro-batch per episode length, in first-seen order."""
+    if not split:
+        return [chosen]
+    groups: dict[int, list[int]] = {}
+    for i in chosen:
+        groups.setdefault(len(episodes[i]), []).append(i)
+    return list(groups.values())
+
+
+def labelled_loss(model: Any, batch: dict[str, Any], reduction: str = "mean") -> Any:
+    """The causal LM loss of ``batch`` (with ``labels``), the output layer applied only where a label is
+    (``reduction``: ``"mean"`` or ``"sum"`` over the labelled tokens).
 
     The same mean cross-entropy as ``model(**batch).loss``, without the logits of every other position: on
     the tiny models the output layer over the whole vocabulary is about a third of a training step, and
@@ -151,13 +171,14 @@ def labelled_loss(model: Any, batch: dict[str, Any]) -> Any:
     import torch
 
     if not (hasattr(model, "model") and hasattr(model, "lm_head")):
-        return model(**batch).loss
+        loss = model(**batch).loss
+        return loss * int((batch["labels"][:, 1:] != -100).sum()) if reduction == "sum" else loss
     inputs = {k: v for k, v in batch.items() if k != "labels"}
     hidden = model.model(**inputs).last_hidden_state[:, :-1]
     targets = batch["labels"][:, 1:]
     keep = targets != -100
     logits = model.lm_head(hidden[keep])
-    return torch.nn.functional.cross_entropy(logits.float(), targets[keep])
+    return torch.nn.functional.cross_entropy(logits.float(), targets[keep], reduction=reduction)
 
 
 def copy_labeler(tokenizer: Any) -> Callable[[Any], Any]:
@@ -239,6 +260,7 @@ def reading_pass(
         desc="reading",
         labeler=copy_labeler(processor.tokenizer),
         on_step=check,
+        split_by_turns=getattr(config, "sft_split_by_turns", False),
     )
     return reading, checks
 

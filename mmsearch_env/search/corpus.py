@@ -248,8 +248,7 @@ class CorpusSearch(SearchBackendBase):
                 named = named_pages(self.reader.read(image), idx.analyzer, idx.atomic_numbers)
                 if named:
                     scores = scores + self.text_bonus * np.isin(idx.row_page, named)
-        order = np.argpartition(-scores, min(len(scores) - 1, 4 * k))[: 4 * k]
-        order = order[np.argsort(-scores[order], kind="stable")]
+        order = top_k(scores, 4 * k)
         seen: dict[int, tuple[int, int, float]] = {}
         for row in order:
             image_index = int(idx.image_ids[row])
@@ -262,8 +261,7 @@ class CorpusSearch(SearchBackendBase):
 
     def _visual_doubt(self, scores: np.ndarray) -> bool:
         """Whether the best page's visual score is weak or barely ahead of the next page's."""
-        top = np.argpartition(-scores, min(len(scores) - 1, 32))[:32]
-        top = top[np.argsort(-scores[top], kind="stable")]
+        top = top_k(scores, 32)
         pages = self.index.row_page[top]
         other = scores[top][pages != pages[0]]
         best = float(scores[top[0]])
@@ -293,8 +291,7 @@ class CorpusSearch(SearchBackendBase):
         with _BLAS.limit(limits=1, user_api="blas"):
             if analysis.tokens:
                 bm = np.asarray(self.index.bm25.get_scores(analysis.tokens))
-                top = np.argpartition(-bm, pool)[:pool]
-                top = top[np.argsort(-bm[top], kind="stable")]
+                top = top_k(bm, pool)
                 for rank, doc in enumerate(top):
                     if bm[doc] > 0:
                         fused[int(doc)] = fused.get(int(doc), 0.0) + 1.0 / (60 + rank)
@@ -302,8 +299,7 @@ class CorpusSearch(SearchBackendBase):
                 q = self.index.text_encoder([" ".join(analysis.tokens)])[0]
                 if q.any():
                     dense = self.index.doc_emb @ q
-                    top = np.argpartition(-dense, pool)[:pool]
-                    top = top[np.argsort(-dense[top], kind="stable")]
+                    top = top_k(dense, pool)
                     for rank, doc in enumerate(top):
                         fused[int(doc)] = fused.get(int(doc), 0.0) + self.dense_weight / (60 + rank)
         return [doc for doc, _ in sorted(fused.items(), key=lambda kv: (-kv[1], kv[0]))[:k]]
@@ -383,6 +379,24 @@ class CorpusSearch(SearchBackendBase):
         if with_images:  # pages that image search can return (their image is indexed)
             return np.unique(self.corpus.image_page[self.index.view_image])
         return np.arange(len(self.corpus.pages))
+
+
+def top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the ``k`` highest scores, best first, equal scores in index order.
+
+    ``np.argpartition`` alone picks among scores tied at the cut by a CPU-dependent SIMD kernel, so the
+    same query ranked different pages on different machines; here every tie at the cut is kept and
+    ordered by index before cutting.
+
+    >>> top_k(np.array([1.0, 3.0, 2.0, 3.0, 2.0]), 3).tolist()
+    [1, 3, 2]
+    """
+    n = len(scores)
+    if k >= n:
+        return np.argsort(-scores, kind="stable")
+    kth = np.partition(scores, n - k)[n - k]  # the k-th largest value: the same on every CPU
+    candidates = np.flatnonzero(scores >= kth)
+    return candidates[np.argsort(-scores[candidates], kind="stable")][:k]
 
 
 def degrade_thumbnail(image: Image.Image, strength: float, rng: np.random.Generator) -> Image.Image:
