@@ -1,6 +1,6 @@
-"""Measure the main job quiet and under a reproducible background CPU load.
+"""Measure the CPU training preset quiet and under a reproducible background CPU load.
 
-    python benchmarks/under_load.py            # the README's main job: python examples/train_grpo.py
+    python benchmarks/under_load.py            # the CPU training preset: python examples/train_grpo.py --preset cpu
     python benchmarks/under_load.py --quick    # the same job cut short (10 GRPO steps, 5 warm-start epochs)
 
 Each case runs the job as a fresh process and records its wall time and CPU time (user + system, from
@@ -84,13 +84,14 @@ def case(name: str, argv: list[str], env: dict[str, str], load: int, max_load_s:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
-    parser.add_argument("--quick", action="store_true", help="the main job cut short: " + " ".join(QUICK))
+    parser.add_argument("--quick", action="store_true", help="the CPU preset cut short: " + " ".join(QUICK))
     parser.add_argument("--max-load-s", type=float, default=1800, help="each load process stops by itself after this")
     args = parser.parse_args()
 
     logs = Path(tempfile.mkdtemp(prefix="under_load-"))
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    job = [sys.executable, "examples/train_grpo.py", "--report_to", "none", *(QUICK if args.quick else [])]
+    job = [sys.executable, "examples/train_grpo.py", "--preset", "cpu", "--report_to", "none"]
+    job += QUICK if args.quick else []
     rows: list[dict[str, Any]] = []
     # ---- the mechanism: a 2-thread torch loop under load, spinning vs passive OpenMP workers ---------------
     torch_loop = [sys.executable, "-c", TORCH_LOOP]
@@ -100,15 +101,15 @@ def main() -> None:
         ("torch loop, OMP_WAIT_POLICY=PASSIVE", {"OMP_WAIT_POLICY": "PASSIVE"}),
     ):
         rows.append(case(name, torch_loop, {**bare, **extra, "OMP_NUM_THREADS": "2"}, 2, args.max_load_s, logs))
-    # ---- the main job, quiet and under load (each in a fresh output folder) ------------------------------------
-    for name, load in (("main job, quiet", 0), ("main job, 2-process load", 2)):
+    # ---- the CPU preset, quiet and under load (each in a fresh output folder) ------------------------------------
+    for name, load in (("CPU preset, quiet", 0), ("CPU preset, 2-process load", 2)):
         out = logs / name.replace(" ", "_").replace(",", "")
         rows.append(case(name, [*job, "--output_dir", str(out)], env, load, args.max_load_s, logs))
 
     quiet, loaded = rows[-2], rows[-1]
     ratios = {"wall": round(loaded["wall_s"] / quiet["wall_s"], 2), "cpu": round(loaded["cpu_s"] / quiet["cpu_s"], 2)}
     meta = {
-        "command": "python examples/train_grpo.py" + (" " + " ".join(QUICK) if args.quick else ""),
+        "command": "python examples/train_grpo.py --preset cpu" + (" " + " ".join(QUICK) if args.quick else ""),
         "quick": args.quick,
         "cores": os.cpu_count(),
         "affinity": len(os.sched_getaffinity(0)),
@@ -121,7 +122,7 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "under_load.json").write_text(json.dumps({**meta, "rows": rows}, indent=2) + "\n")
     lines = [
-        "# The main job under a 2-process background load",
+        "# The CPU training preset under a 2-process background load",
         "",
         f"`python benchmarks/under_load.py{' --quick' if args.quick else ''}` on {meta['cores']} cores "
         f"({meta['machine']}, Python {meta['python']}), {meta['date']}. Job: `{meta['command']}`. Load: two Python "
@@ -135,7 +136,7 @@ def main() -> None:
             for r in rows
         ),
         "",
-        f"Main job under load / quiet: **{ratios['wall']}× wall time, {ratios['cpu']}× CPU time**.",
+        f"CPU preset under load / quiet: **{ratios['wall']}× wall time, {ratios['cpu']}× CPU time**.",
     ]
     (RESULTS / "under_load.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

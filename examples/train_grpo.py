@@ -1,21 +1,20 @@
 """Teach a VLM to search only when it must: GRPO (TRL) + LoRA on MMSearch-v0.
 
-    python examples/train_grpo.py                     # CPU preset: tiny VLM, 2 min on 2 idle cores
-    python examples/train_grpo.py --preset experiment # the multimodal on-demand experiment, short (CPU)
-
+    python examples/train_grpo.py                     # the main job: multimodal on-demand search (CPU)
+    python examples/train_grpo.py --preset cpu        # the CPU training preset: tiny VLM, 2 min
     python examples/train_grpo.py --preset gpu --model_path /models/Qwen2.5-VL-7B-Instruct
     accelerate launch --config_file examples/accelerate/zero2.yaml examples/train_grpo.py \
         --preset gpu --model_path /models/Qwen2.5-VL-7B-Instruct
 
-``--preset experiment [--seed N] [--output_dir DIR]`` runs the short configuration of
-``experiments/multimodal`` instead: a tiny VLM that sees through a frozen pretrained image encoder,
-taught some flags and some capitals, fine-tuned, curated and trained by GRPO + LoRA; it prints, before
-and after GRPO, accuracy and the image / text search rates on recognised / unrecognised flags and
-known / unknown capitals of held-out countries, and the plot's path (about 25 min on 2 cores today; the
-experiment's README says what it shows so far).
+Without ``--preset`` (or with ``--preset experiment``) it runs ``experiments/multimodal`` (flags:
+``--seed N``, ``--output_dir DIR``, ``--scale main|short|full|quick``): a tiny VLM that sees through a frozen
+pretrained image encoder, taught some flags and some capitals, fine-tuned, curated and trained by GRPO +
+LoRA; it prints, before and after GRPO, accuracy and the image / text search rates on recognised /
+unrecognised flags and known / unknown capitals of held-out countries, and the plot's path.
 
-Every field of ``agents.grpo.MMSearchGRPOConfig`` (TRL's GRPOConfig + ours) is a flag (``--help``), e.g.
-``--protocol tool_calls``, ``--dataset my_questions.jsonl``, ``--max_steps 100``,
+``--preset cpu|gpu`` trains a policy on MMSearch-v0's own questions instead. Every field of
+``agents.grpo.MMSearchGRPOConfig`` (TRL's GRPOConfig + ours) is then a flag (``--preset cpu --help``),
+e.g. ``--protocol tool_calls``, ``--dataset my_questions.jsonl``, ``--max_steps 100``,
 ``--use_lora false``, ``--resume_from_checkpoint true``. The run folder gets the adapter,
 checkpoints, ``metrics.jsonl`` / ``metrics.csv`` / ``metrics.png`` and ``eval.json``.
 """
@@ -49,8 +48,8 @@ class ScriptArguments:
     preset: str = field(
         default="cpu",
         metadata={
-            "help": "Starting values of every other flag: 'cpu' (tiny VLM) or 'gpu'; 'experiment' runs "
-            "experiments/multimodal's short configuration instead (flags: --seed, --output_dir)."
+            "help": "Starting values of every other flag: 'cpu' (tiny VLM) or 'gpu'; without --preset (or with "
+            "'experiment') the script runs experiments/multimodal instead (flags: --seed, --output_dir, --scale)."
         },
     )
     eval_splits: str = field(
@@ -95,31 +94,49 @@ def parse_args(argv: list[str] | None) -> tuple[ScriptArguments, MMSearchGRPOCon
 
 
 def wants_experiment(args: list[str]) -> bool:
-    """``--preset experiment``: run the multimodal experiment instead of a training preset."""
-    if "--preset=experiment" in args:
-        return True
-    return any(a == "--preset" and args[i + 1 : i + 2] == ["experiment"] for i, a in enumerate(args))
+    """No ``--preset`` or ``--preset experiment``: run the multimodal experiment, not a training preset."""
+    for i, arg in enumerate(args):
+        if arg.startswith("--preset="):
+            return arg == "--preset=experiment"
+        if arg == "--preset":
+            return args[i + 1 : i + 2] == ["experiment"]
+    return True
+
+
+SCALES = ("main", "short", "full", "quick")
 
 
 def run_experiment(argv: list[str]) -> dict:
-    """The multimodal on-demand experiment's short configuration; prints before / after GRPO."""
+    """The multimodal on-demand experiment (the main job); prints before / after GRPO."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # experiments/ lives at the repository root
     from experiments.multimodal.config import MultimodalConfig
     from experiments.multimodal.report import before_after
     from experiments.multimodal.run import run
 
     parser = argparse.ArgumentParser(
-        prog="train_grpo.py --preset experiment", allow_abbrev=False,
-        description="the short configuration of experiments/multimodal (the other flags need --preset cpu|gpu)",
+        prog="train_grpo.py", allow_abbrev=False,
+        usage="%(prog)s [--seed N] [--output_dir DIR] [--scale {main,short,full,quick}]   (training flags: --preset cpu|gpu)",
+        description="the multimodal on-demand experiment (experiments/multimodal); --preset cpu|gpu trains a "
+        "policy on MMSearch-v0's own questions instead and takes the training flags",
     )  # fmt: skip
     parser.add_argument("--preset", choices=["experiment"], default="experiment")
     parser.add_argument("--seed", type=int, default=0, help="seeds what is taught, the model, data and GRPO")
     parser.add_argument(
-        "--output_dir", type=Path, default=None, help="work folder (default runs/multimodal-short-seedN)"
+        "--scale", choices=SCALES, default="main",
+        help="main: 96 countries, 60 GRPO steps; short: the same, 150 steps; full: every country, four arms; "
+        "quick: seconds per stage, checks the pipeline",
+    )  # fmt: skip
+    parser.add_argument(
+        "--output_dir", type=Path, default=None, help="work folder (default runs/multimodal-SCALE-seedN)"
     )
-    args = parser.parse_args(argv)
-    config = MultimodalConfig.short(seed=args.seed)
-    out = args.output_dir or Path("runs") / f"multimodal-short-seed{args.seed}"
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)} (training flags need --preset cpu or --preset gpu)")
+    try:
+        config = getattr(MultimodalConfig, args.scale)(seed=args.seed)
+    except ConfigError as exc:
+        parser.error(str(exc))
+    out = args.output_dir or Path("runs") / f"multimodal-{args.scale}-seed{args.seed}"
     configure_threads()
     quiet_dependencies()
     results = run(config, out)

@@ -14,7 +14,7 @@ import torch_guard  # noqa: F401  (skips the module without the training extra)
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "train_grpo.py"
 TINY = [
-    "--warm_start_epochs", "1", "--per_device_train_batch_size", "4", "--num_generations", "2",
+    "--preset", "cpu", "--warm_start_epochs", "1", "--per_device_train_batch_size", "4", "--num_generations", "2",
     "--max_turn_tokens", "24", "--max_completion_length", "512", "--report_to", "none", "--logging_steps", "1",
 ]  # fmt: skip
 
@@ -122,10 +122,32 @@ def test_example_output_reads_well_in_a_log_file(tmp_path):
     assert f"metrics: {out / 'metrics.csv'}" in done.stdout
 
 
-def test_the_experiment_preset_is_routed_and_checks_its_own_flags(capsys):
+def test_the_main_job_is_the_experiment_and_checks_its_own_flags(capsys):
     example = load_example()
-    assert example.wants_experiment(["--preset", "experiment"]) and example.wants_experiment(["--preset=experiment"])
-    assert not example.wants_experiment([]) and not example.wants_experiment(["--preset", "cpu", "--seed", "1"])
+    for argv in ([], ["--seed", "1"], ["--preset", "experiment"], ["--preset=experiment", "--scale", "short"]):
+        assert example.wants_experiment(argv), argv
+    for argv in (["--preset", "cpu", "--seed", "1"], ["--max_steps", "3", "--preset=gpu"]):
+        assert not example.wants_experiment(argv), argv
     with pytest.raises(SystemExit) as stop:
-        example.run_experiment(["--preset", "experiment", "--max_steps", "3"])
-    assert stop.value.code == 2 and "unrecognized arguments: --max_steps 3" in capsys.readouterr().err
+        example.run_experiment(["--max_steps", "3"])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "unrecognized arguments: --max_steps 3 (training flags need --preset cpu" in err
+    with pytest.raises(SystemExit) as stop:
+        example.run_experiment(["--scale", "huge"])
+    assert stop.value.code == 2 and "invalid choice: 'huge'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_the_main_job_prints_before_and_after_grpo_and_the_plot(tmp_path):
+    out = tmp_path / "mm"
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLE), "--scale", "quick", "--output_dir", str(out)],
+        capture_output=True, text=True, timeout=900, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = {line[:28].strip(): line[28:].split() for line in done.stdout.splitlines() if "GRPO (" in line[:28]}
+    assert set(rows) == {"before GRPO (fine-tuned)", "after GRPO (on-demand)"}, done.stdout[-2000:]
+    for cells in rows.values():  # accuracy, searches / question and the four search rates, each measured
+        assert len(cells) == 6 and all(c.endswith("%") for i, c in enumerate(cells) if i != 1), cells
+    assert f"plot:    {out / 'curves.png'}" in done.stdout
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

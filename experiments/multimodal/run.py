@@ -2,7 +2,8 @@
 
     python -m experiments.multimodal.run --seed 0                      # one seed, every arm, validation
     python -m experiments.multimodal.run --seed 0 --eval-split test    # the frozen recipe, once, on test
-    python -m experiments.multimodal.run --short                       # the main job's configuration
+    python -m experiments.multimodal.run --main                        # the README's main job
+    python -m experiments.multimodal.run --short                       # 96 countries, the on-demand arm
     python -m experiments.multimodal.run --quick                       # checks the pipeline, measures nothing
 
 Stages: countries, questions and what the model is taught; the model (frozen EfficientNet-Lite0
@@ -249,7 +250,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="seconds per stage: checks the pipeline, measures nothing")
-    size.add_argument("--short", action="store_true", help="the main job's configuration (on-demand arm only)")
+    size.add_argument(
+        "--main", action="store_true", help="the README's main job: the short configuration, 60 GRPO steps"
+    )
+    size.add_argument("--short", action="store_true", help="96 countries, 150 steps (on-demand arm only)")
     parser.add_argument("--seed", type=int, default=0, help="seeds everything (what is taught, model, data, GRPO)")
     parser.add_argument(
         "--eval-split",
@@ -275,7 +279,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--arms", nargs="+", default=None, choices=list(ARMS), help="GRPO arms (default: the preset's)")
     parser.add_argument("--write", action="store_true", help="also copy results.{json,md} and curves.png to results/")
     args = parser.parse_args(argv)
-    preset = MultimodalConfig.quick if args.quick else MultimodalConfig.short if args.short else MultimodalConfig.full
+    label = next((name for name in ("quick", "main", "short") if getattr(args, name)), "full")
+    preset = getattr(MultimodalConfig, label)
     overrides: dict[str, Any] = {"seed": args.seed, "eval_split": args.eval_split}
     for name in ("grpo_steps", "grpo_lr", "grpo_scale_rewards", "arms"):
         if getattr(args, name) is not None:
@@ -286,7 +291,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(str(exc))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     quiet_dependencies()
-    label = "quick" if args.quick else "short" if args.short else "full"
     tuned = "".join(
         f"-{k.replace('_', '')}{v}"
         for k, v in overrides.items()
