@@ -123,7 +123,7 @@ def run_experiment(argv: list[str]) -> dict:
     parser.add_argument("--seed", type=int, default=0, help="seeds what is taught, the model, data and GRPO")
     parser.add_argument(
         "--scale", choices=SCALES, default="main",
-        help="main: 96 countries, 60 GRPO steps; short: the same, 150 steps; full: every country, four arms; "
+        help="main / short: 96 countries, 150 GRPO steps, the on-demand arm; full: every country, four arms; "
         "quick: seconds per stage, checks the pipeline",
     )  # fmt: skip
     parser.add_argument(

@@ -250,9 +250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="seconds per stage: checks the pipeline, measures nothing")
-    size.add_argument(
-        "--main", action="store_true", help="the README's main job: the short configuration, 60 GRPO steps"
-    )
+    size.add_argument("--main", action="store_true", help="the README's main job: the short configuration")
     size.add_argument("--short", action="store_true", help="96 countries, 150 steps (on-demand arm only)")
     parser.add_argument("--seed", type=int, default=0, help="seeds everything (what is taught, model, data, GRPO)")
     parser.add_argument(
