@@ -100,7 +100,8 @@ def configure_threads(threads: int | None = None) -> int:
     """Size torch's, BLAS's and OpenMP's thread pools once for this process; returns the count.
 
     Args:
-        threads: threads per pool; ``None``: ``OMP_NUM_THREADS`` when the user set it, else
+        threads: threads per pool when the user did not set ``OMP_NUM_THREADS`` (a count set there
+            always wins, so a caller's default never overrides the user); ``None``:
             :func:`available_cores`.
 
     The first call decides; later calls return the same count and change nothing (a library
@@ -112,7 +113,7 @@ def configure_threads(threads: int | None = None) -> int:
     if _configured is not None:
         return _configured
     passive_waiting()
-    count = threads or _user_threads() or available_cores()
+    count = _user_threads() or threads or available_cores()
     for name in _THREAD_ENV:
         os.environ.setdefault(name, str(count))
     torch = sys.modules.get("torch")

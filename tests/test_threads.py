@@ -65,3 +65,6 @@ def test_configure_threads_sizes_torch_once_and_respects_omp_num_threads():
     n = available_cores()
     assert _run(code).split() == [str(n), str(n), str(n), str(n)]  # the first call decides
     assert _run(code, OMP_NUM_THREADS="1").split() == ["1", "1", "1", "1"]
+    # the user's count also beats a caller's own default (the experiments ask for 2)
+    explicit = "import torch, agents.threads as t; print(t.configure_threads(2), torch.get_num_threads())"
+    assert _run(explicit, OMP_NUM_THREADS="1").split() == ["1", "1"]
