@@ -123,8 +123,8 @@ def run_experiment(argv: list[str]) -> dict:
     parser.add_argument("--seed", type=int, default=0, help="seeds what is taught, the model, data and GRPO")
     parser.add_argument(
         "--scale", choices=SCALES, default="main",
-        help="main / short: 96 countries, 150 GRPO steps, the on-demand arm; full: every country, four arms; "
-        "quick: seconds per stage, checks the pipeline",
+        help="main / short: 96 countries, 150 GRPO steps, the on-demand arm; full: the same and the three "
+        "ablation arms (60 steps each); quick: seconds per stage, checks the pipeline",
     )  # fmt: skip
     parser.add_argument(
         "--output_dir", type=Path, default=None, help="work folder (default runs/multimodal-SCALE-seedN)"

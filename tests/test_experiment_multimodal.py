@@ -30,7 +30,7 @@ from agents.frozen_vision import (
 )
 from experiments.multimodal import config as multimodal_config
 from experiments.multimodal import evaluation as multimodal_evaluation
-from experiments.multimodal.config import KINDS, PROMPTS, REASON_RECALL, REASON_SEARCH, UNSURE, MultimodalConfig
+from experiments.multimodal.config import ARMS, KINDS, PROMPTS, REASON_RECALL, REASON_SEARCH, UNSURE, MultimodalConfig
 from experiments.multimodal.data import countries, questions, split_of, write_questions
 from experiments.multimodal.episodes import sft_episodes
 from experiments.multimodal.evaluation import decision_tokens, ideal_shape, metrics, shape
@@ -100,6 +100,45 @@ def test_metrics_count_each_finding_on_its_own_questions():
     assert m["chain"] == 1.0 and m["accuracy"] == 0.5 and m["right_shape"] == 0.75
     assert m["searches"] == 0.0  # no SearchRecords in these hand-made records
     assert endpoint([{"step": 0, "eval": m}, {"step": 5, "eval": m}], 3)["accuracy"] == 0.5
+
+
+def test_search_rates_by_measured_knowledge_follow_the_direct_policy_not_the_teaching():
+    from experiments.multimodal.evaluation import measured_knowledge
+
+    meta = {}
+    for country, taught in (("x", True), ("y", True), ("z", False)):
+        for kind in KINDS:
+            meta[f"{country}-{kind}"] = {"entity": f"c/{country}", "kind": kind, "recognised": taught, "known": taught}
+    # x and y were taught; the direct policy names only x's flag and gives only y's capital; z nothing
+    direct = [
+        _record("x-name", ["answer"], True),
+        _record("y-name", ["answer"], False),
+        _record("z-name", ["answer"], False),
+        _record("x-named-capital", ["answer"], False),
+        _record("y-named-capital", ["answer"], True),
+        _record("z-named-capital", ["answer"], False),
+    ]
+    known = measured_knowledge(direct, meta)
+    assert known == {
+        "c/x": {"names_flag": True, "gives_capital": False},
+        "c/y": {"names_flag": False, "gives_capital": True},
+        "c/z": {"names_flag": False, "gives_capital": False},
+    }
+    # a policy that searches the image for y and z's flags and the web for x and z's capitals
+    policy = [
+        _record("x-name", ["answer"], True),
+        _record("y-name", ["image_search", "answer"], True),
+        _record("z-name", ["image_search", "answer"], True),
+        _record("x-named-capital", ["text_search", "answer"], True),
+        _record("y-named-capital", ["answer"], True),
+        _record("z-named-capital", ["text_search", "answer"], True),
+    ]
+    m = metrics(policy, meta, known)
+    assert m["image_search_named"] == 0.0 and m["image_search_unnamed"] == 1.0
+    assert m["text_search_given"] == 0.0 and m["text_search_not_given"] == 1.0
+    # by teaching, the same policy looks half wrong: y was taught its flag but is searched
+    assert m["image_search_recognised"] == 0.5 and m["text_search_known"] == 0.5
+    assert "image_search_named" not in metrics(policy, meta)  # only with a measurement
 
 
 def test_frozen_encoder_features_are_the_corpus_features_packed_into_one_token(tmp_path):
@@ -266,6 +305,31 @@ def test_the_pooled_page_marks_each_finding_per_seed(tmp_path):
     assert "2 seeds (0, 1)" in page and (tmp_path / "pooled" / "curves.png").stat().st_size > 10_000
 
 
+def test_pooling_merges_the_parts_of_one_seed(tmp_path):
+    from experiments.multimodal.pool import main as pool_main
+    from experiments.multimodal.pool import merge_seeds
+
+    committed = Path(__file__).resolve().parents[1] / "experiments/multimodal/results"
+    recipe = json.loads((committed / "main-validation-seed0.json").read_text())
+    ablations = json.loads((committed / "main-validation-seed0-ablations.json").read_text())
+    (whole,) = merge_seeds([recipe, ablations])
+    assert list(whole["arms"]) == ["on-demand", "no-penalty", "unbalanced", "ratio-2:1"] and whole["parts"] == 2
+    assert whole["seconds_total"] == recipe["seconds_total"] + ablations["seconds_total"]
+    assert list(recipe["arms"]) == ["on-demand"]  # the inputs are left as they were
+    with pytest.raises(ValueError, match=r"both trained \['no-penalty'"):
+        merge_seeds([recipe, ablations, ablations])
+    with pytest.raises(ValueError, match="no results file has the on-demand arm"):
+        merge_seeds([ablations])
+    paths = [tmp_path / "recipe.json", tmp_path / "ablations.json"]
+    for path, r in zip(paths, (recipe, ablations), strict=True):
+        path.write_text(json.dumps(r))
+    assert pool_main([*map(str, paths), "--out", str(tmp_path / "pooled")]) == 0
+    page = (tmp_path / "pooled" / "findings.md").read_text()
+    assert "1 seed (0)" in page and "| GRPO ratio-2:1 |" in page and "| GRPO on-demand |" in page
+    with pytest.raises(SystemExit):  # an arm given twice is refused, not silently overwritten
+        pool_main([str(paths[1]), *map(str, paths), "--out", str(tmp_path / "again")])
+
+
 def test_config_checks_and_presets():
     assert MultimodalConfig.short().arms == MultimodalConfig.main().arms == ["on-demand"]
     main, short = MultimodalConfig.main(), MultimodalConfig.short()
@@ -274,6 +338,16 @@ def test_config_checks_and_presets():
     assert differ == {"reading_check_every"} and not main.is_quick
     assert MultimodalConfig.main(grpo_steps=60).grpo_steps == 60  # overrides still apply
     assert MultimodalConfig.quick().is_quick and not MultimodalConfig.full().is_quick
+    # the full configuration is the main job's recipe with every arm, the ablations on a budget of their own
+    full = MultimodalConfig.full()
+    differ = {k for k, v in full.to_dict().items() if main.to_dict()[k] != v}
+    assert differ == {"arms", "grpo_ablation_steps"} and full.arms == list(ARMS)
+    assert [full.arm_steps(a) for a in ARMS] == [150, 60, 60, 60]
+    assert MultimodalConfig.main().arm_steps("no-penalty") == 150  # no ablation budget: grpo_steps
+    with pytest.raises(ConfigError, match="must divide grpo_ablation_steps"):
+        MultimodalConfig.full(grpo_ablation_steps=45)
+    with pytest.raises(ConfigError, match="grpo_ablation_steps must be an int"):
+        MultimodalConfig.full(grpo_ablation_steps=0)
     with pytest.raises(ConfigError, match="arms must be"):
         MultimodalConfig(arms=["on-demnd"])
     with pytest.raises(ConfigError, match="unknown MultimodalConfig setting"):
@@ -299,8 +373,11 @@ def test_quick_run_produces_every_metric(tmp_path, capsys):
     for row in rows:
         for key, _ in COLUMNS:
             assert row[key] is not None, key  # every finding's questions exist in the held-out split
-    for arm in results["arms"].values():
-        assert [p["step"] for p in arm["curve"]] == [0, 1, 2]
+        # by measured knowledge: each flag (capital) question is named (given) or not, so one side has questions
+        assert row["image_search_named"] is not None or row["image_search_unnamed"] is not None
+        assert row["text_search_given"] is not None or row["text_search_not_given"] is not None
+    for name, arm in results["arms"].items():  # the ablation arms train for their own, shorter budget
+        assert [p["step"] for p in arm["curve"]] == ([0, 1, 2] if name == "on-demand" else [0, 1])
     assert "before GRPO" in before_after(results) and "GRPO on-demand" in markdown(results)
     assert results["reused_seconds"] == {}
     # a rerun reuses the finished stages, reports what they took when made, and refuses other settings

@@ -1,10 +1,11 @@
 """``MultimodalConfig``: every setting of the multimodal on-demand search experiment, in one dataclass.
 
-Presets: :meth:`MultimodalConfig.full` (the results), :meth:`MultimodalConfig.short` (the same pipeline
-on 96 countries, the on-demand arm), :meth:`MultimodalConfig.main` (the README's main job: the short
-configuration) and :meth:`MultimodalConfig.quick` (seconds of work per stage: checks the pipeline,
-measures nothing). The
-fixed parts of the design (question phrasing, reasons, prompts, the GRPO arms) are constants here.
+Presets: :meth:`MultimodalConfig.full` (the frozen recipe with every arm: the results),
+:meth:`MultimodalConfig.main` (the README's main job: its on-demand arm), :meth:`MultimodalConfig.short`
+(the same, checking the reading pass half as often) and :meth:`MultimodalConfig.quick` (seconds of work
+per stage: checks the pipeline, measures nothing). The class defaults are the widest version (every
+country, every arm, one GRPO budget); no result uses them. The fixed parts of the design (question
+phrasing, reasons, prompts, the GRPO arms) are constants here.
 
 >>> config = MultimodalConfig.quick(seed=3)
 >>> config.seed, config.env.image_position, config.env.max_turns
@@ -36,6 +37,7 @@ __all__ = [
     "REASON_READ",
     "REASON_RECALL",
     "REASON_SEARCH",
+    "RECIPE_ARM",
     "UNSURE",
     "Arm",
     "MultimodalConfig",
@@ -90,14 +92,16 @@ class Arm:
     search_penalty: float
 
 
-#: The arms, same budget and seeds: the recipe, each of its two ingredients removed, and the paper's
-#: 2:1 search-required : search-free ratio instead of 1:1.
+#: The arms, same seeds: the recipe, each of its two ingredients removed, and the paper's 2:1
+#: search-required : search-free ratio instead of 1:1. Every arm but :data:`RECIPE_ARM` is an ablation
+#: (``grpo_ablation_steps``).
 ARMS = {
     "on-demand": Arm(data="balanced", search_penalty=0.1),
     "no-penalty": Arm(data="balanced", search_penalty=0.0),
     "unbalanced": Arm(data="required_only", search_penalty=0.1),
     "ratio-2:1": Arm(data="balanced_2to1", search_penalty=0.1),
 }
+RECIPE_ARM = "on-demand"
 
 
 def experiment_env() -> EnvConfig:
@@ -117,7 +121,7 @@ def experiment_env() -> EnvConfig:
 
 @dataclass
 class MultimodalConfig(ExperimentSettings):
-    """Every setting of the experiment (defaults: the full run, :meth:`full`)."""
+    """Every setting of the experiment (the results use the presets: :meth:`full`, :meth:`main`)."""
 
     # Parameters that control the questions
     seed: int = field(
@@ -176,6 +180,10 @@ class MultimodalConfig(ExperimentSettings):
     # Parameters that control GRPO (the same in every arm)
     arms: list[str] = field(default_factory=lambda: list(ARMS), metadata={"help": "GRPO arms to train."})
     grpo_steps: int = field(default=100, metadata={"help": "GRPO steps per arm."})
+    grpo_ablation_steps: int | None = field(
+        default=None,
+        metadata={"help": "GRPO steps of every arm but on-demand (None: grpo_steps)."},
+    )
     grpo_batch: int = field(default=32, metadata={"help": "Rollouts per GRPO step."})
     grpo_generations: int = field(default=8, metadata={"help": "Rollouts per question (the group)."})
     grpo_lr: float = field(default=2e-3, metadata={"help": "Learning rate of the LoRA adapter."})
@@ -233,6 +241,13 @@ class MultimodalConfig(ExperimentSettings):
                 f"eval_every ({self.eval_every}) must divide grpo_steps ({self.grpo_steps}): "
                 "the last checkpoint is the final policy"
             )
+        if self.grpo_ablation_steps is not None:
+            self.check_positive_ints(["grpo_ablation_steps"])
+            if self.grpo_ablation_steps % self.eval_every:
+                raise ConfigError(
+                    f"eval_every ({self.eval_every}) must divide grpo_ablation_steps ({self.grpo_ablation_steps}): "
+                    "the last checkpoint is the final policy"
+                )
         if self.grpo_batch % self.grpo_generations:
             raise ConfigError(
                 f"grpo_batch ({self.grpo_batch}) must be a multiple of grpo_generations ({self.grpo_generations})"
@@ -246,8 +261,9 @@ class MultimodalConfig(ExperimentSettings):
     # -- presets -------------------------------------------------------------------------------------
     @classmethod
     def full(cls, **overrides: Any) -> MultimodalConfig:
-        """The configuration of the results, with ``overrides``."""
-        return cls.from_dict(overrides)
+        """The configuration of the results: the main job's recipe with every arm, the ablations at 60
+        GRPO steps (on validation every ablation arm settled within 20), with ``overrides``."""
+        return cls.main(**{"arms": list(ARMS), "grpo_ablation_steps": 60, **overrides})
 
     @classmethod
     def short(cls, **overrides: Any) -> MultimodalConfig:
@@ -266,7 +282,8 @@ class MultimodalConfig(ExperimentSettings):
 
     @classmethod
     def quick(cls, **overrides: Any) -> MultimodalConfig:
-        """Seconds per stage: every stage on 24 countries, 2 GRPO steps per arm (checks the pipeline)."""
+        """Seconds per stage: every stage on 24 countries, 2 GRPO steps for on-demand and 1 per ablation arm
+        (checks the pipeline)."""
         settings = {
             "max_countries": 24,
             "recognition_steps": 4,
@@ -277,6 +294,7 @@ class MultimodalConfig(ExperimentSettings):
             "sft_epochs": 2,
             "curate_rollouts": 2,
             "grpo_steps": 2,
+            "grpo_ablation_steps": 1,
             "grpo_batch": 16,
             "eval_every": 1,
             "last_checkpoints": 2,
@@ -284,6 +302,17 @@ class MultimodalConfig(ExperimentSettings):
         return cls.from_dict({**settings, **overrides})
 
     # -- views -----------------------------------------------------------------------------------------
+    def arm_steps(self, arm: str) -> int:
+        """GRPO steps of ``arm``: ``grpo_steps`` for the recipe, ``grpo_ablation_steps`` (if set) for the rest.
+
+        >>> config = MultimodalConfig.full()
+        >>> config.arm_steps("on-demand"), config.arm_steps("no-penalty")
+        (150, 60)
+        """
+        if arm == RECIPE_ARM or self.grpo_ablation_steps is None:
+            return self.grpo_steps
+        return self.grpo_ablation_steps
+
     @property
     def is_quick(self) -> bool:
         """Whether this is the quick preset's scale (curation then keeps every question)."""

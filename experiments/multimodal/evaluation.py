@@ -6,6 +6,11 @@ Every question has one right action shape, given what the model was taught about
 findings need: image search on recognised / unrecognised flags, text search on known / unknown capitals,
 the image → text chain where both are needed, accuracy, searches per question, and the share of
 questions answered with their right shape.
+
+What was taught is not always what was learned. The paper calls a question search-free when the model
+answers it without searching; :func:`measured_knowledge` reads that off the direct policy (answer turn
+forced), and :func:`metrics` then also gives the search rates by *measured* knowledge: the flags the
+model names, the capitals it gives.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ __all__ = [
     "decision_tokens",
     "direct_policy",
     "ideal_shape",
+    "measured_knowledge",
     "metrics",
     "model_policy",
     "named_country",
@@ -146,9 +152,29 @@ def _rate(values: Sequence[bool]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def metrics(records: Sequence[EpisodeRecord], questions: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+def measured_knowledge(
+    direct: Sequence[EpisodeRecord], questions: Mapping[str, Mapping[str, Any]]
+) -> dict[str, dict[str, bool]]:
+    """What the model knows of each country, measured: entity -> ``names_flag`` (the direct policy
+    answered its ``name`` question) and ``gives_capital`` (it answered its ``named-capital`` question).
+    ``direct``: the episodes of :func:`direct_policy` on the held-out questions."""
+    out: dict[str, dict[str, bool]] = {}
+    fields = {"name": "names_flag", "named-capital": "gives_capital"}
+    for record in direct:
+        q = questions[record.example_id]
+        if q["kind"] in fields:
+            out.setdefault(q["entity"], {})[fields[q["kind"]]] = bool(record.correct)
+    return out
+
+
+def metrics(
+    records: Sequence[EpisodeRecord],
+    questions: Mapping[str, Mapping[str, Any]],
+    measured: Mapping[str, Mapping[str, bool]] | None = None,
+) -> dict[str, Any]:
     """The findings' rates on ``records``; ``questions``: example id -> its metadata (``kind``,
-    ``recognised``, ``known``). A rate without questions is ``None``.
+    ``recognised``, ``known``, ``entity``); ``measured``: :func:`measured_knowledge`. A rate without
+    questions is ``None``.
 
     * ``image_search_recognised`` / ``_unrecognised``: share of the flag questions (``name``,
       ``flag-capital``) that used image search, by whether the flag was taught;
@@ -156,7 +182,10 @@ def metrics(records: Sequence[EpisodeRecord], questions: Mapping[str, Mapping[st
       ``named-capital``) that used text search, by whether the capital was taught;
     * ``chain``: share of ``flag-capital`` questions with neither taught that searched image, then text;
     * ``accuracy`` (all, and per kind), ``searches`` per question, ``right_shape``: share answered with
-      the right action shape; ``n``.
+      the right action shape; ``n``;
+    * with ``measured``: ``image_search_named`` / ``_unnamed`` (flag questions, by whether the direct
+      policy names the flag) and ``text_search_given`` / ``_not_given`` (capital questions, by whether
+      it gives the named country's capital).
     """
     rows = [(r, questions[r.example_id]) for r in records]
     flags = [(r, q) for r, q in rows if q["kind"] != "named-capital"]
@@ -183,6 +212,19 @@ def metrics(records: Sequence[EpisodeRecord], questions: Mapping[str, Mapping[st
         ),
         "format": _rate([r.format_ok for r, _ in rows]),
     }
+    if measured is not None:
+        for key, letter, what, (yes, no), group in (
+            ("image_search", "I", "names_flag", ("named", "unnamed"), flags),
+            ("text_search", "T", "gives_capital", ("given", "not_given"), facts),
+        ):
+            for suffix, want in ((yes, True), (no, False)):
+                out[f"{key}_{suffix}"] = _rate(
+                    [
+                        letter in shapes[r.example_id]
+                        for r, q in group
+                        if measured.get(q["entity"], {}).get(what) is want
+                    ]
+                )
     for kind in ("name", "flag-capital", "named-capital"):
         out[f"accuracy_{kind}"] = _rate([r.correct for r, q in rows if q["kind"] == kind])
     # knowledge: the taught flags named, the taught capitals of named countries given

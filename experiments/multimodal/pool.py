@@ -3,6 +3,9 @@ findings hold, per seed and pooled; plus the curves over steps with seed bands.
 
     python -m experiments.multimodal.pool runs/multimodal-full-test-seed*/results.json --out DIR
 
+Runs of one seed made in parts (the on-demand arm in one run, the ablations in another that reused its
+fine-tuning: ``--reuse``) are merged into one seed (:func:`merge_seeds`).
+
 >>> mean_interval([0.8, 0.9, 1.0])[0]
 0.9
 >>> FINDINGS[0].holds({"image_search_unrecognised": 0.85})
@@ -25,9 +28,18 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from experiments.multimodal.report import COLUMNS, PANELS, cell, style_panel
+from experiments.multimodal.report import COLUMNS, MEASURED_COLUMNS, PANELS, cell, style_panel
 
-__all__ = ["FINDINGS", "Finding", "findings_table", "main", "mean_interval", "plot_bands", "pooled_markdown"]
+__all__ = [
+    "FINDINGS",
+    "Finding",
+    "findings_table",
+    "main",
+    "mean_interval",
+    "merge_seeds",
+    "plot_bands",
+    "pooled_markdown",
+]
 
 #: Two-sided 95% t quantiles by degrees of freedom (1..10); larger samples use 1.96.
 _T95 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26, 10: 2.23}
@@ -40,6 +52,29 @@ def mean_interval(values: Sequence[float]) -> tuple[float, float]:
         return mean, 0.0
     half = _T95.get(len(values) - 1, 1.96) * statistics.stdev(values) / math.sqrt(len(values))
     return round(mean, 12), half
+
+
+def merge_seeds(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One run per seed, in order of first appearance: the arms of runs with the same seed are merged
+    (the baselines and settings are the first part's; the seconds add up). Raises ``ValueError`` when
+    two parts of a seed trained the same arm, or a seed has no on-demand arm."""
+    merged: dict[int, dict[str, Any]] = {}
+    for run in runs:
+        seed = run["settings"]["seed"]
+        if seed not in merged:
+            merged[seed] = {**run, "arms": dict(run["arms"]), "parts": 1}
+            continue
+        whole = merged[seed]
+        twice = sorted(set(whole["arms"]) & set(run["arms"]))
+        if twice:
+            raise ValueError(f"seed {seed}: two results files both trained {twice}; give each arm once")
+        whole["arms"].update(run["arms"])
+        whole["seconds_total"] += run["seconds_total"]
+        whole["parts"] += 1
+    for seed, whole in merged.items():
+        if "on-demand" not in whole["arms"]:
+            raise ValueError(f"seed {seed}: no results file has the on-demand arm, which the findings are about")
+    return list(merged.values())
 
 
 @dataclass(frozen=True)
@@ -98,6 +133,13 @@ def _row(values: Sequence[Mapping[str, Any]], key: str) -> str:
     return f"{100 * mean:.1f} ± {100 * half:.1f}%"
 
 
+def _pooled_table(policies: Mapping[str, Sequence[Mapping[str, Any]]], columns: Sequence[tuple[str, str]]) -> list[str]:
+    lines = ["| policy | " + " | ".join(title for _, title in columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for name, values in policies.items():
+        lines.append(f"| {name} | " + " | ".join(_row(values, key) for key, _ in columns) + " |")
+    return lines
+
+
 def pooled_markdown(runs: Sequence[Mapping[str, Any]]) -> str:
     """The findings page of several seeds (all made with one recipe, on one split)."""
     split = runs[0]["eval_split"]
@@ -115,11 +157,16 @@ def pooled_markdown(runs: Sequence[Mapping[str, Any]]) -> str:
         "Mean over seeds ± the half-width of a 95% t interval; each GRPO arm's value is its mean over the last "
         f"{len(runs[0]['arms'][next(iter(runs[0]['arms']))]['endpoint']['checkpoints'])} evaluated checkpoints.",
         "",
-        "| policy | " + " | ".join(title for _, title in COLUMNS) + " |",
-        "|---" * (len(COLUMNS) + 1) + "|",
+        *_pooled_table(policies, COLUMNS),
     ]
-    for name, values in policies.items():
-        lines.append(f"| {name} | " + " | ".join(_row(values, key) for key, _ in COLUMNS) + " |")
+    if any(m.get(MEASURED_COLUMNS[0][0]) is not None for values in policies.values() for m in values):
+        lines += [
+            "",
+            "By what the model knows, measured (the direct policy names the flag / gives the named country's "
+            "capital), not by what it was taught:",
+            "",
+            *_pooled_table(policies, MEASURED_COLUMNS),
+        ]
     lines += ["", "## Findings (on-demand arm)", "", findings_table(runs), "", "## Each seed", ""]
     for r in runs:
         lines.append(f"Seed {r['settings']['seed']} ({r['seconds_total'] / 60:.0f} min):")
@@ -171,6 +218,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs = [json.loads(p.read_text()) for p in args.results]
     if len({r["eval_split"] for r in runs}) != 1:
         parser.error("the runs were evaluated on different splits")
+    try:
+        runs = merge_seeds(runs)
+    except ValueError as exc:
+        parser.error(str(exc))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "findings.md").write_text(pooled_markdown(runs))
     plot_bands(runs, args.out / "curves.png")

@@ -11,7 +11,17 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["COLUMNS", "PANELS", "before_after", "endpoint", "markdown", "plot_curves", "style_panel", "table"]
+__all__ = [
+    "COLUMNS",
+    "MEASURED_COLUMNS",
+    "PANELS",
+    "before_after",
+    "endpoint",
+    "markdown",
+    "plot_curves",
+    "style_panel",
+    "table",
+]
 
 #: The metrics of every table, in order: (key, column title).
 COLUMNS = (
@@ -23,6 +33,16 @@ COLUMNS = (
     ("text_search_known", "text search, known capital"),
     ("chain", "image→text, neither taught"),
     ("right_shape", "right action"),
+)
+
+
+#: The same search rates by what the model knows, measured (the direct policy names the flag, gives the
+#: capital), not by what it was taught: the paper's definition of a search-free question.
+MEASURED_COLUMNS = (
+    ("image_search_unnamed", "image search, flag not named"),
+    ("image_search_named", "image search, flag named"),
+    ("text_search_not_given", "text search, capital not given"),
+    ("text_search_given", "text search, capital given"),
 )
 
 
@@ -45,13 +65,26 @@ def cell(value: Any, key: str) -> str:
     return f"{100 * value:.1f}%"
 
 
-def table(rows: Mapping[str, Mapping[str, Any]]) -> str:
-    """A markdown table of ``rows`` (name -> metrics) over :data:`COLUMNS`."""
-    lines = ["| policy | " + " | ".join(title for _, title in COLUMNS) + " |"]
-    lines.append("|---" * (len(COLUMNS) + 1) + "|")
+def table(rows: Mapping[str, Mapping[str, Any]], columns: Sequence[tuple[str, str]] = COLUMNS) -> str:
+    """A markdown table of ``rows`` (name -> metrics) over ``columns`` (:data:`COLUMNS`)."""
+    lines = ["| policy | " + " | ".join(title for _, title in columns) + " |"]
+    lines.append("|---" * (len(columns) + 1) + "|")
     for name, m in rows.items():
-        lines.append(f"| {name} | " + " | ".join(cell(m.get(key), key) for key, _ in COLUMNS) + " |")
+        lines.append(f"| {name} | " + " | ".join(cell(m.get(key), key) for key, _ in columns) + " |")
     return "\n".join(lines)
+
+
+def measured_table(rows: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """The lines of the by-measured-knowledge table, or none when the rows lack it (older runs)."""
+    if not any(m.get(MEASURED_COLUMNS[0][0]) is not None for m in rows.values()):
+        return []
+    return [
+        "By what the model knows, measured (the direct policy names the flag / gives the named country's "
+        "capital), not by what it was taught:",
+        "",
+        table(rows, MEASURED_COLUMNS),
+        "",
+    ]
 
 
 def reused_line(reused: dict[str, float | None]) -> str:
@@ -83,6 +116,7 @@ def markdown(results: Mapping[str, Any]) -> str:
         "",
         table(rows),
         "",
+        *measured_table(rows),
         f"Fine-tuning: {results['sft']['episodes']} episodes, {results['sft']['reading_steps']} reading steps, "
         f"copy accuracy after {results['sft']['after_sft']['reading']}. Curation labels {results['curation']['labels']}, "
         f"sets {results['curation']['sizes']}"

@@ -34,7 +34,14 @@ from agents.progress import quiet_dependencies
 from agents.threads import available_cores, configure_threads
 from experiments.multimodal.config import ARMS, PROMPTS, MultimodalConfig
 from experiments.multimodal.data import countries, questions, write_questions
-from experiments.multimodal.evaluation import direct_policy, metrics, model_policy, rag_policy, run_policy
+from experiments.multimodal.evaluation import (
+    direct_policy,
+    measured_knowledge,
+    metrics,
+    model_policy,
+    rag_policy,
+    run_policy,
+)
 from experiments.multimodal.model import build_base_model, finetune
 from experiments.multimodal.report import endpoint, markdown, plot_curves
 from experiments.on_demand.evaluation import checkpoints, window_reward
@@ -132,7 +139,7 @@ def run(
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     torch.manual_seed(config.seed)
-    configure_threads(min(2, available_cores()))
+    configure_threads(min(2, available_cores()))  # 2 threads, unless OMP_NUM_THREADS says otherwise
     settings = claim_work_folder(out, config)
     if reuse is not None:
         logger.info("reusing %s from %s", reuse_stages(reuse, out, config), reuse)
@@ -174,10 +181,12 @@ def run(
 
     # 4. baselines on the held-out countries
     held_out = paths["eval"]
+    direct = run_policy(direct_policy(sft_dir, config), held_out, env)
+    known = measured_knowledge(direct, meta)  # what the model knows, measured, not what it was taught
     baselines = {
-        "direct (answer turn forced)": metrics(run_policy(direct_policy(sft_dir, config), held_out, env), meta),
-        "RAG (image, text, answer)": metrics(run_policy(rag_policy(sft_dir, config), held_out, env), meta),
-        "fine-tuned, before GRPO": metrics(run_policy(model_policy(sft_dir, config), held_out, env), meta),
+        "direct (answer turn forced)": metrics(direct, meta, known),
+        "RAG (image, text, answer)": metrics(run_policy(rag_policy(sft_dir, config), held_out, env), meta, known),
+        "fine-tuned, before GRPO": metrics(run_policy(model_policy(sft_dir, config), held_out, env), meta, known),
     }
     lap("baselines")
 
@@ -188,7 +197,8 @@ def run(
         arm_dir = out / "grpo" / name.replace(":", "to")
         if (arm_dir / "train_stats.json").is_file():
             reused[f"GRPO {name}"] = None
-        stats = train_arm(name, out / "curate" / f"{arm.data}.parquet", arm, sft_dir, arm_dir, env, config)
+        arm_config = config.replace(grpo_steps=config.arm_steps(name), grpo_ablation_steps=None)
+        stats = train_arm(name, out / "curate" / f"{arm.data}.parquet", arm, sft_dir, arm_dir, env, arm_config)
         lap(f"GRPO {name}")
         if f"GRPO {name}" in reused:
             reused[f"GRPO {name}"] = stats["seconds"]
@@ -198,7 +208,7 @@ def run(
             curve.append(
                 {
                     "step": step,
-                    "eval": metrics(records, meta),
+                    "eval": metrics(records, meta, known),
                     "train_reward": window_reward(arm_dir, step, config.eval_every),
                 }
             )
@@ -267,6 +277,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="an earlier run's work folder: start from its fine-tuned model and curation (same settings but GRPO's)",
     )
     parser.add_argument("--grpo-steps", type=int, default=None, help="GRPO steps per arm (default: the preset's)")
+    parser.add_argument(
+        "--grpo-ablation-steps",
+        type=int,
+        default=None,
+        help="GRPO steps of every arm but on-demand (default: the preset's; full: 60)",
+    )
     parser.add_argument("--grpo-lr", type=float, default=None, help="GRPO learning rate (default: the preset's)")
     parser.add_argument(
         "--grpo-scale-rewards",
@@ -280,7 +296,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     label = next((name for name in ("quick", "main", "short") if getattr(args, name)), "full")
     preset = getattr(MultimodalConfig, label)
     overrides: dict[str, Any] = {"seed": args.seed, "eval_split": args.eval_split}
-    for name in ("grpo_steps", "grpo_lr", "grpo_scale_rewards", "arms"):
+    for name in ("grpo_steps", "grpo_ablation_steps", "grpo_lr", "grpo_scale_rewards", "arms"):
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
     try:
@@ -292,7 +308,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     tuned = "".join(
         f"-{k.replace('_', '')}{v}"
         for k, v in overrides.items()
-        if k in ("grpo_steps", "grpo_lr", "grpo_scale_rewards")
+        if k in ("grpo_steps", "grpo_ablation_steps", "grpo_lr", "grpo_scale_rewards")
     )
     stem = f"multimodal-{label}-{args.eval_split}-seed{args.seed}{tuned}"
     out = args.out or ROOT / "runs" / stem
