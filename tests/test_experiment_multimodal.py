@@ -306,8 +306,8 @@ def test_the_pooled_page_marks_each_finding_per_seed(tmp_path):
 
 
 def test_pooling_merges_the_parts_of_one_seed(tmp_path):
+    from experiments.multimodal.pool import made_minutes, merge_seeds
     from experiments.multimodal.pool import main as pool_main
-    from experiments.multimodal.pool import merge_seeds
 
     committed = Path(__file__).resolve().parents[1] / "experiments/multimodal/results"
     recipe = json.loads((committed / "main-validation-seed0.json").read_text())
@@ -315,6 +315,9 @@ def test_pooling_merges_the_parts_of_one_seed(tmp_path):
     (whole,) = merge_seeds([recipe, ablations])
     assert list(whole["arms"]) == ["on-demand", "no-penalty", "unbalanced", "ratio-2:1"] and whole["parts"] == 2
     assert whole["seconds_total"] == recipe["seconds_total"] + ablations["seconds_total"]
+    # both parts reused one fine-tuning (made once, counted once) on top of their own calls' time
+    assert recipe["reused_seconds"]["fine-tuning"] == ablations["reused_seconds"]["fine-tuning"] > 60
+    assert made_minutes(whole) == pytest.approx(made_minutes(recipe) + ablations["seconds_total"] / 60)
     assert list(recipe["arms"]) == ["on-demand"]  # the inputs are left as they were
     with pytest.raises(ValueError, match=r"both trained \['no-penalty'"):
         merge_seeds([recipe, ablations, ablations])
@@ -326,6 +329,10 @@ def test_pooling_merges_the_parts_of_one_seed(tmp_path):
     assert pool_main([*map(str, paths), "--out", str(tmp_path / "pooled")]) == 0
     page = (tmp_path / "pooled" / "findings.md").read_text()
     assert "1 seed (0)" in page and "| GRPO ratio-2:1 |" in page and "| GRPO on-demand |" in page
+    # the ablation arms' finding, from their own endpoints (validation seed 0: both searched everything)
+    assert "| no-penalty arm searches on ≥ 90% of the questions | yes | yes |" in page
+    assert "| unbalanced arm searches on ≥ 90% of the questions | yes | yes |" in page
+    assert "| image → text chain where neither is known ≥ 80% | yes | yes |" in page
     with pytest.raises(SystemExit):  # an arm given twice is refused, not silently overwritten
         pool_main([str(paths[1]), *map(str, paths), "--out", str(tmp_path / "again")])
 

@@ -31,9 +31,11 @@ from typing import Any
 from experiments.multimodal.report import COLUMNS, MEASURED_COLUMNS, PANELS, cell, style_panel
 
 __all__ = [
+    "ABLATION_FINDING",
     "FINDINGS",
     "Finding",
     "findings_table",
+    "made_minutes",
     "main",
     "mean_interval",
     "merge_seeds",
@@ -54,9 +56,16 @@ def mean_interval(values: Sequence[float]) -> tuple[float, float]:
     return round(mean, 12), half
 
 
+def made_minutes(run: Mapping[str, Any]) -> float:
+    """Minutes the run's stages took when they were made: this call's time plus what each stage reused
+    from an earlier call took then (where recorded; curation is not)."""
+    reused = sum(v for v in (run.get("reused_seconds") or {}).values() if v is not None)
+    return (run["seconds_total"] + reused) / 60
+
+
 def merge_seeds(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """One run per seed, in order of first appearance: the arms of runs with the same seed are merged
-    (the baselines and settings are the first part's; the seconds add up). Raises ``ValueError`` when
+    (the baselines and settings are the first part's; the seconds add up, a reused stage counted once). Raises ``ValueError`` when
     two parts of a seed trained the same arm, or a seed has no on-demand arm."""
     merged: dict[int, dict[str, Any]] = {}
     for run in runs:
@@ -70,6 +79,8 @@ def merge_seeds(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
             raise ValueError(f"seed {seed}: two results files both trained {twice}; give each arm once")
         whole["arms"].update(run["arms"])
         whole["seconds_total"] += run["seconds_total"]
+        # a stage both parts reused (the fine-tuning) was made once: count it once
+        whole["reused_seconds"] = {**(run.get("reused_seconds") or {}), **(whole.get("reused_seconds") or {})}
         whole["parts"] += 1
     for seed, whole in merged.items():
         if "on-demand" not in whole["arms"]:
@@ -96,7 +107,11 @@ FINDINGS = (
     Finding("image search on recognised flags ≤ 20%", lambda m: m["image_search_recognised"] <= 0.2),
     Finding("text search on unknown capitals ≥ 80%", lambda m: m["text_search_unknown"] >= 0.8),
     Finding("text search on known capitals ≤ 20%", lambda m: m["text_search_known"] <= 0.2),
+    Finding("image → text chain where neither is known ≥ 80%", lambda m: m["chain"] >= 0.8),
 )
+
+#: The ablations' finding: without the penalty or without search-free data, GRPO searches (nearly) always.
+ABLATION_FINDING = Finding("searches on ≥ 90% of the questions", lambda m: m["search_ratio"] >= 0.9)
 
 
 def rag_finding(m: Mapping[str, Any], rag: Mapping[str, Any]) -> bool:
@@ -120,6 +135,14 @@ def findings_table(runs: Sequence[Mapping[str, Any]], arm: str = "on-demand") ->
         lines.append(f"| {finding.name} | " + " | ".join(cells) + " |")
     cells = [mark[rag_finding(e, g)] for e, g in zip(ends, rags, strict=True)] + [mark[rag_finding(pooled, pooled_rag)]]
     lines.append("| accuracy ≥ RAG − 2 pts with ≥ 30% fewer searches | " + " | ".join(cells) + " |")
+    for ablation in ("no-penalty", "unbalanced"):
+        if all(ablation in r["arms"] for r in runs):
+            arm_ends = [r["arms"][ablation]["endpoint"] for r in runs]
+            mean = statistics.fmean(e["search_ratio"] for e in arm_ends)
+            cells = [mark[ABLATION_FINDING.holds(e)] for e in arm_ends] + [
+                mark[ABLATION_FINDING.holds({"search_ratio": mean})]
+            ]
+            lines.append(f"| {ablation} arm {ABLATION_FINDING.name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -167,9 +190,19 @@ def pooled_markdown(runs: Sequence[Mapping[str, Any]]) -> str:
             "",
             *_pooled_table(policies, MEASURED_COLUMNS),
         ]
-    lines += ["", "## Findings (on-demand arm)", "", findings_table(runs), "", "## Each seed", ""]
+    lines += [
+        "",
+        "## Findings (the on-demand arm; the last rows: the ablation arms)",
+        "",
+        findings_table(runs),
+        "",
+        "## Each seed",
+        "",
+    ]
     for r in runs:
-        lines.append(f"Seed {r['settings']['seed']} ({r['seconds_total'] / 60:.0f} min):")
+        lines.append(
+            f"Seed {r['settings']['seed']} ({made_minutes(r):.0f} min of stages, as long as each took when made):"
+        )
         lines.append("")
         lines.append("| policy | " + " | ".join(title for _, title in COLUMNS) + " |")
         lines.append("|---" * (len(COLUMNS) + 1) + "|")
