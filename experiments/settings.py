@@ -32,6 +32,16 @@ class ExperimentSettings:
         """A validated copy with ``changes``."""
         return replace(self, **changes)  # type: ignore[type-var]
 
+    def differences(self, stamp: Mapping[str, Any]) -> list[str]:
+        """The settings whose values differ from ``stamp`` (a stored :meth:`to_dict`), sorted. A setting
+        the stamp lacks was added since it was made, when it could only have had its default: it counts
+        as that default, so an older run folder stays usable until a new setting is moved off it."""
+        ours = self.to_dict()
+        missing = [k for k in ours if k not in stamp]
+        defaults = type(self)().to_dict() if missing else {}
+        theirs = {**{k: defaults[k] for k in missing}, **stamp}
+        return sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
+
     def to_dict(self) -> dict[str, Any]:
         """Every setting as JSON-able values (``env`` as its ``gym.make`` arguments)."""
         return json.loads(json.dumps(asdict(self)))  # type: ignore[call-overload]

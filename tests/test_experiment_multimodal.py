@@ -286,6 +286,19 @@ def test_reuse_takes_fine_tuning_only_from_a_run_with_the_same_model_and_data(tm
         reuse_stages(source, tmp_path / "b", MultimodalConfig.short(sft_epochs=3))
 
 
+def test_a_folder_made_before_a_setting_existed_is_still_the_same_run(tmp_path):
+    from experiments.on_demand.run import claim_work_folder
+
+    older = MultimodalConfig.main(seed=1).to_dict()
+    del older["grpo_ablation_steps"]  # a folder made before this setting existed
+    assert MultimodalConfig.main(seed=1).differences(older) == []  # it could only have had its default
+    assert MultimodalConfig.full(seed=1).differences(older) == ["arms", "grpo_ablation_steps"]
+    (tmp_path / "settings.json").write_text(json.dumps(older))
+    assert claim_work_folder(tmp_path, MultimodalConfig.main(seed=1))["grpo_ablation_steps"] is None
+    with pytest.raises(ConfigError, match="other settings"):
+        claim_work_folder(tmp_path, MultimodalConfig.main(seed=2))
+
+
 def test_the_pooled_page_marks_each_finding_per_seed(tmp_path):
     from experiments.multimodal.pool import main as pool_main
 

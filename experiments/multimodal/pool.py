@@ -28,7 +28,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from experiments.multimodal.report import COLUMNS, MEASURED_COLUMNS, PANELS, cell, style_panel
+from experiments.multimodal.config import RECIPE_ARM
+from experiments.multimodal.report import COLUMNS, MEASURED_COLUMNS, MEASURED_INTRO, PANELS, cell, style_panel
 
 __all__ = [
     "ABLATION_FINDING",
@@ -83,8 +84,8 @@ def merge_seeds(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         whole["reused_seconds"] = {**(run.get("reused_seconds") or {}), **(whole.get("reused_seconds") or {})}
         whole["parts"] += 1
     for seed, whole in merged.items():
-        if "on-demand" not in whole["arms"]:
-            raise ValueError(f"seed {seed}: no results file has the on-demand arm, which the findings are about")
+        if RECIPE_ARM not in whole["arms"]:
+            raise ValueError(f"seed {seed}: no results file has the {RECIPE_ARM} arm, which the findings are about")
     return list(merged.values())
 
 
@@ -119,7 +120,7 @@ def rag_finding(m: Mapping[str, Any], rag: Mapping[str, Any]) -> bool:
     return m["accuracy"] >= rag["accuracy"] - 0.02 and m["searches"] <= 0.7 * rag["searches"]
 
 
-def findings_table(runs: Sequence[Mapping[str, Any]], arm: str = "on-demand") -> str:
+def findings_table(runs: Sequence[Mapping[str, Any]], arm: str = RECIPE_ARM) -> str:
     """Which findings hold for ``arm``, per seed and on the pooled means."""
     seeds = [r["settings"]["seed"] for r in runs]
     ends = [r["arms"][arm]["endpoint"] for r in runs]
@@ -185,8 +186,7 @@ def pooled_markdown(runs: Sequence[Mapping[str, Any]]) -> str:
     if any(m.get(MEASURED_COLUMNS[0][0]) is not None for values in policies.values() for m in values):
         lines += [
             "",
-            "By what the model knows, measured (the direct policy names the flag / gives the named country's "
-            "capital), not by what it was taught:",
+            MEASURED_INTRO,
             "",
             *_pooled_table(policies, MEASURED_COLUMNS),
         ]

@@ -14,6 +14,7 @@ from typing import Any
 __all__ = [
     "COLUMNS",
     "MEASURED_COLUMNS",
+    "MEASURED_INTRO",
     "PANELS",
     "before_after",
     "endpoint",
@@ -43,6 +44,10 @@ MEASURED_COLUMNS = (
     ("image_search_named", "image search, flag named"),
     ("text_search_not_given", "text search, capital not given"),
     ("text_search_given", "text search, capital given"),
+)
+MEASURED_INTRO = (
+    "By what the model knows, measured (the direct policy names the flag / gives the named country's capital), "
+    "not by what it was taught:"
 )
 
 
@@ -79,8 +84,7 @@ def measured_table(rows: Mapping[str, Mapping[str, Any]]) -> list[str]:
     if not any(m.get(MEASURED_COLUMNS[0][0]) is not None for m in rows.values()):
         return []
     return [
-        "By what the model knows, measured (the direct policy names the flag / gives the named country's "
-        "capital), not by what it was taught:",
+        MEASURED_INTRO,
         "",
         table(rows, MEASURED_COLUMNS),
         "",

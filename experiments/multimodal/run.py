@@ -113,8 +113,7 @@ def reuse_stages(source: Path, out: Path, config: MultimodalConfig) -> list[str]
     stamp = source / "settings.json"
     if not stamp.is_file():
         raise ConfigError(f"--reuse {source}: no settings.json there; give the work folder of an earlier run")
-    theirs, ours = json.loads(stamp.read_text()), config.to_dict()
-    differ = sorted(k for k in set(theirs) | set(ours) if k not in LATE_SETTINGS and theirs.get(k) != ours.get(k))
+    differ = [k for k in config.differences(json.loads(stamp.read_text())) if k not in LATE_SETTINGS]
     if differ:
         raise ConfigError(f"--reuse {source}: made with other settings that shape the model or data: {differ}")
     copied = []

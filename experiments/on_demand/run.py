@@ -66,7 +66,7 @@ def claim_work_folder(out: Path, config: OnDemandConfig) -> dict[str, Any]:
     other settings is refused with a :class:`~mmsearch_env.errors.ConfigError` and left as it is."""
     settings = config.to_dict()
     stamp = out / "settings.json"
-    if stamp.is_file() and json.loads(stamp.read_text()) != settings:
+    if stamp.is_file() and config.differences(json.loads(stamp.read_text())):
         raise ConfigError(f"{out} holds a run with other settings ({stamp}); pass another --out, or delete it")
     out.mkdir(parents=True, exist_ok=True)
     stamp.write_text(json.dumps(settings, indent=2))
