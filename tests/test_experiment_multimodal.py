@@ -264,6 +264,24 @@ def test_batches_split_by_episode_length_train_on_the_same_loss(taught, base_mod
     assert losses[1] < losses[0]
 
 
+def test_reading_first_runs_the_reading_pass_before_the_recognition_pass(taught, base_model, tmp_path):
+    from experiments.multimodal.model import finetune
+
+    chosen, qs, env = taught
+    config = MultimodalConfig.quick(pass_order="reading-first", recognition_steps=2, reading_steps=2, sft_epochs=1)
+    stats = finetune(base_model, tmp_path / "sft", qs, chosen, env, config)
+    assert stats["pass_order"] == "reading-first"
+    began = stats["pass_began"]
+    assert began["reading"] < began["recognition"] < stats["seconds"]
+    assert began["recognition"] >= stats["reading_seconds"]  # the recognition pass started after reading ended
+    assert [c["step"] for c in stats["reading_checks"]] == [2] and [c["step"] for c in stats["recognition_checks"]] == [
+        2
+    ]
+    assert (tmp_path / "sft" / "model.safetensors").is_file()
+    with pytest.raises(ConfigError, match="pass_order must be one of"):
+        MultimodalConfig(pass_order="reading")
+
+
 def test_the_doctests_pass():
     # the experiments are outside the doctest paths of setup.cfg
     from experiments.multimodal import report

@@ -29,6 +29,7 @@ from mmsearch_env.errors import ConfigError, did_you_mean
 __all__ = [
     "ARMS",
     "KINDS",
+    "PASS_ORDERS",
     "PHRASING",
     "PROMPTS",
     "QUERY",
@@ -102,6 +103,8 @@ ARMS = {
     "ratio-2:1": Arm(data="balanced_2to1", search_penalty=0.1),
 }
 RECIPE_ARM = "on-demand"
+#: The orders of the first two fine-tuning passes (``pass_order``).
+PASS_ORDERS = ("recognition-first", "reading-first")
 
 
 def experiment_env() -> EnvConfig:
@@ -152,6 +155,13 @@ class MultimodalConfig(ExperimentSettings):
     max_turn_tokens: int = field(default=24, metadata={"help": "Tokens one assistant turn may take."})
 
     # Parameters that control the fine-tuning: recognition pass, reading pass, whole episodes
+    pass_order: str = field(
+        default="recognition-first",
+        metadata={
+            "help": "Order of the first two fine-tuning passes: 'recognition-first' (name the taught flags, then "
+            "read) or 'reading-first' (read, then name); whole episodes always come last."
+        },
+    )
     recognition_steps: int = field(default=600, metadata={"help": "Most optimizer steps of the recognition pass."})
     recognition_check_every: int = field(default=50, metadata={"help": "Steps between checks of the taught flags."})
     recognition_target: float = field(
@@ -228,6 +238,11 @@ class MultimodalConfig(ExperimentSettings):
                 raise ConfigError(f"{name} must be in (0, 1], got {value!r}")
         if self.grpo_scale_rewards not in ("group", "batch", "none"):
             raise ConfigError(f"grpo_scale_rewards must be 'group', 'batch' or 'none', got {self.grpo_scale_rewards!r}")
+        if self.pass_order not in PASS_ORDERS:
+            raise ConfigError(
+                f"pass_order must be one of {list(PASS_ORDERS)}, got {self.pass_order!r}"
+                + did_you_mean(str(self.pass_order), PASS_ORDERS)
+            )
         if self.eval_split not in ("validation", "test"):
             raise ConfigError(f"eval_split must be 'validation' or 'test', got {self.eval_split!r}")
         unknown = [a for a in self.arms if a not in ARMS]

@@ -275,6 +275,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=None,
         help="an earlier run's work folder: start from its fine-tuned model and curation (same settings but GRPO's)",
     )
+    parser.add_argument(
+        "--pass-order",
+        choices=("recognition-first", "reading-first"),
+        default=None,
+        help="order of the recognition and reading passes of the fine-tuning (default: the preset's)",
+    )
+    parser.add_argument(
+        "--recognition-steps", type=int, default=None, help="most steps of the recognition pass (default: the preset's)"
+    )
     parser.add_argument("--grpo-steps", type=int, default=None, help="GRPO steps per arm (default: the preset's)")
     parser.add_argument(
         "--grpo-ablation-steps",
@@ -295,7 +304,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     label = next((name for name in ("quick", "main", "short") if getattr(args, name)), "full")
     preset = getattr(MultimodalConfig, label)
     overrides: dict[str, Any] = {"seed": args.seed, "eval_split": args.eval_split}
-    for name in ("grpo_steps", "grpo_ablation_steps", "grpo_lr", "grpo_scale_rewards", "arms"):
+    tunable = ("pass_order", "recognition_steps", "grpo_steps", "grpo_ablation_steps", "grpo_lr", "grpo_scale_rewards")
+    for name in (*tunable, "arms"):
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
     try:
@@ -304,11 +314,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(str(exc))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     quiet_dependencies()
-    tuned = "".join(
-        f"-{k.replace('_', '')}{v}"
-        for k, v in overrides.items()
-        if k in ("grpo_steps", "grpo_ablation_steps", "grpo_lr", "grpo_scale_rewards")
-    )
+    tuned = "".join(f"-{k.replace('_', '')}{v}" for k, v in overrides.items() if k in tunable)
     stem = f"multimodal-{label}-{args.eval_split}-seed{args.seed}{tuned}"
     out = args.out or ROOT / "runs" / stem
     try:
