@@ -264,20 +264,22 @@ def test_batches_split_by_episode_length_train_on_the_same_loss(taught, base_mod
     assert losses[1] < losses[0]
 
 
-def test_reading_first_runs_the_reading_pass_before_the_recognition_pass(taught, base_model, tmp_path):
-    from experiments.multimodal.model import finetune
+def test_reading_first_runs_the_reading_pass_before_the_recognition_pass(tmp_path, capsys):
+    from experiments.multimodal.run import main
 
-    chosen, qs, env = taught
-    config = MultimodalConfig.quick(pass_order="reading-first", recognition_steps=2, reading_steps=2, sft_epochs=1)
-    stats = finetune(base_model, tmp_path / "sft", qs, chosen, env, config)
+    out = tmp_path / "run"
+    argv = ["--quick", "--finetune-only", "--pass-order", "reading-first", "--recognition-draw", "5"]
+    assert main([*argv, "--out", str(out)]) == 0
+    stats = json.loads((out / "sft" / "sft_stats.json").read_text())
     assert stats["pass_order"] == "reading-first"
     began = stats["pass_began"]
     assert began["reading"] < began["recognition"] < stats["seconds"]
     assert began["recognition"] >= stats["reading_seconds"]  # the recognition pass started after reading ended
-    assert [c["step"] for c in stats["reading_checks"]] == [2] and [c["step"] for c in stats["recognition_checks"]] == [
-        2
-    ]
-    assert (tmp_path / "sft" / "model.safetensors").is_file()
+    assert [c["step"] for c in stats["reading_checks"]][:1] == [2] and stats["recognition_checks"][0]["step"] == 2
+    assert json.loads((out / "settings.json").read_text())["recognition_draw"] == 5
+    assert not (out / "results.json").exists() and not (out / "curate").exists()  # it stopped after fine-tuning
+    printed = capsys.readouterr().out
+    assert printed.index("- reading (query") < printed.index("- recognition (taught") < printed.index("after the whole")
     with pytest.raises(ConfigError, match="pass_order must be one of"):
         MultimodalConfig(pass_order="reading")
 
@@ -354,6 +356,10 @@ def test_pooling_merges_the_parts_of_one_seed(tmp_path):
         merge_seeds([recipe, ablations, ablations])
     with pytest.raises(ValueError, match="no results file has the on-demand arm"):
         merge_seeds([ablations])
+    other_recipe = json.loads(json.dumps(recipe))
+    other_recipe["settings"].update(seed=5, pass_order="reading-first")
+    with pytest.raises(ValueError, match=r"seed 5 was made with other settings than seed 0: \['pass_order'\]"):
+        merge_seeds([recipe, ablations, other_recipe])
     paths = [tmp_path / "recipe.json", tmp_path / "ablations.json"]
     for path, r in zip(paths, (recipe, ablations), strict=True):
         path.write_text(json.dumps(r))

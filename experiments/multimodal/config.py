@@ -163,6 +163,10 @@ class MultimodalConfig(ExperimentSettings):
         },
     )
     recognition_steps: int = field(default=600, metadata={"help": "Most optimizer steps of the recognition pass."})
+    recognition_draw: int = field(
+        default=3,
+        metadata={"help": "Which draw of the recognition pass's episodes (their seed is seed + this)."},
+    )
     recognition_check_every: int = field(default=50, metadata={"help": "Steps between checks of the taught flags."})
     recognition_target: float = field(
         default=0.9, metadata={"help": "Share of the taught flags named that ends the recognition pass."}

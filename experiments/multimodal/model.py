@@ -113,7 +113,7 @@ def finetune(
                 countries,
                 env_config,
                 n=config.recognition_steps * config.sft_batch_size,
-                seed=config.seed + 3,
+                seed=config.seed + config.recognition_draw,
             ),
             lr=config.sft_lr,
             batch_size=config.sft_batch_size,

@@ -28,12 +28,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from experiments.multimodal.config import RECIPE_ARM
+from experiments.multimodal.config import RECIPE_ARM, MultimodalConfig
 from experiments.multimodal.report import COLUMNS, MEASURED_COLUMNS, MEASURED_INTRO, PANELS, cell, style_panel
 
 __all__ = [
     "ABLATION_FINDING",
     "FINDINGS",
+    "PER_RUN_SETTINGS",
     "Finding",
     "findings_table",
     "made_minutes",
@@ -64,12 +65,25 @@ def made_minutes(run: Mapping[str, Any]) -> float:
     return (run["seconds_total"] + reused) / 60
 
 
+#: Settings that may differ between the runs of one pooled recipe: the seed, and how a seed was made in
+#: parts (which arms each part trained, for how many GRPO steps).
+PER_RUN_SETTINGS = frozenset({"seed", "arms", "grpo_steps", "grpo_ablation_steps"})
+
+
 def merge_seeds(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """One run per seed, in order of first appearance: the arms of runs with the same seed are merged
-    (the baselines and settings are the first part's; the seconds add up, a reused stage counted once). Raises ``ValueError`` when
-    two parts of a seed trained the same arm, or a seed has no on-demand arm."""
+    (the baselines and settings are the first part's; the seconds add up, a reused stage counted once).
+    Raises ``ValueError`` when the runs are not one recipe (settings beyond :data:`PER_RUN_SETTINGS`
+    differ), two parts of a seed trained the same arm, or a seed has no on-demand arm."""
+    recipe = MultimodalConfig.from_dict(runs[0]["settings"]) if runs else None
     merged: dict[int, dict[str, Any]] = {}
     for run in runs:
+        other = [k for k in recipe.differences(run["settings"]) if k not in PER_RUN_SETTINGS] if recipe else []
+        if other:
+            raise ValueError(
+                f"seed {run['settings']['seed']} was made with other settings than seed "
+                f"{runs[0]['settings']['seed']}: {other}; pool the runs of one recipe"
+            )
         seed = run["settings"]["seed"]
         if seed not in merged:
             merged[seed] = {**run, "arms": dict(run["arms"]), "parts": 1}

@@ -18,6 +18,7 @@ __all__ = [
     "PANELS",
     "before_after",
     "endpoint",
+    "finetune_summary",
     "markdown",
     "plot_curves",
     "style_panel",
@@ -101,6 +102,37 @@ def reused_line(reused: dict[str, float | None]) -> str:
         return ""
     told = [f"{k} {v:.0f}" if v is not None else f"{k} (not recorded)" for k, v in reused.items()]
     return " Reused from an earlier call (seconds when made): " + ", ".join(told) + "."
+
+
+def finetune_summary(sft: Mapping[str, Any]) -> str:
+    """The fine-tuning's training-time checks, pass by pass in the order they ran: the share of the taught
+    flags named (recognition) and of held-out drills copied (reading), at each check.
+
+    >>> print(finetune_summary({"pass_order": "reading-first", "reading_checks": [{"step": 50, "query": 1.0,
+    ...     "answer": 0.5}], "recognition_checks": [{"step": 50, "named": 0.25}], "seconds": 60,
+    ...     "after_sft": {"reading": {"query": 1.0, "answer": 0.75}, "named": 0.5}}), end="")
+    Fine-tuning, reading-first (1.0 min):
+    - reading (query / answer copied): step 50 100/50%
+    - recognition (taught flags named): step 50 25%
+    - after the whole episodes: copied 100/75%, named 50%
+    """
+    passes = {
+        "reading": ("reading (query / answer copied)", [
+            f"step {c['step']} {c['query']:.0%}/{c['answer']:.0%}".replace("%/", "/") for c in sft["reading_checks"]
+        ]),
+        "recognition": ("recognition (taught flags named)", [
+            f"step {c['step']} {c['named']:.0%}" for c in sft["recognition_checks"]
+        ]),
+    }  # fmt: skip
+    order = sft.get("pass_order", "recognition-first").split("-")[0]
+    lines = [f"Fine-tuning, {sft.get('pass_order', 'recognition-first')} ({sft['seconds'] / 60:.1f} min):"]
+    for name in (order, *(n for n in passes if n != order)):
+        label, checks = passes[name]
+        lines.append(f"- {label}: " + (", ".join(checks) or "no check"))
+    after = sft["after_sft"]
+    copied = f"{after['reading']['query']:.0%}/{after['reading']['answer']:.0%}".replace("%/", "/")
+    lines.append(f"- after the whole episodes: copied {copied}, named {after['named']:.0%}")
+    return "\n".join(lines) + "\n"
 
 
 def markdown(results: Mapping[str, Any]) -> str:

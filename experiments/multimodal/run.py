@@ -43,7 +43,7 @@ from experiments.multimodal.evaluation import (
     run_policy,
 )
 from experiments.multimodal.model import build_base_model, finetune
-from experiments.multimodal.report import endpoint, markdown, plot_curves
+from experiments.multimodal.report import endpoint, finetune_summary, markdown, plot_curves
 from experiments.on_demand.evaluation import checkpoints, window_reward
 from experiments.on_demand.run import claim_work_folder
 from experiments.on_demand.training import train_arm
@@ -129,10 +129,13 @@ def run(
     out: Path,
     *,
     reuse: Path | None = None,
+    finetune_only: bool = False,
 ) -> dict[str, Any]:
     """Every stage in the work folder ``out``; returns the results (also ``out/results.{json,md}`` and
     ``out/curves.png``). ``reuse``: an earlier run's folder whose fine-tuning and curation to start from
-    (:func:`reuse_stages`). Raises :class:`ConfigError` when ``out`` holds a run made with other settings."""
+    (:func:`reuse_stages`). ``finetune_only``: stop after the fine-tuning and return its stats (also
+    ``out/sft/sft_stats.json``: the passes' training-time checks). Raises :class:`ConfigError` when ``out``
+    holds a run made with other settings."""
     import torch
 
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
@@ -171,6 +174,8 @@ def run(
     lap("fine-tuning")
     if sft_made:
         reused["fine-tuning"] = sft_stats["seconds"]
+    if finetune_only:
+        return sft_stats
 
     # 3. curation on the training countries
     if (out / "curate" / "labels.jsonl").is_file():
@@ -284,6 +289,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--recognition-steps", type=int, default=None, help="most steps of the recognition pass (default: the preset's)"
     )
+    parser.add_argument(
+        "--recognition-draw",
+        type=int,
+        default=None,
+        help="which draw of the recognition pass's episodes (default: the preset's, 3)",
+    )
+    parser.add_argument(
+        "--finetune-only",
+        action="store_true",
+        help="stop after the fine-tuning and print its training-time checks (sft/sft_stats.json)",
+    )
     parser.add_argument("--grpo-steps", type=int, default=None, help="GRPO steps per arm (default: the preset's)")
     parser.add_argument(
         "--grpo-ablation-steps",
@@ -304,7 +320,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     label = next((name for name in ("quick", "main", "short") if getattr(args, name)), "full")
     preset = getattr(MultimodalConfig, label)
     overrides: dict[str, Any] = {"seed": args.seed, "eval_split": args.eval_split}
-    tunable = ("pass_order", "recognition_steps", "grpo_steps", "grpo_ablation_steps", "grpo_lr", "grpo_scale_rewards")
+    tunable = (
+        "pass_order",
+        "recognition_steps",
+        "recognition_draw",
+        "grpo_steps",
+        "grpo_ablation_steps",
+        "grpo_lr",
+        "grpo_scale_rewards",
+    )
     for name in (*tunable, "arms"):
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
@@ -322,9 +346,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         parser.error(str(exc))
     try:
-        results = run(config, out, reuse=args.reuse)
+        results = run(config, out, reuse=args.reuse, finetune_only=args.finetune_only)
     except ConfigError as exc:
         parser.error(str(exc))
+    if args.finetune_only:
+        sys.stdout.write(finetune_summary(results))
+        print(f"Work folder: {out} (sft/sft_stats.json).")
+        return 0
     sys.stdout.write(markdown(results))
     if args.write and not args.quick:
         RESULTS.mkdir(parents=True, exist_ok=True)
