@@ -282,6 +282,8 @@ def test_reading_first_runs_the_reading_pass_before_the_recognition_pass(tmp_pat
     assert printed.index("- reading (query") < printed.index("- recognition (taught") < printed.index("after the whole")
     with pytest.raises(ConfigError, match="pass_order must be one of"):
         MultimodalConfig(pass_order="reading")
+    with pytest.raises(ConfigError, match="recognition_draw must be a non-negative int"):
+        MultimodalConfig(recognition_draw=-1)
 
 
 def test_the_doctests_pass():

@@ -242,6 +242,9 @@ class MultimodalConfig(ExperimentSettings):
                 raise ConfigError(f"{name} must be in (0, 1], got {value!r}")
         if self.grpo_scale_rewards not in ("group", "batch", "none"):
             raise ConfigError(f"grpo_scale_rewards must be 'group', 'batch' or 'none', got {self.grpo_scale_rewards!r}")
+        draw = self.recognition_draw
+        if isinstance(draw, bool) or not isinstance(draw, numbers.Integral) or draw < 0:
+            raise ConfigError(f"recognition_draw must be a non-negative int, got {draw!r}")
         if self.pass_order not in PASS_ORDERS:
             raise ConfigError(
                 f"pass_order must be one of {list(PASS_ORDERS)}, got {self.pass_order!r}"
