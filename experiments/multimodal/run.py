@@ -32,7 +32,7 @@ from typing import Any
 
 from agents.progress import quiet_dependencies
 from agents.threads import available_cores, configure_threads
-from experiments.multimodal.config import ARMS, PROMPTS, MultimodalConfig
+from experiments.multimodal.config import ARMS, PASS_ORDERS, PROMPTS, MultimodalConfig
 from experiments.multimodal.data import countries, questions, write_questions
 from experiments.multimodal.evaluation import (
     direct_policy,
@@ -282,7 +282,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument(
         "--pass-order",
-        choices=("recognition-first", "reading-first"),
+        choices=PASS_ORDERS,
         default=None,
         help="order of the recognition and reading passes of the fine-tuning (default: the preset's)",
     )
