@@ -108,7 +108,8 @@ def finetune_summary(sft: Mapping[str, Any]) -> str:
     """The fine-tuning's training-time checks, pass by pass in the order they ran: the share of the taught
     flags named (recognition) and of held-out drills copied (reading), at each check.
 
-    >>> print(finetune_summary({"pass_order": "reading-first", "reading_checks": [{"step": 50, "query": 1.0,
+    >>> print(finetune_summary({"pass_order": "reading-first", "pass_began": {"reading": 0, "recognition": 9},
+    ...     "reading_checks": [{"step": 50, "query": 1.0,
     ...     "answer": 0.5}], "recognition_checks": [{"step": 50, "named": 0.25}], "seconds": 60,
     ...     "after_sft": {"reading": {"query": 1.0, "answer": 0.75}, "named": 0.5}}), end="")
     Fine-tuning, reading-first (1.0 min):
@@ -124,9 +125,9 @@ def finetune_summary(sft: Mapping[str, Any]) -> str:
             f"step {c['step']} {c['named']:.0%}" for c in sft["recognition_checks"]
         ]),
     }  # fmt: skip
-    order = sft.get("pass_order", "recognition-first").split("-")[0]
+    began = sft.get("pass_began") or {"recognition": 0, "reading": 1}  # stats made before it: recognition first
     lines = [f"Fine-tuning, {sft.get('pass_order', 'recognition-first')} ({sft['seconds'] / 60:.1f} min):"]
-    for name in (order, *(n for n in passes if n != order)):
+    for name in sorted(passes, key=began.__getitem__):
         label, checks = passes[name]
         lines.append(f"- {label}: " + (", ".join(checks) or "no check"))
     after = sft["after_sft"]
