@@ -264,14 +264,46 @@ def test_batches_split_by_episode_length_train_on_the_same_loss(taught, base_mod
     assert losses[1] < losses[0]
 
 
+def test_the_name_loss_trains_the_name_and_the_answer_of_each_naming_turn(taught, base_model):
+    import re
+
+    from agents.grpo import assistant_header_ids, assistant_token_labels, end_of_turn_id, prepare_processing_class
+    from agents.hf_policy import load_pretrained
+    from experiments.multimodal.episodes import naming_episodes
+    from experiments.on_demand.finetune import slot_labeler
+
+    chosen, qs, env = taught
+    _, processor, _ = load_pretrained(base_model)
+    prepare_processing_class(processor, env.protocol)
+    tokenizer = processor.tokenizer
+    episodes = naming_episodes(qs, chosen, env, n=8, seed=0)
+    batch = processor.apply_chat_template(
+        episodes, tokenize=True, return_dict=True, return_tensors="pt", processor_kwargs={"padding": True}
+    )
+    labeler = slot_labeler(tokenizer, ("<reason>", "<answer>"))
+    names = {c.name for c in chosen}
+    for row, episode in zip(batch["input_ids"], episodes, strict=True):
+        labels = assistant_token_labels(row, assistant_header_ids(tokenizer), end_of_turn_id(tokenizer))
+        at = [i for i, t in enumerate(labeler(labels).tolist()) if t != -100]
+        kept = [int(row[i]) for i in at]
+        turn = episode[-1]["content"]
+        turn = turn if isinstance(turn, str) else "".join(part.get("text", "") for part in turn)
+        answer = re.search(r"<answer>\s*(.*?)\s*</answer>", turn).group(1)
+        assert len(kept) == 2 < int((labels != -100).sum())  # two of the turn's tokens, not all of them
+        assert tokenizer.decode([kept[0]]) in names and tokenizer.decode([kept[1]]) == answer
+        # the name right after <reason>, the answer right after <answer>
+        assert [tokenizer.decode([int(row[i - 1])]) for i in at] == ["<reason>", "<answer>"]
+
+
 def test_reading_first_runs_the_reading_pass_before_the_recognition_pass(tmp_path, capsys):
     from experiments.multimodal.run import main
 
     out = tmp_path / "run"
     argv = ["--quick", "--finetune-only", "--pass-order", "reading-first", "--recognition-draw", "5"]
+    argv += ["--recognition-loss", "name"]
     assert main([*argv, "--out", str(out)]) == 0
     stats = json.loads((out / "sft" / "sft_stats.json").read_text())
-    assert stats["pass_order"] == "reading-first"
+    assert stats["pass_order"] == "reading-first" and stats["recognition_loss"] == "name"
     began = stats["pass_began"]
     assert began["reading"] < began["recognition"] < stats["seconds"]
     assert began["recognition"] >= stats["reading_seconds"]  # the recognition pass started after reading ended
@@ -284,6 +316,8 @@ def test_reading_first_runs_the_reading_pass_before_the_recognition_pass(tmp_pat
         MultimodalConfig(pass_order="reading")
     with pytest.raises(ConfigError, match="recognition_draw must be a non-negative int"):
         MultimodalConfig(recognition_draw=-1)
+    with pytest.raises(ConfigError, match=r"recognition_loss must be one of \['turn', 'name'\]"):
+        MultimodalConfig(recognition_loss="names")
 
 
 def test_the_doctests_pass():

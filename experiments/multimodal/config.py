@@ -105,6 +105,8 @@ ARMS = {
 RECIPE_ARM = "on-demand"
 #: The orders of the first two fine-tuning passes (``pass_order``).
 PASS_ORDERS = ("recognition-first", "reading-first")
+#: Which tokens of the recognition pass's turns carry the loss (``recognition_loss``).
+RECOGNITION_LOSSES = ("turn", "name")
 
 
 def experiment_env() -> EnvConfig:
@@ -166,6 +168,13 @@ class MultimodalConfig(ExperimentSettings):
     recognition_draw: int = field(
         default=3,
         metadata={"help": "Which draw of the recognition pass's episodes (their seed is seed + this)."},
+    )
+    recognition_loss: str = field(
+        default="turn",
+        metadata={
+            "help": "Tokens of the recognition pass's turns that carry the loss: 'turn' (all of them) or 'name' "
+            "(the first token of the reason, the country's name, and of the answer)."
+        },
     )
     recognition_check_every: int = field(default=50, metadata={"help": "Steps between checks of the taught flags."})
     recognition_target: float = field(
@@ -249,6 +258,11 @@ class MultimodalConfig(ExperimentSettings):
             raise ConfigError(
                 f"pass_order must be one of {list(PASS_ORDERS)}, got {self.pass_order!r}"
                 + did_you_mean(str(self.pass_order), PASS_ORDERS)
+            )
+        if self.recognition_loss not in RECOGNITION_LOSSES:
+            raise ConfigError(
+                f"recognition_loss must be one of {list(RECOGNITION_LOSSES)}, got {self.recognition_loss!r}"
+                + did_you_mean(str(self.recognition_loss), RECOGNITION_LOSSES)
             )
         if self.eval_split not in ("validation", "test"):
             raise ConfigError(f"eval_split must be 'validation' or 'test', got {self.eval_split!r}")

@@ -25,7 +25,7 @@ from agents.tiny_vlm import TinyVLMConfig, build_tiny_vlm, load_tiny_vlm
 from experiments.multimodal.config import UNSURE, MultimodalConfig
 from experiments.multimodal.data import Country
 from experiments.multimodal.episodes import Episode, naming_episodes, sft_episodes
-from experiments.on_demand.finetune import fit, reading_pass, slot_accuracy, teacher_forced
+from experiments.on_demand.finetune import fit, reading_pass, slot_accuracy, slot_labeler, teacher_forced
 from mmsearch_env.config import EnvConfig
 from mmsearch_env.data import Example
 
@@ -119,6 +119,9 @@ def finetune(
             batch_size=config.sft_batch_size,
             seed=config.seed,
             desc="recognition",
+            labeler=slot_labeler(processor.tokenizer, ("<reason>", "<answer>"))
+            if config.recognition_loss == "name"
+            else None,
             on_step=check_naming,
             split_by_turns=config.sft_split_by_turns,
         )
@@ -167,6 +170,7 @@ def finetune(
         "episodes": len(made.episodes),
         "pass_order": config.pass_order,
         "pass_began": began,
+        "recognition_loss": config.recognition_loss,
         "recognition_steps": naming.steps,
         "recognition_checks": naming_checks,
         "recognition_seconds": seconds["recognition"],

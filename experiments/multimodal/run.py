@@ -32,7 +32,7 @@ from typing import Any
 
 from agents.progress import quiet_dependencies
 from agents.threads import available_cores, configure_threads
-from experiments.multimodal.config import ARMS, PASS_ORDERS, PROMPTS, MultimodalConfig
+from experiments.multimodal.config import ARMS, PASS_ORDERS, PROMPTS, RECOGNITION_LOSSES, MultimodalConfig
 from experiments.multimodal.data import countries, questions, write_questions
 from experiments.multimodal.evaluation import (
     direct_policy,
@@ -296,6 +296,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="which draw of the recognition pass's episodes (default: the preset's, 3)",
     )
     parser.add_argument(
+        "--recognition-loss",
+        choices=RECOGNITION_LOSSES,
+        default=None,
+        help="tokens of the recognition pass that carry the loss: the whole turn or the name (default: the preset's)",
+    )
+    parser.add_argument(
         "--finetune-only",
         action="store_true",
         help="stop after the fine-tuning and print its training-time checks (sft/sft_stats.json)",
@@ -324,6 +330,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "pass_order",
         "recognition_steps",
         "recognition_draw",
+        "recognition_loss",
         "grpo_steps",
         "grpo_ablation_steps",
         "grpo_lr",

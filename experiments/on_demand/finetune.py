@@ -37,6 +37,7 @@ __all__ = [
     "labelled_loss",
     "reading_pass",
     "slot_accuracy",
+    "slot_labeler",
 ]
 
 logger = logging.getLogger(__name__)
@@ -181,10 +182,9 @@ def labelled_loss(model: Any, batch: dict[str, Any], reduction: str = "mean") ->
     return torch.nn.functional.cross_entropy(logits.float(), targets[keep], reduction=reduction)
 
 
-def copy_labeler(tokenizer: Any) -> Callable[[Any], Any]:
-    """Labels on the copied tokens only: the first token after ``<text_search>`` (the country's name) and
-    after ``<answer>`` (the answer read in the results) in assistant turns."""
-    starts = {tokenizer.convert_tokens_to_ids("<text_search>"), tokenizer.convert_tokens_to_ids("<answer>")}
+def slot_labeler(tokenizer: Any, tags: Sequence[str]) -> Callable[[Any], Any]:
+    """Labels on the first token after each of ``tags`` in assistant turns only (-100 elsewhere)."""
+    starts = {tokenizer.convert_tokens_to_ids(tag) for tag in tags}
 
     def labeler(labels: Any) -> Any:
         keep = labels.clone().fill_(-100)
@@ -195,6 +195,12 @@ def copy_labeler(tokenizer: Any) -> Callable[[Any], Any]:
         return keep
 
     return labeler
+
+
+def copy_labeler(tokenizer: Any) -> Callable[[Any], Any]:
+    """Labels on the copied tokens only: the first token after ``<text_search>`` (the country's name) and
+    after ``<answer>`` (the answer read in the results) in assistant turns."""
+    return slot_labeler(tokenizer, ("<text_search>", "<answer>"))
 
 
 def teacher_forced(model: Any, processor: Any, episodes: Sequence[Episode]) -> Iterator[tuple[Any, Any]]:
