@@ -295,23 +295,24 @@ def test_the_name_loss_trains_the_name_and_the_answer_of_each_naming_turn(taught
         assert [tokenizer.decode([int(row[i - 1])]) for i in at] == ["<reason>", "<answer>"]
 
 
-def test_reading_first_runs_the_reading_pass_before_the_recognition_pass(tmp_path, capsys):
+def test_recognition_first_runs_the_recognition_pass_before_the_reading_pass(tmp_path, capsys):
     from experiments.multimodal.run import main
 
     out = tmp_path / "run"
-    argv = ["--quick", "--finetune-only", "--pass-order", "reading-first", "--recognition-draw", "5"]
-    argv += ["--recognition-loss", "name"]
+    # the quick preset fine-tunes as the recipe does (reading first, name loss): the other path here
+    argv = ["--quick", "--finetune-only", "--pass-order", "recognition-first", "--recognition-draw", "5"]
+    argv += ["--recognition-loss", "turn"]
     assert main([*argv, "--out", str(out)]) == 0
     stats = json.loads((out / "sft" / "sft_stats.json").read_text())
-    assert stats["pass_order"] == "reading-first" and stats["recognition_loss"] == "name"
+    assert stats["pass_order"] == "recognition-first" and stats["recognition_loss"] == "turn"
     began = stats["pass_began"]
-    assert began["reading"] < began["recognition"] < stats["seconds"]
-    assert began["recognition"] >= stats["reading_seconds"]  # the recognition pass started after reading ended
+    assert began["recognition"] < began["reading"] < stats["seconds"]
+    assert began["reading"] >= stats["recognition_seconds"]  # the reading pass started after recognition ended
     assert [c["step"] for c in stats["reading_checks"]][:1] == [2] and stats["recognition_checks"][0]["step"] == 2
     assert json.loads((out / "settings.json").read_text())["recognition_draw"] == 5
     assert not (out / "results.json").exists() and not (out / "curate").exists()  # it stopped after fine-tuning
     printed = capsys.readouterr().out
-    assert printed.index("- reading (query") < printed.index("- recognition (taught") < printed.index("after the whole")
+    assert printed.index("- recognition (taught") < printed.index("- reading (query") < printed.index("after the whole")
     with pytest.raises(ConfigError, match="pass_order must be one of"):
         MultimodalConfig(pass_order="reading")
     with pytest.raises(ConfigError, match="recognition_draw must be a non-negative int"):
@@ -416,6 +417,10 @@ def test_config_checks_and_presets():
     # the main job is the short configuration, never a different recipe
     differ = {k for k, v in main.to_dict().items() if short.to_dict()[k] != v}
     assert differ == {"reading_check_every"} and not main.is_quick
+    # the recipe's fine-tuning (validation seeds 0-2), which the quick preset runs on a budget
+    recipe = ("reading-first", "name", 1000)
+    assert (main.pass_order, main.recognition_loss, main.recognition_steps) == recipe
+    assert (MultimodalConfig.quick().pass_order, MultimodalConfig.quick().recognition_loss) == recipe[:2]
     assert MultimodalConfig.main(grpo_steps=60).grpo_steps == 60  # overrides still apply
     assert MultimodalConfig.quick().is_quick and not MultimodalConfig.full().is_quick
     # the full configuration is the main job's recipe with every arm, the ablations on a budget of their own
