@@ -306,7 +306,7 @@ class MultimodalConfig(ExperimentSettings):
         """The short configuration (``train_grpo.py --scale short``): the on-demand arm only, on 96
         countries, 150 GRPO steps (60 moved too little on validation). The fine-tuning reads first, then
         names the taught flags with the loss on the name (up to 1,000 steps): on validation seeds 0–2
-        the other order or the whole-turn loss failed on one seed each, this one on none."""
+        recognition with the whole-turn loss stalled on one or two seeds in either order, this on none."""
         settings = {
             "max_countries": 96,
             "arms": ["on-demand"],
