@@ -295,13 +295,125 @@ def test_the_name_loss_trains_the_name_and_the_answer_of_each_naming_turn(taught
         assert [tokenizer.decode([int(row[i - 1])]) for i in at] == ["<reason>", "<answer>"]
 
 
+def test_taught_knowledge_is_the_forced_answer_per_split_at_the_taught_token(taught, base_model):
+    import torch
+
+    from agents.grpo import prepare_processing_class
+    from agents.hf_policy import load_pretrained
+    from experiments.multimodal.episodes import knowledge_episodes
+    from experiments.multimodal.evaluation import search_tokens
+    from experiments.multimodal.model import taught_knowledge
+
+    chosen, qs, env = taught
+    checks = knowledge_episodes(qs, chosen, env)
+    # one check per taught flag and per taught capital, in its country's split
+    for split in ("train", "validation", "test"):
+        for what, taught_here in (
+            ("flag", [c for c in chosen if c.recognised]),
+            ("capital", [c for c in chosen if c.known]),
+        ):
+            expected = sorted(c.name if what == "flag" else c.capital for c in taught_here if c.split == split)
+            assert sorted(t for s, w, t, _ in checks if s == split and w == what) == expected
+    model, processor, _ = load_pretrained(base_model)
+    prepare_processing_class(processor, env.protocol)
+    tokenizer = processor.tokenizer
+    before = taught_knowledge(model, processor, checks)
+    # the batched measure is each episode's own forward pass, argmax over every token but the search ones
+    banned = search_tokens(tokenizer)
+    reason = tokenizer.convert_tokens_to_ids("<reason>")
+    by_split: dict = {}
+    for split, what, target, episode in checks:
+        batch = processor.apply_chat_template([episode], tokenize=True, return_dict=True, return_tensors="pt")
+        logits = model(**batch).logits[0].detach()
+        logits[:, banned] = float("-inf")
+        row = batch["input_ids"][0].tolist()
+        token = tokenizer.convert_tokens_to_ids(target)
+        at = row.index(token, row.index(reason))
+        by_split.setdefault(split, {}).setdefault(f"{what}s", []).append(int(logits[at - 1].argmax()) == token)
+    assert before == {s: {w: sum(v) / len(v) for w, v in found.items()} for s, found in sorted(by_split.items())}
+    assert sum(len(found) for found in before.values()) == 6  # flags and capitals in each split
+    # a model that puts one check's target first, after a banned search token: only that check is known
+    split, what, target, _ = checks[0]
+
+    class Biased:
+        def eval(self):
+            return model.eval()
+
+        def __call__(self, **batch):
+            out = model(**batch)
+            bias = torch.zeros(out.logits.shape[-1])
+            bias[banned[0]], bias[tokenizer.convert_tokens_to_ids(target)] = 2e4, 1e4
+            out.logits = out.logits + bias
+            return out
+
+    forced = taught_knowledge(Biased(), processor, checks)
+    n = {(s, w): sum(c[0] == s and c[1] == w for c in checks) for s, w, _, _ in checks}
+    assert forced == {
+        s: {f"{w}s": (1 / n[(s, w)] if (s, w) == (split, what) else 0.0) for (s2, w) in n if s2 == s}
+        for s in sorted({c[0] for c in checks})
+    }
+
+
+def test_a_banned_token_is_left_out_of_the_loss_and_gets_no_gradient(taught, base_model):
+    import torch
+
+    from agents.grpo import prepare_processing_class
+    from agents.hf_policy import load_pretrained
+    from experiments.multimodal.episodes import knowledge_episodes
+    from experiments.on_demand.finetune import labelled_loss
+
+    chosen, qs, env = taught
+    model, processor, _ = load_pretrained(base_model)
+    prepare_processing_class(processor, env.protocol)
+    episodes = [c[3] for c in knowledge_episodes(qs, chosen, env)[:4]]
+    batch = processor.apply_chat_template(
+        episodes, tokenize=True, return_dict=True, return_tensors="pt", processor_kwargs={"padding": True}
+    )
+    batch["labels"] = batch["input_ids"].clone()
+    unsure = decision_tokens(processor.tokenizer)["search"]
+    assert unsure not in batch["input_ids"].tolist()  # its row trains only through the output layer
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    logits = model(**inputs).logits[:, :-1].float()
+    logits[..., unsure] = float("-inf")
+    expected = torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), batch["input_ids"][:, 1:].reshape(-1)
+    )
+    loss = labelled_loss(model, batch, banned=[unsure])
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-4)
+    assert loss.item() < labelled_loss(model, batch).item()  # one token fewer to share the probability with
+    loss.backward()
+    weight = model.get_output_embeddings().weight
+    assert float(weight.grad[unsure].abs().sum()) == 0.0 and float(weight.grad.abs().sum()) > 0.0
+
+
+def test_the_knowledge_pass_teaches_the_taught_answers_and_stops_at_its_target(taught, base_model):
+    from agents.grpo import prepare_processing_class
+    from agents.hf_policy import load_pretrained
+    from experiments.multimodal.episodes import knowledge_episodes
+    from experiments.multimodal.model import _knowledge_hits, knowledge_pass
+
+    chosen, qs, env = taught
+    checks = knowledge_episodes(qs, chosen, env)
+    model, processor, _ = load_pretrained(base_model)
+    prepare_processing_class(processor, env.protocol)
+    config = MultimodalConfig(knowledge_steps=24, knowledge_check_every=12, sft_lr=1e-2, sft_batch_size=16)
+    steps, done = knowledge_pass(model, processor, checks, config)
+    assert steps == 24 and [c["step"] for c in done] == [0, 12, 24]
+    assert done[0]["flags"] + done[0]["capitals"] < done[-1]["flags"] + done[-1]["capitals"]
+    # a target already met (only what the model now knows): checked once, no step taken
+    known = [c for c, (_, _, hit) in zip(checks, _knowledge_hits(model, processor, checks), strict=True) if hit]
+    again, checked = knowledge_pass(model, processor, known, config)
+    assert known and again == 0 and [c["step"] for c in checked] == [0]
+    assert set(checked[0].values()) - {0} == {1.0}  # every kind it still knows, all of it (step 0 aside)
+
+
 def test_recognition_first_runs_the_recognition_pass_before_the_reading_pass(tmp_path, capsys):
     from experiments.multimodal.run import main
 
     out = tmp_path / "run"
     # the quick preset fine-tunes as the recipe does (reading first, name loss): the other path here
     argv = ["--quick", "--finetune-only", "--pass-order", "recognition-first", "--recognition-draw", "5"]
-    argv += ["--recognition-loss", "turn"]
+    argv += ["--recognition-loss", "turn", "--knowledge-steps", "3"]
     assert main([*argv, "--out", str(out)]) == 0
     stats = json.loads((out / "sft" / "sft_stats.json").read_text())
     assert stats["pass_order"] == "recognition-first" and stats["recognition_loss"] == "turn"
@@ -313,6 +425,16 @@ def test_recognition_first_runs_the_recognition_pass_before_the_reading_pass(tmp
     assert not (out / "results.json").exists() and not (out / "curate").exists()  # it stopped after fine-tuning
     printed = capsys.readouterr().out
     assert printed.index("- recognition (taught") < printed.index("- reading (query") < printed.index("after the whole")
+    # what the whole-episode pass keeps of the taught knowledge, per split, measured before and after it
+    assert (
+        set(stats["knowledge_before_whole"]) == set(stats["after_sft"]["knowledge"]) == {"train", "validation", "test"}
+    )
+    assert "named / capitals given, answer forced, before → after the whole episodes: test " in printed
+    # the knowledge pass after them: checked before its first step and every 2 (quick), at most 3 steps
+    assert stats["knowledge_steps"] <= 3 and stats["knowledge_checks"][0]["step"] == 0
+    assert "- knowledge (taught flags named / capitals given, all splits): step 0 " in printed
+    with pytest.raises(ConfigError, match="knowledge_steps must be a non-negative int"):
+        MultimodalConfig(knowledge_steps=-1)
     with pytest.raises(ConfigError, match="pass_order must be one of"):
         MultimodalConfig(pass_order="reading")
     with pytest.raises(ConfigError, match="recognition_draw must be a non-negative int"):

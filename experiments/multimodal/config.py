@@ -187,6 +187,18 @@ class MultimodalConfig(ExperimentSettings):
     reading_lr: float = field(default=1e-3, metadata={"help": "AdamW learning rate of the reading pass."})
     reading_batch_size: int = field(default=32, metadata={"help": "Drills per reading step."})
     sft_epochs: int = field(default=30, metadata={"help": "Epochs of whole episodes."})
+    knowledge_steps: int = field(
+        default=0,
+        metadata={
+            "help": "Most optimizer steps of the knowledge pass after the whole episodes (0: none): the taught "
+            "flags' names and capitals, the loss on them with every search token left out of the softmax, until "
+            "the model gives knowledge_target of each with its answer forced."
+        },
+    )
+    knowledge_check_every: int = field(default=25, metadata={"help": "Steps between knowledge checks."})
+    knowledge_target: float = field(
+        default=0.95, metadata={"help": "Share of the taught flags and of the taught capitals that ends the pass."}
+    )
     sft_lr: float = field(default=2e-3, metadata={"help": "AdamW learning rate of the fine-tuning."})
     sft_batch_size: int = field(default=32, metadata={"help": "Episodes per fine-tuning step."})
     sft_split_by_turns: bool = field(
@@ -234,7 +246,7 @@ class MultimodalConfig(ExperimentSettings):
             raise ConfigError(f"env must be an EnvConfig or a dict of MMSearch-v0 arguments, got {self.env!r}")
         positive = (
             "hidden_size", "num_layers", "num_heads", "num_kv_heads", "intermediate_size", "vision_hidden_size",
-            "vocab_size", "max_turn_tokens", "recognition_steps", "recognition_check_every", "reading_steps", "reading_check_every", "reading_check_drills",
+            "vocab_size", "max_turn_tokens", "recognition_steps", "recognition_check_every", "knowledge_check_every", "reading_steps", "reading_check_every", "reading_check_drills",
             "reading_batch_size", "sft_epochs", "sft_batch_size", "curate_rollouts", "grpo_steps", "grpo_batch",
             "grpo_generations", "grpo_max_completion_length", "eval_every", "last_checkpoints",
         )  # fmt: skip
@@ -245,15 +257,22 @@ class MultimodalConfig(ExperimentSettings):
             isinstance(self.max_countries, bool) or not isinstance(self.max_countries, int) or self.max_countries < 12
         ):
             raise ConfigError(f"max_countries must be None or an int >= 12, got {self.max_countries!r}")
-        for name in ("recognised_fraction", "known_fraction", "reading_target", "recognition_target"):
+        for name in (
+            "recognised_fraction",
+            "known_fraction",
+            "reading_target",
+            "recognition_target",
+            "knowledge_target",
+        ):
             value = getattr(self, name)
             if not 0.0 < value <= 1.0:
                 raise ConfigError(f"{name} must be in (0, 1], got {value!r}")
         if self.grpo_scale_rewards not in ("group", "batch", "none"):
             raise ConfigError(f"grpo_scale_rewards must be 'group', 'batch' or 'none', got {self.grpo_scale_rewards!r}")
-        draw = self.recognition_draw
-        if isinstance(draw, bool) or not isinstance(draw, numbers.Integral) or draw < 0:
-            raise ConfigError(f"recognition_draw must be a non-negative int, got {draw!r}")
+        for name in ("recognition_draw", "knowledge_steps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+                raise ConfigError(f"{name} must be a non-negative int, got {value!r}")
         if self.pass_order not in PASS_ORDERS:
             raise ConfigError(
                 f"pass_order must be one of {list(PASS_ORDERS)}, got {self.pass_order!r}"
@@ -336,6 +355,7 @@ class MultimodalConfig(ExperimentSettings):
             "recognition_loss": "name",
             "recognition_steps": 4,
             "recognition_check_every": 2,
+            "knowledge_check_every": 2,
             "reading_steps": 4,
             "reading_check_every": 2,
             "reading_batch_size": 8,

@@ -42,7 +42,7 @@ from mmsearch_env.config import EnvConfig
 from mmsearch_env.data import Example
 from mmsearch_env.env import MMSearchEnv
 
-__all__ = ["Episode", "SFTEpisodes", "naming_episodes", "scripted", "sft_episodes"]
+__all__ = ["Episode", "SFTEpisodes", "knowledge_episodes", "naming_episodes", "scripted", "sft_episodes"]
 
 Episode = list[dict[str, Any]]
 
@@ -218,3 +218,27 @@ def naming_episodes(
             turn = fmt("answer", answer, reason=reason)
             out.append([*prompts[ex.id], assistant_message(turn)])
     return out[:n]
+
+
+def knowledge_episodes(
+    examples: Sequence[Example], countries: Sequence[Country], env_config: EnvConfig
+) -> list[tuple[str, str, str, Episode]]:
+    """What the model was taught, as direct answers to check: ``(split, what, target, episode)`` for
+    every taught flag (``what="flag"``: its ``name`` question answered with the name, the ``target``) and
+    every taught capital (``what="capital"``: its ``named-capital`` question answered with it)."""
+    by_entity = {c.entity: c for c in countries}
+    env = MMSearchEnv(env_config)
+    fmt = env.protocol.format_action
+    out: list[tuple[str, str, str, Episode]] = []
+    for ex in examples:
+        c = by_entity[ex.metadata["entity"]]
+        if ex.metadata["kind"] == "name" and c.recognised:
+            what, target, reason = "flag", c.name, REASON_DIRECT.format(name=c.name)
+        elif ex.metadata["kind"] == "named-capital" and c.known:
+            what, target, reason = "capital", c.capital, REASON_RECALL.format(name=c.name, capital=c.capital)
+        else:
+            continue
+        prompt = scripted(env, ex, [fmt("answer", ex.answer, reason=REASON_READ)])[:1]
+        out.append((c.split, what, target, [*prompt, assistant_message(fmt("answer", target, reason=reason))]))
+    env.close()
+    return out

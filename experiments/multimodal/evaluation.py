@@ -39,6 +39,7 @@ __all__ = [
     "named_country",
     "rag_policy",
     "run_policy",
+    "search_tokens",
     "shape",
 ]
 
@@ -59,16 +60,19 @@ def decision_tokens(tokenizer: Any) -> dict[str, int]:
     return out
 
 
+def search_tokens(tokenizer: Any) -> list[int]:
+    """Every token that starts a search where the policy decides: the two :func:`decision_tokens` and
+    both search tags. Banning them forces the answer turn (the knowledge measure)."""
+    tokens = decision_tokens(tokenizer)
+    return [tokens["image"], tokens["search"], *tokenizer.convert_tokens_to_ids(["<search>", "<text_search>"])]
+
+
 def direct_policy(model_dir: Path, config: MultimodalConfig) -> HFPolicy:
     """The knowledge measure: the model with its answer turn forced. Greedy, with the tokens that start
     the image-search reason, the text-search decision and both search tags banned, so it names a country
     (or copies the named one) and answers it from memory in its first turn."""
     policy = model_policy(model_dir, config)
-    tokenizer = policy.tokenizer
-    tokens = decision_tokens(tokenizer)
-    banned = [tokens["image"], tokens["search"]]
-    banned += [tokenizer.convert_tokens_to_ids(t) for t in ("<search>", "<text_search>")]
-    policy.model.generation_config.bad_words_ids = [[t] for t in banned]
+    policy.model.generation_config.bad_words_ids = [[t] for t in search_tokens(policy.tokenizer)]
     policy.name = "direct (answer turn forced)"
     return policy
 

@@ -6,7 +6,9 @@ features (frozen, in the processor) projected into one image token (:mod:`agents
 country name and capital is one token, so copying one is one attention step. Fine-tuning runs in three
 passes of :func:`experiments.on_demand.finetune.fit`: a recognition pass (the taught flags' names,
 stopped once the model names them) and a reading pass on the drills with the loss on the copied tokens
-only (stopped once a held-out copy check passes), in the order ``pass_order`` says, then whole episodes.
+only (stopped once a held-out copy check passes), in the order ``pass_order`` says, then whole episodes, then
+(``knowledge_steps`` > 0) a knowledge pass on what the whole episodes lost of the taught names and
+capitals (:func:`knowledge_pass`).
 """
 
 from __future__ import annotations
@@ -24,12 +26,13 @@ from agents.hf_policy import load_pretrained
 from agents.tiny_vlm import TinyVLMConfig, build_tiny_vlm, load_tiny_vlm
 from experiments.multimodal.config import UNSURE, MultimodalConfig
 from experiments.multimodal.data import Country
-from experiments.multimodal.episodes import Episode, naming_episodes, sft_episodes
+from experiments.multimodal.episodes import Episode, knowledge_episodes, naming_episodes, sft_episodes
+from experiments.multimodal.evaluation import search_tokens
 from experiments.on_demand.finetune import fit, reading_pass, slot_accuracy, slot_labeler, teacher_forced
 from mmsearch_env.config import EnvConfig
 from mmsearch_env.data import Example
 
-__all__ = ["build_base_model", "finetune", "naming_accuracy"]
+__all__ = ["build_base_model", "finetune", "knowledge_pass", "naming_accuracy", "taught_knowledge"]
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +65,83 @@ def naming_accuracy(model: Any, processor: Any, episodes: Sequence[Episode]) -> 
         hits += int(predicted[at] == ids[at + 1])
         total += 1
     return hits / max(1, total)
+
+
+def _knowledge_hits(
+    model: Any, processor: Any, checks: Sequence[tuple[str, str, str, Episode]]
+) -> list[tuple[str, str, bool]]:
+    """``(split, what, known)`` of each check: its target predicted, teacher-forced, every search token
+    banned, at the target's first place in the first reason."""
+    tokenizer = processor.tokenizer
+    reason = tokenizer.convert_tokens_to_ids("<reason>")
+    banned = search_tokens(tokenizer)
+    out = []
+    for (split, what, target, _), (ids, predicted) in zip(
+        checks, teacher_forced(model, processor, [c[3] for c in checks], banned=banned), strict=True
+    ):
+        row = ids.tolist()
+        token = tokenizer.convert_tokens_to_ids(target)
+        at = row.index(token, row.index(reason))  # the name (capital) in the first reason
+        out.append((split, f"{what}s", bool(predicted[at - 1] == token)))
+    return out
+
+
+def _shares(hits: Sequence[tuple[str, bool]]) -> dict[str, float]:
+    tally: dict[str, list[int]] = {}
+    for key, hit in hits:
+        tally.setdefault(key, [0, 0])
+        tally[key][0] += int(hit)
+        tally[key][1] += 1
+    return {key: hit / n for key, (hit, n) in tally.items()}
+
+
+def taught_knowledge(
+    model: Any, processor: Any, checks: Sequence[tuple[str, str, str, Episode]]
+) -> dict[str, dict[str, float]]:
+    """What the model knows of what it was taught, per split: the share of taught flags it names
+    (``flags``) and of taught capitals it gives (``capitals``) in a direct answer with every search token
+    banned, teacher-forced (the direct policy's measure at the token where the knowledge is written, in
+    one forward pass). ``checks``: :func:`~experiments.multimodal.episodes.knowledge_episodes`."""
+    hits = _knowledge_hits(model, processor, checks)
+    return {split: _shares([(w, h) for s, w, h in hits if s == split]) for split in sorted({s for s, _, _ in hits})}
+
+
+def knowledge_pass(
+    model: Any, processor: Any, checks: Sequence[tuple[str, str, str, Episode]], config: MultimodalConfig
+) -> tuple[int, list[dict[str, Any]]]:
+    """The knowledge pass: :func:`fit` on the taught flags' names and capitals (``checks``' direct
+    answers), the loss on those tokens with every search token left out of the softmax, so it teaches
+    *what* to answer and leaves *whether* to search to the whole episodes and GRPO. Checks every
+    ``knowledge_check_every`` steps (and before the first) and stops once the model names
+    ``knowledge_target`` of the taught flags and gives as many of the taught capitals, pooled over every
+    split (all of it is training data), or after ``knowledge_steps``. Returns the steps and the checks."""
+    tokenizer = processor.tokenizer
+    taught = {tokenizer.convert_tokens_to_ids(target) for _, _, target, _ in checks}
+    done: list[dict[str, Any]] = []
+
+    def check(step: int) -> bool:
+        if step % config.knowledge_check_every:
+            return False
+        done.append({"step": step, **_shares([(w, h) for _, w, h in _knowledge_hits(model, processor, checks)])})
+        logger.info("knowledge pass, step %d: taught flags named / capitals given %s", step, done[-1])
+        return min(v for k, v in done[-1].items() if k != "step") >= config.knowledge_target
+
+    if not checks or check(0):
+        return 0, done
+
+    def labeler(labels: Any) -> Any:  # the taught names and capitals in the turn, nothing else
+        keep = labels.clone().fill_(-100)
+        for i, token in enumerate(labels.tolist()):
+            if token in taught:
+                keep[i] = labels[i]
+        return keep
+
+    n = config.knowledge_steps * config.sft_batch_size
+    episodes = [checks[i % len(checks)][3] for i in range(n)]
+    result = fit(model, processor, episodes, lr=config.sft_lr, batch_size=config.sft_batch_size,
+                 seed=config.seed, desc="knowledge", labeler=labeler, on_step=check,
+                 banned=search_tokens(tokenizer))  # fmt: skip
+    return result.steps, done
 
 
 def finetune(
@@ -152,6 +232,10 @@ def finetune(
         seconds[name] = time.perf_counter() - start - began[name]
     naming = made_passes["recognition"]
     reading_fit, checks = made_passes["reading"]
+    # what the whole-episode pass keeps of the taught flags and capitals: measured before and after it
+    taught = knowledge_episodes(examples, countries, env_config)
+    known_before = taught_knowledge(model, processor, taught)
+    logger.info("before the whole episodes, taught flags named / capitals given per split: %s", known_before)
 
     # 3. whole episodes
     whole = fit(
@@ -163,6 +247,11 @@ def finetune(
         seed=config.seed,
         desc="sft",
         split_by_turns=config.sft_split_by_turns,
+    )
+    known_after_whole = taught_knowledge(model, processor, taught)
+    # 4. knowledge (if asked for): what the whole episodes lost of the taught names and capitals
+    knowledge_steps, knowledge_checks = (
+        knowledge_pass(model, processor, taught, config) if config.knowledge_steps else (0, [])
     )
     stats = {
         **asdict(whole),
@@ -178,9 +267,14 @@ def finetune(
         "reading_steps": reading_fit.steps,
         "reading_checks": checks,
         "reading_seconds": seconds["reading"],
+        "knowledge_before_whole": known_before,
+        "knowledge_after_whole": known_after_whole,
+        "knowledge_steps": knowledge_steps,
+        "knowledge_checks": knowledge_checks,
         "after_sft": {
             "reading": slot_accuracy(model, processor, held_out),
             "named": naming_accuracy(model, processor, naming_check),
+            "knowledge": taught_knowledge(model, processor, taught),
         },
         "seconds": time.perf_counter() - start,
     }

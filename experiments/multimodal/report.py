@@ -19,6 +19,7 @@ __all__ = [
     "before_after",
     "endpoint",
     "finetune_summary",
+    "knowledge_change",
     "markdown",
     "plot_curves",
     "style_panel",
@@ -133,7 +134,36 @@ def finetune_summary(sft: Mapping[str, Any]) -> str:
     after = sft["after_sft"]
     copied = f"{after['reading']['query']:.0%}/{after['reading']['answer']:.0%}".replace("%/", "/")
     lines.append(f"- after the whole episodes: copied {copied}, named {after['named']:.0%}")
+    if "knowledge" in after:  # stats made before it was measured have none
+        lines.append(
+            "- taught flags named / capitals given, answer forced, before → after the whole episodes: "
+            + knowledge_change(sft["knowledge_before_whole"], sft.get("knowledge_after_whole", after["knowledge"]))
+        )
+    if sft.get("knowledge_checks"):
+        checks = ", ".join(
+            f"step {c['step']} "
+            + "/".join(f"{c[w]:.0%}" for w in ("flags", "capitals") if w in c).replace("%/", "/", 1)
+            for c in sft["knowledge_checks"]
+        )
+        lines.append(f"- knowledge (taught flags named / capitals given, all splits): {checks}")
+        lines.append(
+            "- after the knowledge pass: " + knowledge_change(sft["knowledge_after_whole"], after["knowledge"])
+        )
     return "\n".join(lines) + "\n"
+
+
+def knowledge_change(before: Mapping[str, Any], after: Mapping[str, Any]) -> str:
+    """Per split, the taught flags named and capitals given before → after the whole-episode pass.
+
+    >>> knowledge_change({"test": {"flags": 1.0, "capitals": 0.5}}, {"test": {"flags": 0.5, "capitals": 0.5}})
+    'test 100/50% → 50/50%'
+    """
+
+    def pair(known: Mapping[str, float]) -> str:
+        got = [f"{known[w]:.0%}" if w in known else "–" for w in ("flags", "capitals")]
+        return "/".join(got).replace("%/", "/", 1)
+
+    return ", ".join(f"{split} {pair(before[split])} → {pair(after.get(split, {}))}" for split in before)
 
 
 def markdown(results: Mapping[str, Any]) -> str:

@@ -302,6 +302,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="tokens of the recognition pass that carry the loss: the whole turn or the name (default: the preset's)",
     )
     parser.add_argument(
+        "--knowledge-steps",
+        type=int,
+        default=None,
+        help="most steps of the knowledge pass after the whole episodes, 0 for none (default: the preset's, 0)",
+    )
+    parser.add_argument(
         "--finetune-only",
         action="store_true",
         help="stop after the fine-tuning and print its training-time checks (sft/sft_stats.json)",
@@ -331,6 +337,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "recognition_steps",
         "recognition_draw",
         "recognition_loss",
+        "knowledge_steps",
         "grpo_steps",
         "grpo_ablation_steps",
         "grpo_lr",

@@ -84,6 +84,7 @@ def fit(
     labeler: Callable[[Any], Any] | None = None,
     on_step: Callable[[int], bool] | None = None,
     split_by_turns: bool = False,
+    banned: Sequence[int] = (),
 ) -> FitResult:
     """One pass of AdamW over ``episodes`` (chat message lists) in an order shuffled with ``seed``, the
     loss on assistant tokens only.
@@ -95,7 +96,8 @@ def fit(
     with the number of steps done; returning True stops the pass there (the model is put back in train
     mode after the call). ``split_by_turns`` computes each (mixed) batch as micro-batches of one episode
     length, so short episodes are not padded to the longest: the same gradient (the mean over the batch's
-    labelled tokens), less padding. The model is left in eval mode.
+    labelled tokens), less padding. ``banned`` tokens are left out of the loss's softmax (see
+    :func:`labelled_loss`). The model is left in eval mode.
     """
     import torch
 
@@ -129,7 +131,7 @@ def fit(
         labelled = sum(int((p["labels"][:, 1:] != -100).sum()) for p in parts)
         loss = 0.0
         for batch in parts:
-            part_loss = labelled_loss(model, batch, reduction="sum") / max(1, labelled)
+            part_loss = labelled_loss(model, batch, reduction="sum", banned=banned) / max(1, labelled)
             part_loss.backward()
             loss += part_loss.item()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -160,9 +162,11 @@ def _micro_batches(chosen: list[int], episodes: Sequence[Episode], split: bool) 
     return list(groups.values())
 
 
-def labelled_loss(model: Any, batch: dict[str, Any], reduction: str = "mean") -> Any:
+def labelled_loss(model: Any, batch: dict[str, Any], reduction: str = "mean", banned: Sequence[int] = ()) -> Any:
     """The causal LM loss of ``batch`` (with ``labels``), the output layer applied only where a label is
-    (``reduction``: ``"mean"`` or ``"sum"`` over the labelled tokens).
+    (``reduction``: ``"mean"`` or ``"sum"`` over the labelled tokens). ``banned`` tokens are left out of
+    the softmax: the loss of the answer a generation with them banned would give, which teaches *what*
+    to answer without training the banned tokens' own logits.
 
     The same mean cross-entropy as ``model(**batch).loss``, without the logits of every other position: on
     the tiny models the output layer over the whole vocabulary is about a third of a training step, and
@@ -172,14 +176,18 @@ def labelled_loss(model: Any, batch: dict[str, Any], reduction: str = "mean") ->
     import torch
 
     if not (hasattr(model, "model") and hasattr(model, "lm_head")):
+        if banned:
+            raise ValueError("banned tokens need a model with .model and .lm_head (the loss is computed here)")
         loss = model(**batch).loss
         return loss * int((batch["labels"][:, 1:] != -100).sum()) if reduction == "sum" else loss
     inputs = {k: v for k, v in batch.items() if k != "labels"}
     hidden = model.model(**inputs).last_hidden_state[:, :-1]
     targets = batch["labels"][:, 1:]
     keep = targets != -100
-    logits = model.lm_head(hidden[keep])
-    return torch.nn.functional.cross_entropy(logits.float(), targets[keep], reduction=reduction)
+    logits = model.lm_head(hidden[keep]).float()
+    if banned:
+        logits = logits.index_fill(1, torch.tensor(list(banned), device=logits.device), float("-inf"))
+    return torch.nn.functional.cross_entropy(logits, targets[keep], reduction=reduction)
 
 
 def slot_labeler(tokenizer: Any, tags: Sequence[str]) -> Callable[[Any], Any]:
@@ -203,9 +211,12 @@ def copy_labeler(tokenizer: Any) -> Callable[[Any], Any]:
     return slot_labeler(tokenizer, ("<text_search>", "<answer>"))
 
 
-def teacher_forced(model: Any, processor: Any, episodes: Sequence[Episode]) -> Iterator[tuple[Any, Any]]:
+def teacher_forced(
+    model: Any, processor: Any, episodes: Sequence[Episode], banned: Sequence[int] = ()
+) -> Iterator[tuple[Any, Any]]:
     """Each episode's ``(input_ids, greedy next-token predictions)``, teacher-forced, rendered by the
-    processor's chat template (left padding included), in batches of 32."""
+    processor's chat template (left padding included), in batches of 32. ``banned`` tokens are never
+    predicted (as a generation's ``bad_words_ids`` would)."""
     import torch
 
     model.eval()
@@ -215,7 +226,10 @@ def teacher_forced(model: Any, processor: Any, episodes: Sequence[Episode]) -> I
             processor_kwargs={"padding": True},
         )  # fmt: skip
         with torch.no_grad():
-            predicted = model(**batch).logits.argmax(-1)
+            logits = model(**batch).logits
+            if banned:
+                logits[..., list(banned)] = float("-inf")
+            predicted = logits.argmax(-1)
         yield from zip(batch["input_ids"], predicted, strict=True)
 
 
