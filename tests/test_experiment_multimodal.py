@@ -407,6 +407,59 @@ def test_the_knowledge_pass_teaches_the_taught_answers_and_stops_at_its_target(t
     assert set(checked[0].values()) - {0} == {1.0}  # every kind it still knows, all of it (step 0 aside)
 
 
+def test_the_episode_knowledge_pass_replays_every_shape_of_the_taught_countries_only(taught, base_model, monkeypatch):
+    from agents.grpo import prepare_processing_class
+    from agents.hf_policy import load_pretrained
+    from experiments.multimodal import model as multimodal_model
+    from experiments.multimodal.episodes import knowledge_episodes
+    from experiments.multimodal.model import knowledge_pass, taught_about
+
+    chosen, qs, env = taught
+    replay = taught_about(qs, chosen)
+    taught_here = {c.entity for c in chosen if c.recognised or c.known}
+    assert {e.metadata["entity"] for e in replay} == taught_here != {c.entity for c in chosen}
+    fitted: list = []
+    real_fit = multimodal_model.fit
+
+    def spy(model, processor, episodes, **kwargs):  # the real fit, its episodes kept to look at
+        fitted.extend(episodes)
+        return real_fit(model, processor, episodes, **kwargs)
+
+    monkeypatch.setattr(multimodal_model, "fit", spy)
+    model, processor, _ = load_pretrained(base_model)
+    prepare_processing_class(processor, env.protocol)
+    checks = knowledge_episodes(qs, chosen, env)
+    config = MultimodalConfig(knowledge_steps=4, knowledge_check_every=2, knowledge_data="episodes", sft_batch_size=8)
+    steps, done = knowledge_pass(model, processor, checks, config, replay, chosen, env)
+    assert steps == 4 and [c["step"] for c in done] == [0, 2, 4] and len(fitted) == 32
+    # whole episodes: direct answers and searches alike, with the whole turn's loss (no search token banned)
+    assert any(len(e) == 2 for e in fitted) and any(len(e) > 2 for e in fitted)
+    with pytest.raises(ValueError, match="needs the questions to replay"):
+        knowledge_pass(model, processor, checks, config)
+    with pytest.raises(ConfigError, match=r"knowledge_data must be one of \['answers', 'episodes'\]"):
+        MultimodalConfig(knowledge_data="episode")
+
+
+def test_a_shipped_start_serves_the_runs_with_its_model_and_data_settings(tmp_path):
+    from experiments.multimodal.run import save_start, shipped_start
+
+    out = tmp_path / "run"
+    (out / "sft").mkdir(parents=True)
+    (out / "settings.json").write_text(json.dumps(MultimodalConfig.main(seed=0).to_dict()))
+    starts = tmp_path / "start"
+    with pytest.raises(ConfigError, match="no finished fine-tuning"):
+        save_start(out, "main-seed0", starts)
+    (out / "sft" / "sft_stats.json").write_text("{}")
+    saved = save_start(out, "main-seed0", starts)
+    assert sorted(p.name for p in saved.iterdir()) == ["settings.json", "sft"]
+    # the same model and data: the main job on either split, and the full configuration (more arms)
+    for config in (MultimodalConfig.main(seed=0, eval_split="test"), MultimodalConfig.full(seed=0)):
+        assert shipped_start(config, starts) == saved
+    # another seed, another fine-tuning schedule: none
+    for config in (MultimodalConfig.main(seed=1), MultimodalConfig.short(seed=0), MultimodalConfig.quick()):
+        assert shipped_start(config, starts) is None
+
+
 def test_recognition_first_runs_the_recognition_pass_before_the_reading_pass(tmp_path, capsys):
     from experiments.multimodal.run import main
 

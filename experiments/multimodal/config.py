@@ -29,6 +29,7 @@ from mmsearch_env.errors import ConfigError, did_you_mean
 __all__ = [
     "ARMS",
     "KINDS",
+    "KNOWLEDGE_DATA",
     "PASS_ORDERS",
     "PHRASING",
     "PROMPTS",
@@ -105,6 +106,8 @@ ARMS = {
 RECIPE_ARM = "on-demand"
 #: The orders of the first two fine-tuning passes (``pass_order``).
 PASS_ORDERS = ("recognition-first", "reading-first")
+#: What the knowledge pass trains on (``knowledge_data``).
+KNOWLEDGE_DATA = ("answers", "episodes")
 #: Which tokens of the recognition pass's turns carry the loss (``recognition_loss``).
 RECOGNITION_LOSSES = ("turn", "name")
 
@@ -195,6 +198,14 @@ class MultimodalConfig(ExperimentSettings):
             "the model gives knowledge_target of each with its answer forced."
         },
     )
+    knowledge_data: str = field(
+        default="answers",
+        metadata={
+            "help": "What the knowledge pass trains on: 'answers' (the taught direct answers, the loss on the taught "
+            "names and capitals only, every search token out of the softmax) or 'episodes' (every action shape of "
+            "the questions about taught countries, fresh draws of the whole episodes, the whole turns' loss)."
+        },
+    )
     knowledge_check_every: int = field(default=25, metadata={"help": "Steps between knowledge checks."})
     knowledge_target: float = field(
         default=0.95, metadata={"help": "Share of the taught flags and of the taught capitals that ends the pass."}
@@ -277,6 +288,11 @@ class MultimodalConfig(ExperimentSettings):
             raise ConfigError(
                 f"pass_order must be one of {list(PASS_ORDERS)}, got {self.pass_order!r}"
                 + did_you_mean(str(self.pass_order), PASS_ORDERS)
+            )
+        if self.knowledge_data not in KNOWLEDGE_DATA:
+            raise ConfigError(
+                f"knowledge_data must be one of {list(KNOWLEDGE_DATA)}, got {self.knowledge_data!r}"
+                + did_you_mean(str(self.knowledge_data), KNOWLEDGE_DATA)
             )
         if self.recognition_loss not in RECOGNITION_LOSSES:
             raise ConfigError(

@@ -32,7 +32,7 @@ from experiments.on_demand.finetune import fit, reading_pass, slot_accuracy, slo
 from mmsearch_env.config import EnvConfig
 from mmsearch_env.data import Example
 
-__all__ = ["build_base_model", "finetune", "knowledge_pass", "naming_accuracy", "taught_knowledge"]
+__all__ = ["build_base_model", "finetune", "knowledge_pass", "naming_accuracy", "taught_about", "taught_knowledge"]
 
 logger = logging.getLogger(__name__)
 
@@ -106,12 +106,27 @@ def taught_knowledge(
     return {split: _shares([(w, h) for s, w, h in hits if s == split]) for split in sorted({s for s, _, _ in hits})}
 
 
+def taught_about(examples: Sequence[Example], countries: Sequence[Country]) -> list[Example]:
+    """The questions about a country whose flag or capital the model is taught."""
+    taught = {c.entity for c in countries if c.recognised or c.known}
+    return [e for e in examples if e.metadata["entity"] in taught]
+
+
 def knowledge_pass(
-    model: Any, processor: Any, checks: Sequence[tuple[str, str, str, Episode]], config: MultimodalConfig
+    model: Any,
+    processor: Any,
+    checks: Sequence[tuple[str, str, str, Episode]],
+    config: MultimodalConfig,
+    replay: Sequence[Example] = (),
+    countries: Sequence[Country] = (),
+    env_config: EnvConfig | None = None,
 ) -> tuple[int, list[dict[str, Any]]]:
-    """The knowledge pass: :func:`fit` on the taught flags' names and capitals (``checks``' direct
-    answers), the loss on those tokens with every search token left out of the softmax, so it teaches
-    *what* to answer and leaves *whether* to search to the whole episodes and GRPO. Checks every
+    """The knowledge pass, on what ``config.knowledge_data`` says. ``"answers"``: :func:`fit` on the taught
+    flags' names and capitals (``checks``' direct answers), the loss on those tokens with every search
+    token left out of the softmax, so it teaches *what* to answer and leaves *whether* to search to the
+    whole episodes and GRPO. ``"episodes"``: fresh draws of the whole episodes of ``replay`` (the questions
+    about taught countries, held by ``env_config``'s dataset), every action shape of each question as often
+    as in the whole-episode pass, so each question's share of searching first turns stays half. Checks every
     ``knowledge_check_every`` steps (and before the first) and stops once the model names
     ``knowledge_target`` of the taught flags and gives as many of the taught capitals, pooled over every
     split (all of it is training data), or after ``knowledge_steps``. Returns the steps and the checks."""
@@ -137,6 +152,14 @@ def knowledge_pass(
         return keep
 
     n = config.knowledge_steps * config.sft_batch_size
+    if config.knowledge_data == "episodes":
+        if env_config is None or not replay:
+            raise ValueError("knowledge_data='episodes' needs the questions to replay and their env_config")
+        per_epoch = sft_episodes(replay, countries, env_config, epochs=1, seed=config.seed).per_epoch
+        made = sft_episodes(replay, countries, env_config, epochs=-(-n // per_epoch), seed=config.seed + 4)
+        result = fit(model, processor, made.episodes[:n], lr=config.sft_lr, batch_size=config.sft_batch_size,
+                     seed=config.seed, desc="knowledge", on_step=check, split_by_turns=config.sft_split_by_turns)  # fmt: skip
+        return result.steps, done
     episodes = [checks[i % len(checks)][3] for i in range(n)]
     result = fit(model, processor, episodes, lr=config.sft_lr, batch_size=config.sft_batch_size,
                  seed=config.seed, desc="knowledge", labeler=labeler, on_step=check,
@@ -251,7 +274,9 @@ def finetune(
     known_after_whole = taught_knowledge(model, processor, taught)
     # 4. knowledge (if asked for): what the whole episodes lost of the taught names and capitals
     knowledge_steps, knowledge_checks = (
-        knowledge_pass(model, processor, taught, config) if config.knowledge_steps else (0, [])
+        knowledge_pass(model, processor, taught, config, taught_about(examples, countries), countries, env_config)
+        if config.knowledge_steps
+        else (0, [])
     )
     stats = {
         **asdict(whole),

@@ -22,6 +22,7 @@ __all__ = [
     "knowledge_change",
     "markdown",
     "plot_curves",
+    "run_time",
     "style_panel",
     "table",
 ]
@@ -229,7 +230,25 @@ def before_after(results: Mapping[str, Any], arm: str = "on-demand") -> str:
         "img unrec / img rec: image search on flags the model was not / was taught; txt unknown / known: text "
         "search on capitals it was not / was taught. On-demand search means high unrec and unknown, low rec and known."
     )
+    if "seconds" in results:
+        lines.append(run_time(results))
     return "\n".join(lines)
+
+
+def run_time(results: Mapping[str, Any]) -> str:
+    """How long the run took, by stage (those of half a minute or more), and what it reused.
+
+    >>> run_time({"seconds": {"fine-tuning": 2.0, "GRPO on-demand": 360.0, "evaluation": 30.0},
+    ...           "seconds_total": 392.0, "reused_seconds": {"fine-tuning": 1122.0}})
+    'this run: 6.5 min (GRPO on-demand 6.0, evaluation 0.5); fine-tuning reused (made in 18.7 min)'
+    """
+    stages = ", ".join(f"{name} {s / 60:.1f}" for name, s in results["seconds"].items() if s >= 30)
+    line = f"this run: {results['seconds_total'] / 60:.1f} min ({stages})"
+    reused = [
+        f"{name} reused" + (f" (made in {s / 60:.1f} min)" if s is not None else "")
+        for name, s in (results.get("reused_seconds") or {}).items()
+    ]
+    return "; ".join([line, *reused])
 
 
 #: The panels of the curve plots, in order: every metric, searches per question last.

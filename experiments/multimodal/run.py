@@ -5,12 +5,14 @@
     python -m experiments.multimodal.run --main                        # the README's main job
     python -m experiments.multimodal.run --short                       # 96 countries, the on-demand arm
     python -m experiments.multimodal.run --quick                       # checks the pipeline, measures nothing
+    python -m experiments.multimodal.run --main --save-start           # rebuild the shipped fine-tuned model
 
 Stages: countries, questions and what the model is taught; the model (frozen EfficientNet-Lite0
 encoder) and its fine-tuning; curation; the baselines (direct with the answer turn forced, RAG, the
 fine-tuned model); the GRPO arms; the evaluation of every checkpoint on the held-out countries of
 ``--eval-split``. A rerun in the same ``--out`` folder reuses its finished stages, and refuses a folder
-made with other settings.
+made with other settings. A run whose model and data settings match a shipped starting point
+(:data:`STARTS`: the main job's fine-tuned model, seed 0) starts from it unless ``--from-scratch``.
 """
 
 from __future__ import annotations
@@ -32,7 +34,14 @@ from typing import Any
 
 from agents.progress import quiet_dependencies
 from agents.threads import available_cores, configure_threads
-from experiments.multimodal.config import ARMS, PASS_ORDERS, PROMPTS, RECOGNITION_LOSSES, MultimodalConfig
+from experiments.multimodal.config import (
+    ARMS,
+    KNOWLEDGE_DATA,
+    PASS_ORDERS,
+    PROMPTS,
+    RECOGNITION_LOSSES,
+    MultimodalConfig,
+)
 from experiments.multimodal.data import countries, questions, write_questions
 from experiments.multimodal.evaluation import (
     direct_policy,
@@ -50,7 +59,7 @@ from experiments.on_demand.training import train_arm
 from experiments.settings import StageClock
 from mmsearch_env.errors import ConfigError, DatasetError
 
-__all__ = ["RESULTS", "curate_sets", "main", "run"]
+__all__ = ["RESULTS", "STARTS", "curate_sets", "main", "run", "save_start", "shipped_start"]
 
 ROOT = Path(__file__).resolve().parents[2]
 #: Where runs write their results when asked to (``--write``).
@@ -124,6 +133,37 @@ def reuse_stages(source: Path, out: Path, config: MultimodalConfig) -> list[str]
     return copied
 
 
+#: Fine-tuned starting points shipped with the project: ``STARTS/<preset>-seed<N>/`` holds ``sft/`` (the
+#: fine-tuned model and its ``sft_stats.json``) and the ``settings.json`` of the run that made it
+#: (:func:`save_start`). A run with the same settings but :data:`LATE_SETTINGS` starts from it
+#: (:func:`shipped_start`) unless told to fine-tune from scratch: the main job then trains GRPO only.
+STARTS = Path(__file__).resolve().parent / "start"
+
+
+def shipped_start(config: MultimodalConfig, starts: Path = STARTS) -> Path | None:
+    """The shipped starting point made with ``config``'s settings (all but :data:`LATE_SETTINGS`), or None."""
+    for stamp in sorted(starts.glob("*/settings.json")):
+        made = json.loads(stamp.read_text())
+        if (stamp.parent / "sft" / "sft_stats.json").is_file() and not [
+            k for k in config.differences(made) if k not in LATE_SETTINGS
+        ]:
+            return stamp.parent
+    return None
+
+
+def save_start(out: Path, name: str, starts: Path = STARTS) -> Path:
+    """Copy the fine-tuned model of the run in ``out`` (``sft/`` and ``settings.json``) to ``starts/name``,
+    replacing what was there; returns that folder."""
+    if not (out / "sft" / "sft_stats.json").is_file():
+        raise ConfigError(f"{out} holds no finished fine-tuning (sft/sft_stats.json) to save as a starting point")
+    target = starts / name
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir(parents=True)
+    shutil.copy(out / "settings.json", target / "settings.json")
+    shutil.copytree(out / "sft", target / "sft")
+    return target
+
+
 def run(
     config: MultimodalConfig,
     out: Path,
@@ -165,11 +205,11 @@ def run(
     lap("questions")
 
     # 2. the model and its fine-tuning (on every country: what it is taught covers held-out ones too)
-    base = build_base_model(out / "base", chosen, config)
     sft_dir = out / "sft"
     # stages finished by an earlier call (this folder or --reuse): their time is what they took then
     reused: dict[str, float | None] = {}
     sft_made = (sft_dir / "sft_stats.json").is_file()
+    base = out / "base" if sft_made else build_base_model(out / "base", chosen, config)  # only to fine-tune
     sft_stats = finetune(base, sft_dir, every, chosen, env.replace(dataset=str(paths["all"]), split=None), config)
     lap("fine-tuning")
     if sft_made:
@@ -308,6 +348,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="most steps of the knowledge pass after the whole episodes, 0 for none (default: the preset's, 0)",
     )
     parser.add_argument(
+        "--knowledge-data",
+        choices=KNOWLEDGE_DATA,
+        default=None,
+        help="what the knowledge pass trains on: the taught answers or whole episodes about taught countries "
+        "(default: the preset's, answers)",
+    )
+    parser.add_argument(
+        "--from-scratch",
+        action="store_true",
+        help="fine-tune even where a shipped starting point has this run's settings (experiments/multimodal/start)",
+    )
+    parser.add_argument(
+        "--save-start",
+        action="store_true",
+        help="fine-tune from scratch, then ship the fine-tuned model as the starting point of runs with these "
+        "settings (experiments/multimodal/start/PRESET-seedN); implies --finetune-only",
+    )
+    parser.add_argument(
         "--finetune-only",
         action="store_true",
         help="stop after the fine-tuning and print its training-time checks (sft/sft_stats.json)",
@@ -338,6 +396,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "recognition_draw",
         "recognition_loss",
         "knowledge_steps",
+        "knowledge_data",
         "grpo_steps",
         "grpo_ablation_steps",
         "grpo_lr",
@@ -359,13 +418,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         claim_work_folder(out, config)
     except ConfigError as exc:
         parser.error(str(exc))
+    reuse = args.reuse
+    if reuse is None and not (args.from_scratch or args.save_start):
+        reuse = shipped_start(config)
+        if reuse is not None:
+            print(f"Starting from the shipped fine-tuned model in {reuse} (--from-scratch fine-tunes anew).")
+    finetune_only = args.finetune_only or args.save_start
     try:
-        results = run(config, out, reuse=args.reuse, finetune_only=args.finetune_only)
+        results = run(config, out, reuse=reuse, finetune_only=finetune_only)
     except ConfigError as exc:
         parser.error(str(exc))
-    if args.finetune_only:
+    if finetune_only:
         sys.stdout.write(finetune_summary(results))
         print(f"Work folder: {out} (sft/sft_stats.json).")
+        if args.save_start:
+            print(f"Starting point saved: {save_start(out, f'{label}-seed{args.seed}')}")
         return 0
     sys.stdout.write(markdown(results))
     if args.write and not args.quick:
