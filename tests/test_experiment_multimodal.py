@@ -460,6 +460,37 @@ def test_a_shipped_start_serves_the_runs_with_its_model_and_data_settings(tmp_pa
         assert shipped_start(config, starts) is None
 
 
+def test_the_shipped_start_is_the_main_jobs_and_knows_what_its_stats_say(tmp_path):
+    """The starting point in the repository: found for the main job's settings, loadable, and it still
+    knows the taught flags and capitals its fine-tuning measured (to one question per split and kind)."""
+    from agents.grpo import prepare_processing_class
+    from agents.hf_policy import load_pretrained
+    from experiments.multimodal.episodes import knowledge_episodes
+    from experiments.multimodal.model import taught_knowledge
+    from experiments.multimodal.run import STARTS, shipped_start
+
+    config = MultimodalConfig.main(seed=0)
+    start = shipped_start(config)
+    assert start == STARTS / "main-seed0", "run: python -m experiments.multimodal.run --main --save-start"
+    assert not set(config.differences(json.loads((start / "settings.json").read_text()))) - {"eval_split"}
+    stats = json.loads((start / "sft" / "sft_stats.json").read_text())["after_sft"]["knowledge"]
+    chosen = countries(config)
+    qs = questions(chosen)
+    (tmp_path / "prompts.json").write_text(json.dumps(PROMPTS))
+    env = config.env.replace(
+        dataset=str(write_questions(qs, tmp_path / "all.parquet")), split=None, prompts=str(tmp_path / "prompts.json")
+    )
+    checks = knowledge_episodes(qs, chosen, env)
+    model, processor, _ = load_pretrained(str(start / "sft"))
+    prepare_processing_class(processor, env.protocol)
+    measured = taught_knowledge(model, processor, checks)
+    assert measured.keys() == stats.keys() == {"train", "validation", "test"}
+    for split, kinds in stats.items():
+        for kind, share in kinds.items():
+            n = sum(s == split and f"{w}s" == kind for s, w, _, _ in checks)
+            assert abs(measured[split][kind] - share) <= 1 / n + 1e-9, (split, kind, measured[split][kind], share)
+
+
 def test_recognition_first_runs_the_recognition_pass_before_the_reading_pass(tmp_path, capsys):
     from experiments.multimodal.run import main
 
