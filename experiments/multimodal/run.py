@@ -412,8 +412,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     quiet_dependencies()
     tuned = "".join(f"-{k.replace('_', '')}{v}" for k, v in overrides.items() if k in tunable)
-    stem = f"multimodal-{label}-{args.eval_split}-seed{args.seed}{tuned}"
-    out = args.out or ROOT / "runs" / stem
+    stem = f"{label}-{args.eval_split}-seed{args.seed}{tuned}"  # results/STEM.*, runs/multimodal-STEM
+    out = args.out or ROOT / "runs" / f"multimodal-{stem}"
     try:
         claim_work_folder(out, config)
     except ConfigError as exc:
