@@ -178,11 +178,14 @@ def taught(tmp_path_factory):
     config = MultimodalConfig(max_countries=24)
     chosen = countries(config)
     qs = questions(chosen)
-    folder = tmp_path_factory.mktemp("mm")
-    path = write_questions(qs, folder / "all.parquet")
+    return chosen, qs, _env_over(qs, config, tmp_path_factory.mktemp("mm"))
+
+
+def _env_over(qs, config, folder):
+    """The run's env config over the questions ``qs`` (written into ``folder``, with the prompts)."""
     (folder / "prompts.json").write_text(json.dumps(PROMPTS))
-    env = config.env.replace(dataset=str(path), split=None, prompts=str(folder / "prompts.json"))
-    return chosen, qs, env
+    dataset = write_questions(qs, folder / "all.parquet")
+    return config.env.replace(dataset=str(dataset), split=None, prompts=str(folder / "prompts.json"))
 
 
 def _text(episode):
@@ -476,10 +479,7 @@ def test_the_shipped_start_is_the_main_jobs_and_knows_what_its_stats_say(tmp_pat
     stats = json.loads((start / "sft" / "sft_stats.json").read_text())["after_sft"]["knowledge"]
     chosen = countries(config)
     qs = questions(chosen)
-    (tmp_path / "prompts.json").write_text(json.dumps(PROMPTS))
-    env = config.env.replace(
-        dataset=str(write_questions(qs, tmp_path / "all.parquet")), split=None, prompts=str(tmp_path / "prompts.json")
-    )
+    env = _env_over(qs, config, tmp_path)
     checks = knowledge_episodes(qs, chosen, env)
     model, processor, _ = load_pretrained(str(start / "sft"))
     prepare_processing_class(processor, env.protocol)
