@@ -461,6 +461,10 @@ def test_a_shipped_start_serves_the_runs_with_its_model_and_data_settings(tmp_pa
     # another seed, another fine-tuning schedule: none
     for config in (MultimodalConfig.main(seed=1), MultimodalConfig.short(seed=0), MultimodalConfig.quick()):
         assert shipped_start(config, starts) is None
+    # a damaged stamp: a clear error that names it, not a JSON traceback
+    (saved / "settings.json").write_text("{truncated")
+    with pytest.raises(ConfigError, match=r"main-seed0/settings.json is not valid JSON.*--save-start"):
+        shipped_start(MultimodalConfig.main(seed=0), starts)
 
 
 def test_the_shipped_start_is_the_main_jobs_and_knows_what_its_stats_say(tmp_path):

@@ -143,7 +143,13 @@ STARTS = Path(__file__).resolve().parent / "start"
 def shipped_start(config: MultimodalConfig, starts: Path = STARTS) -> Path | None:
     """The shipped starting point made with ``config``'s settings (all but :data:`LATE_SETTINGS`), or None."""
     for stamp in sorted(starts.glob("*/settings.json")):
-        made = json.loads(stamp.read_text())
+        try:
+            made = json.loads(stamp.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(
+                f"{stamp} is not valid JSON ({exc}): rebuild that starting point with "
+                "'python -m experiments.multimodal.run --main --save-start', or delete its folder"
+            ) from exc
         if (stamp.parent / "sft" / "sft_stats.json").is_file() and not [
             k for k in config.differences(made) if k not in LATE_SETTINGS
         ]:
