@@ -30,7 +30,16 @@ from agents.frozen_vision import (
 )
 from experiments.multimodal import config as multimodal_config
 from experiments.multimodal import evaluation as multimodal_evaluation
-from experiments.multimodal.config import ARMS, KINDS, PROMPTS, REASON_RECALL, REASON_SEARCH, UNSURE, MultimodalConfig
+from experiments.multimodal.config import (
+    ARMS,
+    KINDS,
+    PROMPTS,
+    REASON_RECALL,
+    REASON_SEARCH,
+    RECIPE_ARM,
+    UNSURE,
+    MultimodalConfig,
+)
 from experiments.multimodal.data import countries, questions, split_of, write_questions
 from experiments.multimodal.episodes import sft_episodes
 from experiments.multimodal.evaluation import decision_tokens, ideal_shape, metrics, shape
@@ -651,6 +660,22 @@ def test_config_checks_and_presets():
         MultimodalConfig(eval_split="train")
     with pytest.raises(ConfigError, match="grpo_scale_rewards"):
         MultimodalConfig(grpo_scale_rewards="std")
+    with pytest.raises(ConfigError, match="grpo_seed must be a non-negative int"):
+        MultimodalConfig(grpo_seed=-1)
+
+
+def test_grpo_can_be_rerun_with_its_own_seed_from_the_same_fine_tuned_model(tmp_path):
+    from experiments.multimodal.run import LATE_SETTINGS
+    from experiments.on_demand.training import grpo_config
+
+    env = MultimodalConfig.quick().env.replace(prompts=str(tmp_path / "prompts.json"))
+    arm = ARMS[RECIPE_ARM]
+    seeds = []
+    for config in (MultimodalConfig.quick(seed=3), MultimodalConfig.quick(seed=3, grpo_seed=11)):
+        grpo = grpo_config(RECIPE_ARM, tmp_path / "d.parquet", arm, tmp_path / "sft", tmp_path / "g", env, config)
+        seeds.append((grpo.seed, grpo.data_seed))
+    assert seeds == [(3, 3), (11, 11)]  # None: the run's seed
+    assert "grpo_seed" in LATE_SETTINGS  # a rerun of GRPO alone may --reuse the fine-tuning
 
 
 @pytest.mark.slow

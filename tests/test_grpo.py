@@ -401,3 +401,33 @@ def test_every_env_setting_is_a_training_flag(tmp_path):
         argv += [f"--{name}", text]
     (config,) = TrlParser((MMSearchGRPOConfig,)).parse_args_and_config(argv)
     assert config.env_config() == EnvConfig(**{name: value for name, (_, value) in values.items()})
+
+
+def test_on_the_cpu_trl_scores_only_the_completion_with_the_same_log_probs(monkeypatch):
+    import trl.trainer.utils as trl_utils
+    from transformers import AutoModelForImageTextToText
+    from trl.kernels.chunked_logprob import _use_triton
+    from trl.trainer.utils import add_fused_lm_head
+
+    from agents.grpo.trainer import score_completions_only_on_cpu
+
+    monkeypatch.setattr(trl_utils, "_use_triton", _use_triton)  # TRL's own (a trainer built before patched it)
+    model = AutoModelForImageTextToText.from_pretrained(build_tiny_vlm()).eval()
+    torch.manual_seed(0)
+    ids = torch.randint(10, 200, (3, 12))
+    labels = ids.clone()
+    labels[:, :8] = -100  # the prompt
+    labels[2, 10:] = -100  # padding
+    with torch.no_grad():
+        reference = torch.log_softmax(model(input_ids=ids).logits[:, :-1].float(), -1)
+    reference = reference.gather(-1, ids[:, 1:, None])[..., 0].masked_fill(labels[:, 1:] == -100, 0)
+    add_fused_lm_head(model, outputs=("log_probs", "entropy"))
+    computed = trl_utils._use_triton(torch.device("cpu"))
+    with torch.no_grad():
+        full = model(input_ids=ids, labels=labels, fused_lm_head=True).log_probs
+    assert score_completions_only_on_cpu() and score_completions_only_on_cpu()  # idempotent
+    assert trl_utils._use_triton(torch.device("cpu")) and not computed
+    with torch.no_grad():
+        compact = model(input_ids=ids, labels=labels, fused_lm_head=True).log_probs
+    assert torch.allclose(full, reference, atol=1e-5) and torch.allclose(compact, reference, atol=1e-5)
+    assert (compact[labels[:, 1:] == -100] == 0).all() and (compact[labels[:, 1:] != -100] < 0).all()

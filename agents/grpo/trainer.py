@@ -18,13 +18,42 @@ from agents.model_check import ModelFolder, check_model_folder
 from agents.tiny_vlm import build_tiny_vlm
 from mmsearch_env.errors import ConfigError
 
-__all__ = ["build_trainer", "describe_run", "load_policy_model", "train"]
+__all__ = ["build_trainer", "describe_run", "load_policy_model", "score_completions_only_on_cpu", "train"]
 
 logger = logging.getLogger(__name__)
 
 # Tokens a young policy samples that break its own forward pass: TRL suppresses the image token only,
 # but a sampled video or vision-boundary token also makes the model look for a missing video grid.
 _VISION_TOKENS = ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>")
+
+
+def score_completions_only_on_cpu() -> bool:
+    """Make TRL's chunked log-prob head score only the completion's positions on the CPU too.
+
+    TRL (1.16) scores just the labelled positions on Triton devices but every position elsewhere, to
+    keep tile shapes fixed for compilers; on the CPU, with nothing compiled, that computes and
+    differentiates the vocabulary's log-softmax over every prompt token as well (a third of a GRPO
+    step on the tiny VLM). The values at the completion's positions are the same either way (tested);
+    ``benchmarks/grpo_cpu_scoring.py`` measures the step time. TRL decides this through
+    ``trl.trainer.utils._use_triton``; where a TRL version has no such name nothing changes. Returns
+    whether the CPU now scores compactly. Idempotent.
+    """
+    try:
+        import trl.trainer.utils as trl_utils
+    except ImportError:  # pragma: no cover - the train extra is checked before
+        return False
+    decide = getattr(trl_utils, "_use_triton", None)
+    if decide is None:
+        return False
+    if getattr(decide, "mmsearch_compact_on_cpu", False):
+        return True
+
+    def compact(device: Any) -> bool:
+        return getattr(device, "type", None) == "cpu" or decide(device)
+
+    compact.mmsearch_compact_on_cpu = True  # type: ignore[attr-defined]
+    trl_utils._use_triton = compact
+    return True
 
 
 def describe_run(config: MMSearchGRPOConfig) -> ModelFolder | None:
@@ -150,6 +179,7 @@ def build_trainer(
     generation_kwargs["suppress_tokens"] = sorted(set(generation_kwargs.get("suppress_tokens", [])) | set(vision))
     config.generation_kwargs = generation_kwargs
     reward = EnvReward(tokenizer)
+    score_completions_only_on_cpu()
     trainer = GRPOTrainer(
         model=model,
         reward_funcs=[reward],

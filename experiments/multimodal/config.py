@@ -233,6 +233,13 @@ class MultimodalConfig(ExperimentSettings):
     grpo_batch: int = field(default=32, metadata={"help": "Rollouts per GRPO step."})
     grpo_generations: int = field(default=8, metadata={"help": "Rollouts per question (the group)."})
     grpo_lr: float = field(default=2e-3, metadata={"help": "Learning rate of the LoRA adapter."})
+    grpo_seed: int | None = field(
+        default=None,
+        metadata={
+            "help": "Seed of GRPO alone (its sampled rollouts and data order; None: seed): reruns of GRPO "
+            "from one fine-tuned model."
+        },
+    )
     grpo_scale_rewards: str = field(
         default="group",
         metadata={
@@ -280,8 +287,10 @@ class MultimodalConfig(ExperimentSettings):
                 raise ConfigError(f"{name} must be in (0, 1], got {value!r}")
         if self.grpo_scale_rewards not in ("group", "batch", "none"):
             raise ConfigError(f"grpo_scale_rewards must be 'group', 'batch' or 'none', got {self.grpo_scale_rewards!r}")
-        for name in ("recognition_draw", "knowledge_steps"):
+        for name in ("recognition_draw", "knowledge_steps", "grpo_seed"):
             value = getattr(self, name)
+            if name == "grpo_seed" and value is None:
+                continue
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
                 raise ConfigError(f"{name} must be a non-negative int, got {value!r}")
         if self.pass_order not in PASS_ORDERS:

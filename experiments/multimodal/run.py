@@ -385,6 +385,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--grpo-lr", type=float, default=None, help="GRPO learning rate (default: the preset's)")
     parser.add_argument(
+        "--grpo-seed",
+        type=int,
+        default=None,
+        help="seed of GRPO alone, to rerun it from one fine-tuned model (default: --seed)",
+    )
+    parser.add_argument(
         "--grpo-scale-rewards",
         choices=("group", "batch", "none"),
         default=None,
@@ -406,6 +412,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "grpo_steps",
         "grpo_ablation_steps",
         "grpo_lr",
+        "grpo_seed",
         "grpo_scale_rewards",
     )
     for name in (*tunable, "arms"):

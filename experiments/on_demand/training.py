@@ -90,6 +90,8 @@ def grpo_config(
     from agents.grpo import MMSearchGRPOConfig  # imports TRL
 
     env = env_config.replace(dataset=str(dataset), split=None, search_penalty=arm.search_penalty)
+    seed = getattr(config, "grpo_seed", None)  # the multimodal experiment may rerun GRPO alone
+    seed = config.seed if seed is None else seed
     return MMSearchGRPOConfig(
         **env.to_dict(),
         output_dir=str(out),
@@ -108,8 +110,8 @@ def grpo_config(
         bf16=False,
         activation_checkpointing=False,
         report_to=[],
-        seed=config.seed,
-        data_seed=config.seed,
+        seed=seed,
+        data_seed=seed,
         dataloader_num_workers=0,
         lora_target_modules=list(config.lora_target_modules),
         metrics_plot=True,
