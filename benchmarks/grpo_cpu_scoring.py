@@ -26,7 +26,6 @@ import platform
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
@@ -35,7 +34,7 @@ if str(ROOT) not in sys.path:  # run as a file: the experiments package lives at
     sys.path.insert(0, str(ROOT))
 
 import trl.trainer.utils as trl_utils  # noqa: E402
-from transformers import TrainerCallback  # noqa: E402
+from grpo_step import StepTimer  # noqa: E402  (benchmarks/, the script's folder)
 from trl.kernels.chunked_logprob import _use_triton as trl_every_position_on_cpu  # noqa: E402
 
 from agents.grpo import build_trainer  # noqa: E402
@@ -48,22 +47,6 @@ from experiments.on_demand.training import grpo_config  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 KINDS = ("every position", "completion only")
-
-
-class StepTimer(TrainerCallback):
-    """CPU time (this process, all threads) and wall time of each training step."""
-
-    def __init__(self) -> None:
-        self.cpu: list[float] = []
-        self.wall: list[float] = []
-        self._start = (0.0, 0.0)
-
-    def on_step_begin(self, args, state, control, **kwargs):
-        self._start = (time.process_time(), time.perf_counter())
-
-    def on_step_end(self, args, state, control, **kwargs):
-        self.cpu.append(time.process_time() - self._start[0])
-        self.wall.append(time.perf_counter() - self._start[1])
 
 
 def run(kind: str, steps: int, work: Path, model: Path, config: MultimodalConfig) -> dict[str, list[float]]:
@@ -84,7 +67,7 @@ def run(kind: str, steps: int, work: Path, model: Path, config: MultimodalConfig
     finally:
         score_completions_only_on_cpu()
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h and "train_runtime" not in h]
-    return {"cpu": timer.cpu[1:], "wall": timer.wall[1:], "loss": losses}
+    return {"cpu": timer.times[1:], "wall": timer.wall[1:], "loss": losses}
 
 
 def main() -> None:
