@@ -34,7 +34,7 @@ if str(ROOT) not in sys.path:  # run as a file: the experiments package lives at
     sys.path.insert(0, str(ROOT))
 
 import trl.trainer.utils as trl_utils  # noqa: E402
-from grpo_step import StepTimer  # noqa: E402  (benchmarks/, the script's folder)
+from grpo_step import StepTimer, save_step_timing  # noqa: E402  (benchmarks/, the script's folder)
 from trl.kernels.chunked_logprob import _use_triton as trl_every_position_on_cpu  # noqa: E402
 
 from agents.grpo import build_trainer  # noqa: E402
@@ -96,9 +96,6 @@ def main() -> None:
                 times[kind] += done[kind]["cpu"]
                 wall[kind] += done[kind]["wall"]
             ratios.append(statistics.median(done["completion only"]["cpu"]) / statistics.median(done[KINDS[0]]["cpu"]))
-    medians = {k: statistics.median(v) for k, v in times.items()}
-    wall_medians = {k: statistics.median(v) for k, v in wall.items()}
-    ratio = statistics.median(ratios)
     meta = {
         "python": platform.python_version(),
         "machine": platform.machine(),
@@ -109,16 +106,8 @@ def main() -> None:
         "rollouts_per_step": config.grpo_batch,
         "group_size": config.grpo_generations,
     }
-    result = {
-        "meta": meta,
-        "median_step_cpu_s": medians,
-        "median_step_wall_s": wall_medians,
-        "ratio": ratio,
-        "round_ratios": ratios,
-        "step_times_s": times,
-    }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "grpo_cpu_scoring.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
+    saved = save_step_timing("grpo_cpu_scoring", meta, times, wall, ratios)
+    medians, wall_medians, ratio = saved["median_step_cpu_s"], saved["median_step_wall_s"], saved["ratio"]
     lines = [
         "# GRPO step time on the CPU: log-probs over every position vs the completion's only",
         "",

@@ -136,6 +136,28 @@ def plain_tools(env: MMSearchEnv):
     return [image_search, text_search]
 
 
+def save_step_timing(
+    name: str,
+    meta: dict,
+    times: dict[str, list[float]],
+    wall: dict[str, list[float]],
+    ratios: list[float],
+) -> dict:
+    """Write ``RESULTS/<name>.json`` of an alternating two-run step timing and return it: per run the
+    median step's CPU and wall time, the median of the per-round ratios, and every step's time."""
+    result = {
+        "meta": meta,
+        "median_step_cpu_s": {k: statistics.median(v) for k, v in times.items()},
+        "median_step_wall_s": {k: statistics.median(v) for k, v in wall.items()},
+        "ratio": statistics.median(ratios),
+        "round_ratios": ratios,
+        "step_times_s": times,
+    }
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
+    return result
+
+
 def run(kind: str, steps: int, out: Path, base: Path) -> list[float]:
     settings = dict(
         dataset=write_dataset(out), split=None, protocol="tool_calls", warm_start_epochs=0, max_steps=steps,
@@ -191,8 +213,6 @@ def main() -> None:
                 times[kind] += steps
                 round_medians[kind] = statistics.median(steps)
             ratios.append(round_medians["env adapter"] / round_medians["plain tools"])
-    medians = {k: statistics.median(v) for k, v in times.items()}
-    ratio = statistics.median(ratios)
     meta = {
         "python": platform.python_version(),
         "machine": platform.machine(),
@@ -207,17 +227,8 @@ def main() -> None:
     if TOKENS["env adapter"] != TOKENS["plain tools"]:
         raise RuntimeError(f"the two arms did different work: completion lengths {TOKENS}")
     meta["model_tokens_per_completion"] = sorted(TOKENS["env adapter"])
-    wall = {k: statistics.median(v) for k, v in WALL.items()}
-    result = {
-        "meta": meta,
-        "median_step_cpu_s": medians,
-        "median_step_wall_s": wall,
-        "ratio": ratio,
-        "round_ratios": ratios,
-        "step_times_s": times,
-    }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "grpo_step.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
+    saved = save_step_timing("grpo_step", meta, times, WALL, ratios)
+    medians, wall, ratio = saved["median_step_cpu_s"], saved["median_step_wall_s"], saved["ratio"]
     lines = [
         "# GRPO step time: env adapter vs TRL's plain tool loop",
         "",
