@@ -31,6 +31,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from agents.added_tokens import repair_added_token_decoding
 from agents.model_check import check_model_folder
 from agents.policy import PolicyBase
 from agents.tiny_vlm import load_processor, make_processor
@@ -66,7 +67,8 @@ def load_processing_class(path: str | os.PathLike[str]) -> Any:
     """The processor (VLM) or tokenizer (LLM) of a local model folder, padding on the left.
 
     Qwen-VL folders load as :class:`agents.tiny_vlm.TinyVLProcessor` when ``AutoProcessor`` would
-    need torchvision or silently return a bare tokenizer (REFERENCE.md §2).
+    need torchvision or silently return a bare tokenizer (REFERENCE.md §2). Added tokens that a
+    byte-level decoder would turn into invalid bytes are repaired (:mod:`agents.added_tokens`).
     """
     from transformers import AutoProcessor, AutoTokenizer, ProcessorMixin
 
@@ -76,6 +78,7 @@ def load_processing_class(path: str | os.PathLike[str]) -> Any:
         tokenizer.padding_side = "left"
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
+        repair_added_token_decoding(tokenizer)
         return tokenizer
     if (path / "tiny_vlm.json").is_file():
         processor = load_processor(path)
@@ -93,6 +96,7 @@ def load_processing_class(path: str | os.PathLike[str]) -> Any:
                 tokenizer, Qwen2VLImageProcessorPil.from_pretrained(path), chat_template=tokenizer.chat_template
             )
     processor.tokenizer.padding_side = "left"
+    repair_added_token_decoding(processor.tokenizer)
     return processor
 
 

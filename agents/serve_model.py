@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agents.added_tokens import repair_added_token_decoding
 from agents.model_check import check_model_folder
 from mmsearch_env.errors import ConfigError
 
@@ -117,6 +118,7 @@ class ModelServer:
         self.torch = torch
         self.name = name or Path(model_path).name
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
+        repair_added_token_decoding(self.tokenizer)
         self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype="float32").to(device).eval()
         self.device = device
         ids = self.model.generation_config.eos_token_id

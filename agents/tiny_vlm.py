@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from agents.added_tokens import repair_added_token_decoding
 from agents.frozen_vision import FrozenFeatureImageProcessor
 from mmsearch_env.corpus import load_corpus
 from mmsearch_env.data import load_dataset
@@ -351,6 +352,7 @@ def load_processor(path: str | os.PathLike[str]) -> Any:
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(path)
+    repair_added_token_decoding(tokenizer)
     config_path = Path(path) / "tiny_vlm.json"
     config = TinyVLMConfig(**json.loads(config_path.read_text())["config"]) if config_path.is_file() else None
     processor = make_processor(tokenizer, _image_processor(config or TinyVLMConfig()), tokenizer.chat_template)

@@ -503,6 +503,20 @@ def test_the_shipped_start_is_the_main_jobs_and_knows_what_its_stats_say(tmp_pat
         for kind, share in kinds.items():
             n = sum(s == split and f"{w}s" == kind for s, w, _, _ in checks)
             assert abs(measured[split][kind] - share) <= 1 / n + 1e-9, (split, kind, measured[split][kind], share)
+    # every name and capital is one token that decodes to itself, accents included ("Yaoundé" decoded
+    # as "Yaound\ufffd" before the loader repaired the byte-level decoding of added tokens)
+    from transformers import AutoTokenizer
+
+    from agents.added_tokens import broken_added_tokens
+
+    assert broken_added_tokens(AutoTokenizer.from_pretrained(start / "sft")) == []  # as saved (vLLM reads it)
+    tokenizer = processor.tokenizer
+    words = [w for c in chosen for w in (c.name, c.capital)]
+    assert any(not w.isascii() and w.isalpha() for w in words)
+    for word in words:
+        ids = tokenizer.encode(f"<answer>{word}</answer>", add_special_tokens=False)
+        assert tokenizer.convert_tokens_to_ids(word) in ids
+        assert tokenizer.decode(ids, skip_special_tokens=True) == f"<answer>{word}</answer>"
 
 
 def test_recognition_first_runs_the_recognition_pass_before_the_reading_pass(tmp_path, capsys):

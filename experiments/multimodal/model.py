@@ -22,6 +22,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from agents.added_tokens import add_word_tokens
 from agents.hf_policy import load_pretrained
 from agents.tiny_vlm import TinyVLMConfig, build_tiny_vlm, load_tiny_vlm
 from experiments.multimodal.config import UNSURE, MultimodalConfig
@@ -45,7 +46,7 @@ def build_base_model(out: Path, countries: Sequence[Country], config: Multimodal
     built = build_tiny_vlm(out.parent / "tiny-vlm", config=TinyVLMConfig(**config.tiny_vlm_kwargs()))
     model, processor = load_tiny_vlm(built)
     words = {c.name for c in countries} | {c.capital for c in countries} | {UNSURE}
-    processor.tokenizer.add_tokens(sorted(words))
+    add_word_tokens(processor.tokenizer, words)
     model.resize_token_embeddings(len(processor.tokenizer), mean_resizing=False)
     model.save_pretrained(out)
     processor.save_pretrained(out)

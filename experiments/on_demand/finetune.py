@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from agents.added_tokens import add_word_tokens
 from agents.grpo import assistant_header_ids, assistant_token_labels, end_of_turn_id
 from agents.hf_policy import load_pretrained
 from agents.progress import progress_bar
@@ -52,7 +53,7 @@ def build_base_model(out: Path, examples: Sequence[Example], config: OnDemandCon
     built = build_tiny_vlm(out.parent / "tiny-vlm", config=TinyVLMConfig(**config.tiny_vlm_kwargs()))
     model, processor = load_tiny_vlm(built)
     names = set(country_names(examples).values())
-    processor.tokenizer.add_tokens(sorted(names | {e.answer for e in examples}))
+    add_word_tokens(processor.tokenizer, names | {e.answer for e in examples})
     model.resize_token_embeddings(len(processor.tokenizer), mean_resizing=False)
     model.save_pretrained(out)
     processor.save_pretrained(out)
