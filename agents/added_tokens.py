@@ -90,9 +90,11 @@ def repair_added_token_decoding(tokenizer: Any) -> list[str]:
     from tokenizers import Regex, decoders
 
     rewrites = [decoders.Replace(Regex(_anchored(text)), byte_level_spelling(text)) for text in broken]
-    backend.decoder = decoders.Sequence([*rewrites, backend.decoder])
+    original = backend.decoder
+    backend.decoder = decoders.Sequence([*rewrites, original])
     still = broken_added_tokens(tokenizer)
     if still:
+        backend.decoder = original  # left as it was: the error says what to do
         raise ValueError(
             f"added tokens {still} still decode wrongly after rewriting them into the byte-level alphabet; "
             "the tokenizer's decoder is not the plain byte-level one: decode these ids yourself"

@@ -91,8 +91,10 @@ def test_a_decoder_that_still_mangles_is_an_error():
     tokenizer = _byte_level_tokenizer(decoders.Sequence([decoders.ByteLevel(), decoders.Replace("é", "e")]))
     tokenizer.add_tokens(["Yaoundé"])
     assert broken_added_tokens(tokenizer) == ["Yaoundé"]
+    before = tokenizer.backend_tokenizer.to_str()
     with pytest.raises(ValueError, match="still decode wrongly"):
         repair_added_token_decoding(tokenizer)
+    assert tokenizer.backend_tokenizer.to_str() == before  # the tokenizer is left as it was
 
 
 def test_model_folders_saved_before_the_repair_load_repaired(tmp_path):
