@@ -81,7 +81,7 @@ def load_processing_class(path: str | os.PathLike[str]) -> Any:
         repair_added_token_decoding(tokenizer)
         return tokenizer
     if (path / "tiny_vlm.json").is_file():
-        processor = load_processor(path)
+        processor = load_processor(path)  # repairs its added tokens itself
     else:
         try:
             processor = AutoProcessor.from_pretrained(path)
@@ -95,8 +95,8 @@ def load_processing_class(path: str | os.PathLike[str]) -> Any:
             processor = make_processor(
                 tokenizer, Qwen2VLImageProcessorPil.from_pretrained(path), chat_template=tokenizer.chat_template
             )
+        repair_added_token_decoding(processor.tokenizer)
     processor.tokenizer.padding_side = "left"
-    repair_added_token_decoding(processor.tokenizer)
     return processor
 
 
